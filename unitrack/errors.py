@@ -1,0 +1,250 @@
+"""Every error unitrack raises, in one tree.
+
+Users only ever need to catch these; errors from PyTables, filelock, sockets, YAML or psycopg are translated at
+the boundary and chained (``raise StorageError(...) from exc``).
+
+::
+
+    UnitrackError
+    ├── ConfigError (ValueError)          bad argument, URI, spec string, query, params.yml
+    │     ├── InvalidURIError
+    │     ├── UnknownSchemeError
+    │     ├── InvalidSpecError
+    │     └── InvalidQueryError
+    ├── SchemaError (ValueError)          a row or value that does not fit the table's schema
+    │     └── InvalidNameError            a name with '/', '..', NUL, ... (checked before any file is touched)
+    ├── NotFoundError (LookupError)       project, group, trial, table, stored object
+    │     └── ItemNotFound                fetch_and_update_* found nothing to update (track's name)
+    ├── AlreadyExistsError (ValueError)   e.g. Store(..., new=True) on an existing folder
+    ├── StorageError                      disk full, lock timeout, corrupt or foreign file
+    │     ├── ConcurrentWrite             a lock was not acquired in time (track's name)
+    │     └── CorruptStoreError           a file's bytes are not what was written
+    ├── RemoteError                       the server or the connection to it
+    │     ├── AuthenticationError
+    │     ├── FrameError
+    │     └── ConnectionLostError
+    └── MissingDependencyError (ImportError)
+
+Each class builds its message from the data it is given and keeps that data as attributes, so callers (and the
+server, which sends errors as ``(kind, message, fields)``) can use it. :func:`error_from_wire` rebuilds an error
+from those three parts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AlreadyExistsError",
+    "AuthenticationError",
+    "ConcurrentWrite",
+    "ConfigError",
+    "ConnectionLostError",
+    "CorruptStoreError",
+    "FrameError",
+    "InvalidNameError",
+    "InvalidQueryError",
+    "InvalidSpecError",
+    "InvalidURIError",
+    "ItemNotFound",
+    "MissingDependencyError",
+    "NotFoundError",
+    "RemoteError",
+    "SchemaError",
+    "StorageError",
+    "UnitrackError",
+    "UnknownSchemeError",
+    "error_from_wire",
+]
+
+
+class UnitrackError(Exception):
+    """Base class of every error unitrack raises.
+
+    Args:
+        message: What was wrong, with the value, and what to do.
+        **fields: Data describing the error, kept as attributes (plain, JSON-able values).
+    """
+
+    #: Registry of every subclass by name, used to rebuild errors received from a server.
+    _kinds: ClassVar[dict[str, type[UnitrackError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        UnitrackError._kinds[cls.__name__] = cls
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def kind(self) -> str:
+        """The class name, as sent over the wire."""
+        return type(self).__name__
+
+
+UnitrackError._kinds["UnitrackError"] = UnitrackError
+
+
+def error_from_wire(kind: str, message: str, fields: dict[str, Any] | None = None) -> UnitrackError:
+    """Rebuild the error a server reported as ``(kind, message, fields)``.
+
+    An unknown kind becomes a plain :class:`RemoteError`, so a newer server never crashes an older client.
+
+    Example:
+        >>> err = error_from_wire("NotFoundError", "no trial 'x'", {"what": "trial"})
+        >>> type(err).__name__, err.what
+        ('NotFoundError', 'trial')
+    """
+    cls = UnitrackError._kinds.get(kind)
+    if cls is None:
+        cls = RemoteError
+        message = f"{kind}: {message}"
+    err = cls.__new__(cls)
+    UnitrackError.__init__(err, message, **(fields or {}))
+    return err
+
+
+# --------------------------------------------------------------------------------------------------- config
+class ConfigError(UnitrackError, ValueError):
+    """A bad argument, URI, spec string, query or configuration file."""
+
+
+class InvalidURIError(ConfigError):
+    """A URI that does not follow ``scheme://[user[:password]@]host[:port][/path][?options]``."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(f"Invalid URI {uri!r}: {reason}", uri=uri, reason=reason)
+
+
+class UnknownSchemeError(ConfigError):
+    """A URI whose scheme has no registered backend. There is never a fallback."""
+
+    def __init__(self, scheme: str, uri: str, known: list[str]) -> None:
+        super().__init__(
+            f"no backend for scheme {scheme!r} in {uri!r}; known: {', '.join(sorted(known))}",
+            scheme=scheme,
+            uri=uri,
+            known=sorted(known),
+        )
+
+
+class InvalidSpecError(ConfigError):
+    """A malformed Monitor spec string such as ``'loss@'``; the message points at the bad character."""
+
+    def __init__(self, spec: str, position: int, reason: str) -> None:
+        pointer = " " * (position + len("  ")) + "^"
+        super().__init__(
+            f"Invalid spec {spec!r} at position {position}: {reason}\n  {spec}\n{pointer}",
+            spec=spec,
+            position=position,
+            reason=reason,
+        )
+
+
+class InvalidQueryError(ConfigError):
+    """A query (``fetch_trials``) or filter with an unknown operator, field or shape."""
+
+    def __init__(self, query: str, reason: str) -> None:
+        super().__init__(f"Invalid query {query}: {reason}", query=query, reason=reason)
+
+
+# --------------------------------------------------------------------------------------------------- schema
+class SchemaError(UnitrackError, ValueError):
+    """A row or value that does not fit a table's schema or the data model."""
+
+
+class InvalidNameError(SchemaError):
+    """A name that could escape its folder or break a file format: ``/``, ``..``, NUL, too long, empty."""
+
+    def __init__(self, what: str, name: object, reason: str) -> None:
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:77] + "...")
+        super().__init__(
+            f"Invalid {what} name {shown}: {reason}. Use letters, digits and '._-=,:+ ' only.",
+            what=what,
+            name=name if isinstance(name, str) else repr(name),
+            reason=reason,
+        )
+
+
+# --------------------------------------------------------------------------------------------------- lookup
+class NotFoundError(UnitrackError, LookupError):
+    """A project, group, trial, table or stored object that does not exist."""
+
+
+class ItemNotFound(NotFoundError):
+    """``fetch_and_update_*`` found nothing matching its query (track's ``ItemNotFound``)."""
+
+    def __init__(self, what: str, query: str) -> None:
+        super().__init__(f"No {what} matches {query}; nothing was updated.", what=what, query=query)
+
+
+class AlreadyExistsError(UnitrackError, ValueError):
+    """Something that must be new already exists, e.g. ``Store(..., new=True)`` on an existing folder."""
+
+
+# --------------------------------------------------------------------------------------------------- storage
+class StorageError(UnitrackError):
+    """Disk full, lock timeout, a corrupt or foreign file: the storage could not do what was asked."""
+
+
+class ConcurrentWrite(StorageError):
+    """A lock was not acquired in time because another process holds it (track's ``ConcurrentWrite``)."""
+
+    def __init__(self, path: str, timeout_s: float) -> None:
+        super().__init__(
+            f"Lock on {path} not acquired within {timeout_s:g} s; another process holds it. "
+            "Retry, or raise lock_timeout_s.",
+            path=path,
+            timeout_s=timeout_s,
+        )
+
+
+class CorruptStoreError(StorageError):
+    """The bytes of a file are not what unitrack wrote there. Nothing from it is returned."""
+
+    def __init__(self, path: str, offset: int, reason: str = "checksum mismatch") -> None:
+        super().__init__(
+            f"{path} is corrupt at byte {offset}: {reason}. Restore it from a backup or remove it; "
+            "other runs are not affected.",
+            path=path,
+            offset=offset,
+            reason=reason,
+        )
+
+
+# --------------------------------------------------------------------------------------------------- remote
+class RemoteError(UnitrackError):
+    """The server reported an error, or the connection to it failed."""
+
+
+class AuthenticationError(RemoteError):
+    """Unknown user or wrong password (deliberately the same message for both), or a missing permission."""
+
+
+class FrameError(RemoteError):
+    """A wire frame that is too large, truncated or not valid data."""
+
+
+class ConnectionLostError(RemoteError):
+    """The connection to the server was lost and could not be re-established in time."""
+
+
+# --------------------------------------------------------------------------------------------------- deps
+class MissingDependencyError(UnitrackError, ImportError):
+    """An optional package is needed for what was asked; the message names the extra to install."""
+
+    def __init__(self, feature: str, extra: str, package: str | None = None) -> None:
+        super().__init__(
+            f"{feature} needs: pip install 'unitrack[{extra}]'"
+            + (f" (missing package {package!r})" if package else ""),
+            feature=feature,
+            extra=extra,
+            package=package,
+        )
