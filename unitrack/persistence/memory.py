@@ -1,0 +1,412 @@
+"""The in-memory database behind the ephemeral, file and pickled backends.
+
+It holds mutable records (so appending a metric point is O(1)) and hands out frozen snapshots. It does no
+locking and no I/O: the backends wrap it with their own. Every operation is a method taking and returning
+plain data or model objects, and the ``apply`` method replays the journal records the file backend writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+from unitrack.errors import NotFoundError, SchemaError
+from unitrack.persistence.aggregators import aggregator_from_json
+from unitrack.persistence.query import Query, compile_query
+from unitrack.persistence.serialization import from_json, to_json
+from unitrack.persistence.structure import (
+    GroupUpdate,
+    Metric,
+    Project,
+    Trial,
+    TrialGroup,
+    TrialUpdate,
+)
+
+__all__ = ["Database"]
+
+
+def _plain_copy(value: Any) -> Any:
+    """Deep copy of plain data (dicts, lists, scalars): faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_copy(v) for v in value]
+    return value
+
+
+class _MetricRecord:
+    __slots__ = ("index", "latest", "steps", "values")
+
+    def __init__(self) -> None:
+        self.steps: list[Any] = []
+        self.values: list[Any] = []
+        self.index: dict[Any, int] = {}
+        self.latest: Any = None
+
+    def add(self, step: Any, value: Any) -> None:
+        if step is not None:
+            at = self.index.get(step)
+            if at is not None:
+                self.values[at] = value
+                self.latest = value
+                return
+            self.index[step] = len(self.values)
+        self.steps.append(step)
+        self.values.append(value)
+        self.latest = value
+
+    def snapshot(self, name: str) -> Metric:
+        return Metric(name, tuple(self.steps), tuple(self.values), self.latest)
+
+    @classmethod
+    def from_metric(cls, metric: Metric) -> _MetricRecord:
+        rec = cls()
+        for step, value in metric:
+            rec.add(step, value)
+        rec.latest = metric.latest
+        return rec
+
+
+class _TrialRecord:
+    __slots__ = (
+        "chronos", "description", "errors", "group_id", "hash", "metadata", "metrics", "name",
+        "parameters", "project_id", "revision", "status", "tags", "version", "writers",
+    )
+
+    def __init__(self, trial: Trial) -> None:
+        self.hash = trial.hash
+        self.revision = trial.revision
+        self.name = trial.name
+        self.description = trial.description
+        self.version = trial.version
+        self.group_id = trial.group_id
+        self.project_id = trial.project_id
+        self.tags: dict[str, Any] = _plain_copy(dict(trial.tags))
+        self.parameters: dict[str, Any] = _plain_copy(dict(trial.parameters))
+        self.metadata: dict[str, Any] = _plain_copy(dict(trial.metadata))
+        self.metrics: dict[str, _MetricRecord] = {k: _MetricRecord.from_metric(m) for k, m in trial.metrics.items()}
+        self.chronos: dict[str, Any] = _plain_copy(dict(trial.chronos))
+        self.status = trial.status
+        self.errors: list[str] = list(trial.errors)
+        self.writers: dict[str, int] = {}
+
+    @property
+    def uid(self) -> str:
+        return f"{self.hash}_{self.revision}"
+
+    def snapshot(self) -> Trial:
+        return Trial(
+            _hash=self.hash,
+            revision=self.revision,
+            name=self.name,
+            description=self.description,
+            tags=_plain_copy(self.tags),
+            version=self.version,
+            group_id=self.group_id,
+            project_id=self.project_id,
+            parameters=self.parameters,  # Trial checks and copies parameters
+            metadata=_plain_copy(self.metadata),
+            metrics={k: m.snapshot(k) for k, m in self.metrics.items()},
+            chronos=_plain_copy(self.chronos),
+            status=self.status,
+            errors=tuple(self.errors),
+        )
+
+    def apply(self, update: TrialUpdate) -> bool:
+        """Apply an update; False when it is a replayed (writer, seq) batch and was skipped."""
+        if update.writer is not None and update.seq is not None:
+            if update.seq <= self.writers.get(update.writer, -1):
+                return False
+            self.writers[update.writer] = update.seq
+        if update.parameters:
+            self.parameters.update(_plain_copy(dict(update.parameters)))
+        if update.metadata:
+            self.metadata.update(_plain_copy(dict(update.metadata)))
+        if update.tags:
+            self.tags.update(_plain_copy(dict(update.tags)))
+        metrics = self.metrics
+        for point in update.metrics:
+            rec = metrics.get(point.name)
+            if rec is None:
+                rec = metrics[point.name] = _MetricRecord()
+            rec.add(point.step, point.value)
+        for obs in update.chronos:
+            state = self.chronos.get(obs.name)
+            agg = aggregator_from_json(dict(state) if isinstance(state, dict) and "kind" in state else dict(obs.aggregator))
+            agg.append(obs.seconds)
+            self.chronos[obs.name] = agg.to_json()
+        if update.status is not None:
+            self.status = update.status
+        if update.errors:
+            self.errors.extend(update.errors)
+        if update.project_id is not None:
+            self.project_id = update.project_id
+        if update.group_id is not None:
+            self.group_id = update.group_id
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        data = to_json(self.snapshot())
+        data["writers"] = dict(self.writers)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _TrialRecord:
+        trial = from_json(data)
+        if not isinstance(trial, Trial):
+            raise SchemaError(f"expected a trial, found dtype {data.get('dtype')!r}")
+        rec = cls(trial)
+        writers = data.get("writers") or {}
+        rec.writers = {str(k): int(v) for k, v in writers.items()}
+        return rec
+
+
+class _GroupRecord:
+    __slots__ = ("description", "metadata", "name", "project_id", "uid")
+
+    def __init__(self, group: TrialGroup) -> None:
+        self.uid = group.uid
+        self.name = group.name
+        self.description = group.description
+        self.project_id = group.project_id
+        self.metadata: dict[str, Any] = _plain_copy(dict(group.metadata))
+
+    def snapshot(self, trials: frozenset[str]) -> TrialGroup:
+        return TrialGroup(
+            _uid=self.uid,
+            name=self.name,
+            description=self.description,
+            metadata=_plain_copy(self.metadata),
+            trials=trials,
+            project_id=self.project_id,
+        )
+
+
+class Database:
+    """Projects, groups and trials in memory, with the semantics of the Protocol's primitives."""
+
+    def __init__(self) -> None:
+        self.projects: dict[str, Project] = {}
+        self.groups: dict[str, _GroupRecord] = {}
+        self.trials: dict[str, _TrialRecord] = {}
+        self._revisions: dict[str, int] = {}  # hash -> highest revision stored
+
+    # ---------------------------------------------------------------------------------------- reads
+    def _group_trials(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for uid, rec in self.trials.items():
+            if rec.group_id is not None:
+                out.setdefault(rec.group_id, set()).add(uid)
+        return out
+
+    def find_projects(self, query: Query) -> list[Project]:
+        match = compile_query(query)
+        groups: dict[str, set[str]] = {}
+        trials: dict[str, set[str]] = {}
+        for g in self.groups.values():
+            if g.project_id is not None:
+                groups.setdefault(g.project_id, set()).add(g.uid)
+        for uid, rec in self.trials.items():
+            if rec.project_id is not None:
+                trials.setdefault(rec.project_id, set()).add(uid)
+        out = []
+        for p in self.projects.values():
+            full = Project(
+                _uid=p.uid,
+                name=p.name,
+                description=p.description,
+                metadata=_plain_copy(dict(p.metadata)),
+                groups=frozenset(groups.get(p.uid, ())),
+                trials=frozenset(trials.get(p.uid, ())),
+            )
+            if match(full):
+                out.append(full)
+        return out
+
+    def find_groups(self, query: Query) -> list[TrialGroup]:
+        match = compile_query(query)
+        members = self._group_trials()
+        out = []
+        for g in self.groups.values():
+            snap = g.snapshot(frozenset(members.get(g.uid, ())))
+            if match(snap):
+                out.append(snap)
+        return out
+
+    def iter_trials(self, query: Query) -> Iterator[_TrialRecord]:
+        match = compile_query(query)
+        for rec in self.trials.values():
+            # Matching runs on the snapshot, so every field a query may name is there.
+            if match(_QueryView(rec)):
+                yield rec
+
+    def find_trials(self, query: Query) -> list[Trial]:
+        return [rec.snapshot() for rec in self.iter_trials(query)]
+
+    # --------------------------------------------------------------------------------------- writes
+    def insert_project(self, project: Project) -> Project | None:
+        if project.uid in self.projects:
+            return None
+        self.projects[project.uid] = Project(
+            _uid=project.uid, name=project.name, description=project.description, metadata=project.metadata
+        )
+        return self.find_projects({"uid": project.uid})[0]
+
+    def insert_group(self, group: TrialGroup) -> TrialGroup | None:
+        if group.uid in self.groups:
+            return None
+        self.groups[group.uid] = _GroupRecord(group)
+        return self.groups[group.uid].snapshot(frozenset())
+
+    def prepare_trial(self, trial: Trial, auto_increment: bool = False) -> Trial | None:
+        """Return the trial as it would be stored (next revision when auto-incrementing), or None."""
+        if trial.uid not in self.trials:
+            return trial
+        if not auto_increment:
+            return None
+        return dataclasses.replace(trial, revision=self._revisions.get(trial.hash, trial.revision) + 1)
+
+    def insert_trial(self, trial: Trial, auto_increment: bool = False) -> Trial | None:
+        stored = self.prepare_trial(trial, auto_increment)
+        if stored is None:
+            return None
+        self._add_trial(_TrialRecord(stored))
+        return self.trials[stored.uid].snapshot()
+
+    def _add_trial(self, rec: _TrialRecord) -> None:
+        self.trials[rec.uid] = rec
+        self._revisions[rec.hash] = max(self._revisions.get(rec.hash, -1), rec.revision)
+
+    def trial(self, uid: str) -> _TrialRecord:
+        rec = self.trials.get(uid)
+        if rec is None:
+            raise NotFoundError(f"No trial with uid {uid!r}; create it with new_trial first.")
+        return rec
+
+    def group(self, uid: str) -> _GroupRecord:
+        rec = self.groups.get(uid)
+        if rec is None:
+            raise NotFoundError(f"No group with uid {uid!r}; create it with new_trial_group first.")
+        return rec
+
+    def update_trial(self, uid: str, update: TrialUpdate) -> None:
+        self.trial(uid).apply(update)
+
+    def update_group(self, uid: str, update: GroupUpdate) -> None:
+        self.group(uid).metadata.update(_plain_copy(dict(update.metadata)))
+
+    def first_trial(self, query: Query) -> _TrialRecord | None:
+        return next(self.iter_trials(query), None)
+
+    def first_group(self, query: Query) -> _GroupRecord | None:
+        match = compile_query(query)
+        members = self._group_trials()
+        for g in self.groups.values():
+            if match(g.snapshot(frozenset(members.get(g.uid, ())))):
+                return g
+        return None
+
+    # ---------------------------------------------------------------------------- journal records
+    def apply(self, record: dict[str, Any]) -> None:
+        """Replay one journal record (written by the file backend) onto this database.
+
+        Raises:
+            SchemaError: for a record that is not one of the known operations.
+        """
+        op = record.get("op")
+        if op == "update_trial":
+            update = from_json(record["update"])
+            assert isinstance(update, TrialUpdate)  # guaranteed by the dtype written with it
+            rec = self.trials.get(record["uid"])
+            if rec is not None:  # a trial is never deleted, so a missing one is a journal from elsewhere
+                rec.apply(update)
+        elif op == "insert_trial":
+            self._add_trial(_TrialRecord.from_json(record["trial"]))
+        elif op == "insert_project":
+            project = from_json(record["project"])
+            assert isinstance(project, Project)
+            self.projects.setdefault(project.uid, project)
+        elif op == "insert_group":
+            group = from_json(record["group"])
+            assert isinstance(group, TrialGroup)
+            self.groups.setdefault(group.uid, _GroupRecord(group))
+        elif op == "update_group":
+            rec_g = self.groups.get(record["uid"])
+            if rec_g is not None:
+                rec_g.metadata.update(record["metadata"])
+        else:
+            raise SchemaError(f"unknown journal operation {op!r}")
+
+    # ----------------------------------------------------------------------------------- whole file
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "unitrack.db/1",
+            "projects": [to_json(p) for p in self.projects.values()],
+            "groups": [
+                {**to_json(g.snapshot(frozenset())), "trials": []} for g in self.groups.values()
+            ],
+            "trials": [rec.to_json() for rec in self.trials.values()],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Database:
+        """Load our own format, or track's (a list of projects with nested groups and trials)."""
+        db = cls()
+        if isinstance(data, list):
+            db._load_track(data)
+            return db
+        if not isinstance(data, dict) or data.get("format") != "unitrack.db/1":
+            raise SchemaError("not a unitrack database (missing 'format': 'unitrack.db/1')")
+        for p in data.get("projects", []):
+            project = from_json(p)
+            assert isinstance(project, Project)
+            db.projects[project.uid] = project
+        for g in data.get("groups", []):
+            group = from_json(g)
+            assert isinstance(group, TrialGroup)
+            db.groups[group.uid] = _GroupRecord(group)
+        for t in data.get("trials", []):
+            db._add_trial(_TrialRecord.from_json(t))
+        return db
+
+    def _load_track(self, projects: list[Any]) -> None:
+        for p in projects:
+            if not isinstance(p, dict):
+                raise SchemaError("track database entries must be objects")
+            self.projects[str(p.get("uid") or p.get("name"))] = Project(
+                _uid=p.get("uid") or p.get("name"), name=p.get("name"), description=p.get("description"),
+                metadata=p.get("metadata") or {},
+            )
+            for g in p.get("groups", []) or []:
+                if isinstance(g, dict):
+                    group = from_json({**g, "dtype": "trial_group"})
+                    assert isinstance(group, TrialGroup)
+                    self.groups[group.uid] = _GroupRecord(group)
+            for t in p.get("trials", []) or []:
+                if isinstance(t, dict):
+                    data = {**t, "dtype": "trial", "metrics": {k: v for k, v in (t.get("metrics") or {}).items()}}
+                    self._add_trial(_TrialRecord.from_json(data))
+
+
+class _QueryView:
+    """What a query sees of a trial record, without building a full snapshot (no metric copies)."""
+
+    __slots__ = ("_rec",)
+
+    def __init__(self, rec: _TrialRecord) -> None:
+        self._rec = rec
+
+    def __getattr__(self, name: str) -> Any:
+        rec = self._rec
+        if name == "uid":
+            return rec.uid
+        if name == "metrics":
+            return {k: Metric(k, (), (), m.latest) for k, m in rec.metrics.items()}
+        if name in _TrialRecord.__slots__ and name != "writers":
+            return getattr(rec, name)
+        raise AttributeError(name)
+
+    #: Field names shown when a query names an unknown one.
+    query_fields = tuple(sorted(set(_TrialRecord.__slots__) - {"writers"}))
