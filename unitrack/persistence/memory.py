@@ -187,7 +187,9 @@ class _GroupRecord:
 class Database:
     """Projects, groups and trials in memory, with the semantics of the Protocol's primitives."""
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool = True) -> None:
+        #: Whether inserts check that the project and group they name exist.
+        self.strict = strict
         self.projects: dict[str, Project] = {}
         self.groups: dict[str, _GroupRecord] = {}
         self.trials: dict[str, _TrialRecord] = {}
@@ -254,14 +256,33 @@ class Database:
         )
         return self.find_projects({"uid": project.uid})[0]
 
+    def check_group(self, group: TrialGroup) -> None:
+        """Raise NotFoundError when strict and the group's project is missing."""
+        if self.strict and group.project_id is not None and group.project_id not in self.projects:
+            raise NotFoundError(
+                f"Project {group.project_id!r} of group {group.name!r} does not exist; create it first (new_project)."
+            )
+
     def insert_group(self, group: TrialGroup) -> TrialGroup | None:
         if group.uid in self.groups:
             return None
+        self.check_group(group)
         self.groups[group.uid] = _GroupRecord(group)
         return self.groups[group.uid].snapshot(frozenset())
 
     def prepare_trial(self, trial: Trial, auto_increment: bool = False) -> Trial | None:
-        """Return the trial as it would be stored (next revision when auto-incrementing), or None."""
+        """Return the trial as it would be stored (next revision when auto-incrementing), or None.
+
+        Raises:
+            NotFoundError: when strict and the trial's project or group is missing.
+        """
+        if self.strict:
+            if trial.project_id is not None and trial.project_id not in self.projects:
+                raise NotFoundError(
+                    f"Project {trial.project_id!r} of trial {trial.name!r} does not exist; create it first."
+                )
+            if trial.group_id is not None and trial.group_id not in self.groups:
+                raise NotFoundError(f"Group {trial.group_id!r} of trial {trial.name!r} does not exist; create it first.")
         if trial.uid not in self.trials:
             return trial
         if not auto_increment:
@@ -351,9 +372,9 @@ class Database:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> Database:
+    def from_json(cls, data: Any, strict: bool = True) -> Database:
         """Load our own format, or track's (a list of projects with nested groups and trials)."""
-        db = cls()
+        db = cls(strict)
         if isinstance(data, list):
             db._load_track(data)
             return db

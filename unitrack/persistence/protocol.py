@@ -116,12 +116,20 @@ class Protocol(abc.ABC):
 
     @abc.abstractmethod
     def insert_group(self, group: TrialGroup) -> TrialGroup | None:
-        """Store a new group; return it, or None when a group with its uid exists."""
+        """Store a new group; return it, or None when a group with its uid exists.
+
+        Raises:
+            NotFoundError: when ``strict`` and its project does not exist (checked atomically with the insert).
+        """
 
     @abc.abstractmethod
     def insert_trial(self, trial: Trial, auto_increment: bool = False) -> Trial | None:
         """Store a new trial; when its uid exists return None, or with ``auto_increment`` store it as the next
-        revision of its hash and return that."""
+        revision of its hash and return that.
+
+        Raises:
+            NotFoundError: when ``strict`` and its project or group does not exist.
+        """
 
     @abc.abstractmethod
     def find_projects(self, query: Query) -> list[Project]:
@@ -204,13 +212,8 @@ class Protocol(abc.ABC):
         """Insert a new group and attach it to its project; None when it exists.
 
         Raises:
-            NotFoundError: when ``strict`` and the group's project does not exist.
+            NotFoundError: when the backend is ``strict`` and the group's project does not exist.
         """
-        if self.strict and group.project_id is not None and self.get_project(group.project_id) is None:
-            raise NotFoundError(
-                f"Project {group.project_id!r} of group {group.name!r} does not exist; create it first "
-                "(new_project)."
-            )
         return self.insert_group(group)
 
     def get_trial_group(self, group: GroupRef) -> TrialGroup | None:
@@ -260,17 +263,8 @@ class Protocol(abc.ABC):
             The stored trial; None when its uid exists and ``auto_increment`` is False.
 
         Raises:
-            NotFoundError: when ``strict`` and the trial's project or group does not exist.
+            NotFoundError: when the backend is ``strict`` and the trial's project or group does not exist.
         """
-        if self.strict:
-            if trial.project_id is not None and self.get_project(trial.project_id) is None:
-                raise NotFoundError(
-                    f"Project {trial.project_id!r} of trial {trial.name!r} does not exist; create it first."
-                )
-            if trial.group_id is not None and self.get_trial_group(trial.group_id) is None:
-                raise NotFoundError(
-                    f"Group {trial.group_id!r} of trial {trial.name!r} does not exist; create it first."
-                )
         return self.insert_trial(trial, auto_increment=auto_increment)
 
     def get_trial(self, trial: Trial) -> list[Trial]:

@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Union
 
 from unitrack.errors import InvalidNameError, SchemaError
@@ -288,6 +289,11 @@ def check_step(value: Any) -> Step:
     raise SchemaError(f"step = {value!r} has type {type(value).__name__}; steps are int, float or None.")
 
 
+@lru_cache(maxsize=4096)
+def _check_metric_name(name: str) -> str:
+    return check_name("metric", name, allow_slash=True)
+
+
 @dataclass(frozen=True)
 class MetricPoint:
     """One logged value: metric ``name`` at ``step`` (None when logged without a step)."""
@@ -297,7 +303,10 @@ class MetricPoint:
     value: Number
 
     def __post_init__(self) -> None:
-        check_name("metric", self.name, allow_slash=True)
+        if type(self.name) is str:
+            _check_metric_name(self.name)  # names repeat every step: check each once
+        else:
+            check_name("metric", self.name, allow_slash=True)
         object.__setattr__(self, "step", check_step(self.step))
         object.__setattr__(self, "value", check_number(f"metric {self.name!r}", self.value))
 

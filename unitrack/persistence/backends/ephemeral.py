@@ -33,7 +33,7 @@ class EphemeralProtocol(Protocol):
         super().__init__()
         self.uri = as_uri(uri)
         self.strict = strict
-        self._db = Database()
+        self._db = Database(strict)
         self._lock = threading.RLock()
 
     def insert_project(self, project: Project) -> Project | None:

@@ -226,7 +226,7 @@ class FileProtocol(Protocol):
         self._filelock = filelock.FileLock(str(self.path) + ".lock", timeout=self.lock_timeout_s)
         self._mutex = threading.RLock()
         self._journal: _Journal | None = None
-        self._db = Database()
+        self._db = Database(strict)
         self._db_stat: tuple[int, int, int] | None = None
         self._db_size = 0
         self._offsets: dict[str, int] = {}
@@ -257,7 +257,7 @@ class FileProtocol(Protocol):
         """(Re)load the JSON database and the journal offsets it records."""
         stat = self._stat_db()
         if stat is None:
-            self._db, self._offsets, self._db_stat, self._db_size = Database(), {}, None, 0
+            self._db, self._offsets, self._db_stat, self._db_size = Database(self.strict), {}, None, 0
             return
         raw = self.path.read_bytes()
         try:
@@ -266,7 +266,7 @@ class FileProtocol(Protocol):
             pos = getattr(exc, "pos", 0)
             raise CorruptStoreError(str(self.path), int(pos), "not valid JSON") from exc
         try:
-            self._db = Database.from_json(data)
+            self._db = Database.from_json(data, strict=self.strict)
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(
                 f"{self.path} is not a unitrack (or track) database: {exc}. Point file:// at a new file."
@@ -399,6 +399,7 @@ class FileProtocol(Protocol):
                 self._catch_up()
                 if group.uid in self._db.groups:
                     return None
+                self._db.check_group(group)
                 self._append({"op": "insert_group", "group": to_json(group)})
             return self._db.find_groups({"uid": group.uid})[0]
 

@@ -103,12 +103,12 @@ class PickledProtocol(Protocol):
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return Database()
+            return Database(self.strict)
         try:
             data = _loads_plain(raw)
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
             raise CorruptStoreError(str(self.path), 0, f"not a readable pickle ({exc})") from exc
-        return Database.from_json(data)
+        return Database.from_json(data, strict=self.strict)
 
     def _run(self, fn: Callable[[Database], T], write: bool) -> T:
         with self._mutex:

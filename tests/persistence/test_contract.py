@@ -1,0 +1,332 @@
+"""The contract every backend honours, written once against the Protocol (see conftest.BACKENDS)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.persistence.conftest import BACKENDS
+from unitrack.errors import InvalidNameError, InvalidQueryError, ItemNotFound, NotFoundError, SchemaError
+from unitrack.persistence.aggregators import StatAggregator
+from unitrack.persistence.protocol import PRIMITIVES, Protocol
+from unitrack.persistence.registry import known_schemes
+from unitrack.persistence.structure import (
+    CustomStatus,
+    MetricPoint,
+    Project,
+    Status,
+    Trial,
+    TrialGroup,
+    TrialUpdate,
+)
+
+
+def test_every_registered_scheme_is_in_the_contract_suite() -> None:
+    canonical = {s for s, b in known_schemes().items() if s not in b.aliases and not s.startswith("scratch")}
+    missing = canonical - set(BACKENDS)
+    assert not missing, f"schemes registered without a contract-suite entry: {sorted(missing)}"
+
+
+def test_primitives_are_the_abstract_methods() -> None:
+    assert "update_trial" in PRIMITIVES and "log_trial_metrics" not in PRIMITIVES
+    with pytest.raises(TypeError, match="abstract"):
+        Protocol()  # type: ignore[abstract]
+
+
+@pytest.fixture
+def project(protocol: Protocol) -> Project:
+    return protocol.new_project(Project(name="proj", description="d"))
+
+
+@pytest.fixture
+def trial(protocol: Protocol, project: Project) -> Trial:
+    stored = protocol.new_trial(Trial(name="t1", project_id=project.uid, parameters={"lr": 0.1, "opt": {"m": 0.9}}))
+    assert stored is not None
+    return stored
+
+
+# ------------------------------------------------------------------------------------------------ projects
+def test_new_project_twice_returns_the_existing_one(protocol: Protocol) -> None:
+    first = protocol.new_project(Project(name="p", description="first"))
+    again = protocol.new_project(Project(name="p", description="second"))
+    assert again.uid == first.uid == "p"
+    assert protocol.get_project(Project(name="p")).description == "first"  # type: ignore[union-attr]
+
+
+def test_get_project_of_a_missing_project_returns_none(protocol: Protocol) -> None:
+    assert protocol.get_project(Project(name="nope")) is None
+
+
+def test_project_lists_its_groups_and_trials(protocol: Protocol, project: Project, trial: Trial) -> None:
+    group = protocol.new_trial_group(TrialGroup(name="g", project_id=project.uid))
+    assert group is not None
+    stored = protocol.get_project(project)
+    assert stored is not None and stored.trials == {trial.uid} and stored.groups == {group.uid}
+    assert [p.uid for p in protocol.fetch_projects({"name": "proj"})] == ["proj"]
+
+
+# -------------------------------------------------------------------------------------------------- groups
+def test_group_of_a_missing_project_is_refused_when_strict(protocol: Protocol) -> None:
+    with pytest.raises(NotFoundError, match="does not exist"):
+        protocol.new_trial_group(TrialGroup(name="g", project_id="ghost"))
+    assert protocol.fetch_groups(None) == []
+
+
+def test_group_lifecycle(protocol: Protocol, project: Project, trial: Trial) -> None:
+    group = protocol.new_trial_group(TrialGroup(name="sweep", project_id=project.uid))
+    assert group is not None and group.trials == frozenset()
+    assert protocol.new_trial_group(TrialGroup(name="sweep", project_id=project.uid)) is None
+    protocol.add_group_trial(group, trial)
+    protocol.set_group_metadata(group, a=1)
+    protocol.set_group_metadata(group, b=2)
+    stored = protocol.get_trial_group(group)
+    assert stored is not None
+    assert stored.trials == {trial.uid} and dict(stored.metadata) == {"a": 1, "b": 2}
+    assert protocol.fetch_trials({"group_id": group.uid})[0].uid == trial.uid
+    updated = protocol.fetch_and_update_group({"name": "sweep"}, "set_group_metadata", c=3)
+    assert dict(updated.metadata) == {"a": 1, "b": 2, "c": 3}
+    with pytest.raises(ItemNotFound):
+        protocol.fetch_and_update_group({"name": "other"}, "set_group_metadata", c=3)
+
+
+def test_same_group_name_in_two_projects_are_two_groups(protocol: Protocol) -> None:
+    protocol.new_project(Project(name="a"))
+    protocol.new_project(Project(name="b"))
+    ga = protocol.new_trial_group(TrialGroup(name="g", project_id="a"))
+    gb = protocol.new_trial_group(TrialGroup(name="g", project_id="b"))
+    assert ga is not None and gb is not None and ga.uid != gb.uid
+
+
+# -------------------------------------------------------------------------------------------------- trials
+def test_new_trial_of_an_existing_trial_returns_none(protocol: Protocol, trial: Trial) -> None:
+    again = Trial(name="t1", project_id="proj", parameters={"lr": 0.1, "opt": {"m": 0.9}})
+    assert again.uid == trial.uid
+    assert protocol.new_trial(again) is None
+
+
+def test_auto_increment_stores_a_new_revision_with_the_same_hash(protocol: Protocol, trial: Trial) -> None:
+    again = Trial(name="t1", project_id="proj", parameters={"lr": 0.1, "opt": {"m": 0.9}})
+    second = protocol.new_trial(again, auto_increment=True)
+    third = protocol.new_trial(again, auto_increment=True)
+    assert second is not None and third is not None
+    assert (second.revision, third.revision) == (1, 2)
+    assert second.hash == trial.hash
+    assert [t.revision for t in protocol.get_trial(trial)] == [0, 1, 2]
+
+
+def test_get_trial_of_a_missing_trial_returns_an_empty_list(protocol: Protocol) -> None:
+    assert protocol.get_trial(Trial(name="ghost")) == []
+
+
+def test_trial_of_a_missing_project_is_refused_and_nothing_written(protocol: Protocol) -> None:
+    with pytest.raises(NotFoundError, match="ghost"):
+        protocol.new_trial(Trial(name="t", project_id="ghost"))
+    assert protocol.fetch_trials(None) == []
+
+
+def test_non_strict_backend_accepts_trials_without_project(make_protocol) -> None:  # type: ignore[no-untyped-def]
+    p = make_protocol(strict=False)
+    assert p.new_trial(Trial(name="t", project_id="ghost")) is not None
+
+
+def test_add_project_trial_attaches_it(protocol: Protocol) -> None:
+    protocol.new_project(Project(name="other"))
+    t = protocol.new_trial(Trial(name="loose"))
+    assert t is not None
+    protocol.add_project_trial(Project(name="other"), t)
+    assert protocol.fetch_trials({"uid": t.uid})[0].project_id == "other"
+    with pytest.raises(NotFoundError):
+        protocol.add_project_trial(Project(name="missing"), t)
+
+
+def test_update_of_a_missing_trial_raises_and_writes_nothing(protocol: Protocol, trial: Trial) -> None:
+    with pytest.raises(NotFoundError, match="no_such"):
+        protocol.log_trial_metrics("no_such_0", step=1, loss=1.0)
+    assert protocol.fetch_trials(None)[0].metrics == {}
+
+
+# ------------------------------------------------------------------------------------------------- merging
+def test_arguments_metadata_and_tags_merge(protocol: Protocol, trial: Trial) -> None:
+    protocol.log_trial_arguments(trial, batch=32)
+    protocol.log_trial_arguments(trial, lr=0.2)
+    protocol.log_trial_metadata(trial, host="a", gpu=None)
+    protocol.log_trial_metadata(trial, host="b")
+    protocol.add_trial_tags(trial, team="x")
+    protocol.add_trial_tags(trial, notes=["n1", "n2"])
+    stored = protocol.fetch_trials({"uid": trial.uid})[0]
+    assert dict(stored.parameters) == {"lr": 0.2, "opt": {"m": 0.9}, "batch": 32}
+    assert dict(stored.metadata) == {"host": "b", "gpu": None}
+    assert dict(stored.tags) == {"team": "x", "notes": ["n1", "n2"]}
+    assert stored.hash == trial.hash  # parameters merged later do not change the identity
+
+
+def test_fetched_objects_are_snapshots(protocol: Protocol, trial: Trial) -> None:
+    protocol.log_trial_metadata(trial, nested={"k": [1, 2]})
+    first = protocol.fetch_trials(None)[0]
+    first.metadata["nested"]["k"].append(3)  # type: ignore[index]
+    assert protocol.fetch_trials(None)[0].metadata["nested"] == {"k": [1, 2]}
+
+
+# ------------------------------------------------------------------------------------------------- metrics
+def test_metrics_append_with_and_without_steps(protocol: Protocol, trial: Trial) -> None:
+    protocol.log_trial_metrics(trial, step=1, loss=0.9, acc=0.1)
+    protocol.log_trial_metrics(trial, step=2, loss=0.5)
+    protocol.log_trial_metrics(trial, loss=0.4)  # no step: appended
+    protocol.log_trial_metrics(trial, loss=0.3)
+    protocol.log_trial_metrics(trial, step=2, loss=0.45)  # same step again: replaces that point
+    loss = protocol.fetch_trials(None)[0].metrics["loss"]
+    assert list(loss) == [(1, 0.9), (2, 0.45), (None, 0.4), (None, 0.3)]
+    assert loss.latest == 0.45
+    assert loss.to_dict() == {1: 0.9, 2: 0.45}
+    assert protocol.fetch_trials(None)[0].metrics["acc"].latest == 0.1
+
+
+def test_metric_values_round_trip_exactly(protocol: Protocol, trial: Trial) -> None:
+    values = [0.1, -0.0, 1e308, 5e-324, 2**62, -(2**62), math.inf, -math.inf]
+    for i, v in enumerate(values):
+        protocol.log_trial_metrics(trial, step=i, x=v)
+    protocol.log_trial_metrics(trial, step=len(values), x=math.nan)
+    protocol.log_trial_metrics(trial, step=len(values) + 1, flag=True)
+    got = protocol.fetch_trials(None)[0].metrics
+    assert list(got["x"].values[:-1]) == values
+    assert math.isnan(got["x"].values[-1])
+    assert got["flag"].values == (1,)
+
+
+def test_metric_with_a_slash_in_its_name_is_fine(protocol: Protocol, trial: Trial) -> None:
+    protocol.log_trial_metrics(trial, step=0, **{"train/loss": 1.0})
+    assert protocol.fetch_trials(None)[0].metrics["train/loss"].latest == 1.0
+
+
+@pytest.mark.parametrize("bad", ["abc", [1, 2], {"a": 1}, None])
+def test_non_numeric_metric_raises_schema_error_and_writes_nothing(protocol: Protocol, trial: Trial, bad: object) -> None:
+    with pytest.raises(SchemaError, match="loss"):
+        protocol.log_trial_metrics(trial, step=0, ok=1.0, loss=bad)
+    assert protocol.fetch_trials(None)[0].metrics == {}
+
+
+def test_many_points_in_one_batch(protocol: Protocol, trial: Trial) -> None:
+    protocol.log_trial_metric_points(trial, [MetricPoint("m", i, float(i)) for i in range(100)])
+    assert len(protocol.fetch_trials(None)[0].metrics["m"]) == 100
+
+
+def test_a_replayed_batch_is_applied_once(protocol: Protocol, trial: Trial) -> None:
+    batch = TrialUpdate(metrics=(MetricPoint("m", None, 1.0),), writer="w1", seq=7)
+    protocol.update_trial(trial.uid, batch)
+    protocol.update_trial(trial.uid, batch)  # a client retrying after a lost acknowledgement
+    protocol.update_trial(trial.uid, TrialUpdate(metrics=(MetricPoint("m", None, 2.0),), writer="w1", seq=8))
+    protocol.update_trial(trial.uid, TrialUpdate(metrics=(MetricPoint("m", None, 3.0),), writer="w2", seq=0))
+    assert protocol.fetch_trials(None)[0].metrics["m"].values == (1.0, 2.0, 3.0)
+
+
+# ------------------------------------------------------------------------------------------ status/chronos
+def test_status_and_errors(protocol: Protocol, trial: Trial) -> None:
+    protocol.set_trial_status(trial, Status.Running)
+    assert protocol.fetch_trials({"status": "running"})[0].uid == trial.uid
+    protocol.set_trial_status(trial, "exception", error=ValueError("boom"))
+    protocol.set_trial_status(trial, CustomStatus("registered", 1))
+    stored = protocol.fetch_trials(None)[0]
+    assert stored.status == CustomStatus("registered", 1) and stored.status == "registered"
+    assert stored.errors == ("ValueError('boom')",)
+    assert protocol.fetch_trials({"status": {"$in": ["registered", "running"]}})[0].uid == trial.uid
+    assert protocol.fetch_trials({"status": Status.Running}) == []
+
+
+def test_trial_start_and_finish_record_runtime_and_status(protocol: Protocol, trial: Trial) -> None:
+    protocol.log_trial_start(trial)
+    assert protocol.fetch_trials(None)[0].status is Status.Running
+    protocol.log_trial_finish(trial, None, None, None)
+    stored = protocol.fetch_trials(None)[0]
+    assert stored.status is Status.Completed
+    assert stored.chronos["runtime"]["count"] == 1 and stored.chronos["runtime"]["sum"] >= 0
+
+
+def test_trial_finish_with_an_exception_records_it(protocol: Protocol, trial: Trial) -> None:
+    protocol.log_trial_start(trial)
+    try:
+        raise RuntimeError("diverged")
+    except RuntimeError as exc:
+        protocol.log_trial_finish(trial, type(exc), exc, exc.__traceback__)
+    stored = protocol.fetch_trials(None)[0]
+    assert stored.status is Status.Exception
+    assert "RuntimeError: diverged" in stored.errors[-1]
+
+
+def test_interrupted_trial(protocol: Protocol, trial: Trial) -> None:
+    protocol.log_trial_start(trial)
+    protocol.log_trial_finish(trial, KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert protocol.fetch_trials(None)[0].status is Status.Interrupted
+
+
+def test_chronos_aggregate(protocol: Protocol, trial: Trial) -> None:
+    for _ in range(3):
+        protocol.log_trial_chrono_start(trial, "epoch", aggregator=StatAggregator.lazy(1))
+        protocol.log_trial_chrono_finish(trial, "epoch", None, None, None)
+    chrono = protocol.fetch_trials(None)[0].chronos["epoch"]
+    assert chrono["count"] == 2 and chrono["skipped"] == 1
+
+
+def test_chrono_finish_without_start_raises(protocol: Protocol, trial: Trial) -> None:
+    with pytest.raises(NotFoundError, match="was not started"):
+        protocol.log_trial_chrono_finish(trial, "never", None, None, None)
+
+
+# -------------------------------------------------------------------------------------------------- queries
+def test_fetch_trials_queries(protocol: Protocol, project: Project) -> None:
+    for i, lr in enumerate([0.001, 0.01, 0.1, 1.0]):
+        t = protocol.new_trial(Trial(name=f"t{i}", project_id="proj", parameters={"lr": lr, "opt": "sgd" if i % 2 else "adam"}))
+        assert t is not None
+        protocol.log_trial_metrics(t, step=0, loss=lr * 10)
+    names = lambda q: sorted(t.name for t in protocol.fetch_trials(q))  # noqa: E731
+    assert names({"parameters.lr": {"$lt": 0.1}}) == ["t0", "t1"]
+    assert names({"parameters.lr": {"$gte": 0.1, "$lte": 1}}) == ["t2", "t3"]
+    assert names({"parameters.opt": "sgd"}) == ["t1", "t3"]
+    assert names({"parameters.opt": {"$regex": "^ad"}}) == ["t0", "t2"]
+    assert names({"parameters.missing": {"$exists": False}}) == ["t0", "t1", "t2", "t3"]
+    assert names({"metrics.loss": {"$gt": 0.5}}) == ["t2", "t3"]
+    assert names([("parameters.opt", {"$nin": ["sgd"]}), ("name", {"$ne": "t0"})]) == ["t2"]
+    assert names({"parameters.lr": 1}) == ["t3"]  # 1 == 1.0: numbers compare numerically
+    with pytest.raises(InvalidQueryError, match=r"\$near"):
+        protocol.fetch_trials({"parameters.lr": {"$near": 1}})
+
+
+def test_fetch_and_update_trial_reserves_distinct_trials(protocol: Protocol, project: Project) -> None:
+    for i in range(3):
+        protocol.new_trial(Trial(name=f"w{i}", project_id="proj"))
+    taken = {
+        protocol.fetch_and_update_trial({"status": "createdgroup"}, "set_trial_status", status=Status.Running).uid
+        for _ in range(3)
+    }
+    assert len(taken) == 3
+    with pytest.raises(ItemNotFound):
+        protocol.fetch_and_update_trial({"status": "createdgroup"}, "set_trial_status", status=Status.Running)
+
+
+def test_fetch_and_update_trial_refuses_other_methods(protocol: Protocol, trial: Trial) -> None:
+    with pytest.raises(SchemaError, match="cannot call 'commit'"):
+        protocol.fetch_and_update_trial({}, "commit", file_name_override="/tmp/x")
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("name", ["a/b", "../x", "..", "a\x00b", "", "x" * 4096, "a\\b", "line\nbreak"])
+def test_bad_trial_names_are_refused_before_anything_is_written(protocol: Protocol, name: str) -> None:
+    with pytest.raises(InvalidNameError) as info:
+        protocol.new_trial(Trial(name=name))
+    assert "trial name" in str(info.value)
+    assert protocol.fetch_trials(None) == []
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "a\x00b"])
+def test_bad_project_names_are_refused(protocol: Protocol, name: str) -> None:
+    with pytest.raises(InvalidNameError, match="project name"):
+        protocol.new_project(Project(name=name))
+    assert protocol.fetch_projects(None) == []
+
+
+def test_unstorable_parameter_types_are_refused(protocol: Protocol) -> None:
+    with pytest.raises(SchemaError, match="parameters.path"):
+        protocol.new_trial(Trial(name="t", parameters={"path": object()}))
+    with pytest.raises(SchemaError, match="keys must be str"):
+        protocol.new_trial(Trial(name="t", parameters={"d": {1: 2}}))
+    assert protocol.fetch_trials(None) == []

@@ -1,0 +1,59 @@
+"""The ``unitrack`` command: one typer app, one module per command group.
+
+Each command imports the layer it drives inside its function, so ``unitrack --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from unitrack.cli import backends as backends_cmd
+
+app = typer.Typer(
+    name="unitrack",
+    help="Track machine-learning experiments: log runs, sweep parameters, view and serve results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _configure(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
+) -> None:
+    """Configure logging for every command (the CLI is the only place that does)."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+backends_cmd.add_commands(app)
+
+
+def main() -> None:
+    """Entry point of the ``unitrack`` console script: errors become one line on stderr and exit code 1/2."""
+    from unitrack.errors import ConfigError, UnitrackError
+
+    try:
+        app(standalone_mode=False)
+    except UnitrackError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - click usage errors arrive as ClickException subclasses
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
