@@ -15,3 +15,16 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.005)
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend_registry():
+    """Tests may register schemes; put the registry back as it was afterwards."""
+    from unitrack.persistence import registry
+
+    known, aliases = dict(registry._KNOWN), dict(registry._ALIASES)
+    yield
+    registry._KNOWN.clear()
+    registry._KNOWN.update(known)
+    registry._ALIASES.clear()
+    registry._ALIASES.update(aliases)

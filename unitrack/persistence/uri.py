@@ -156,10 +156,9 @@ def parse_uri(uri: str) -> ParsedURI:
             port_text = after[1:] if after else None
         else:
             head, colon, tail_port = hostport.rpartition(":")
-            if colon and (tail_port.isdigit() or not tail_port):
-                host, port_text = head, tail_port
-            else:
-                host, port_text = hostport, None
+            host, port_text = (head, tail_port) if colon else (hostport, None)
+            if port_text == "":
+                port_text = None
         if port_text is not None:
             if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
                 raise InvalidURIError(uri, f"port {port_text!r} is not a number from 0 to 65535")
