@@ -35,25 +35,17 @@ backends_cmd.add_commands(app)
 
 
 def main() -> None:
-    """Entry point of the ``unitrack`` console script: errors become one line on stderr and exit code 1/2."""
+    """Entry point of the ``unitrack`` console script.
+
+    Usage errors are click's (exit 2). A UnitrackError becomes one line on stderr and exit code 2 for bad
+    configuration or input, 1 for an operation that failed; ``-vv`` shows the traceback too.
+    """
     from unitrack.errors import ConfigError, UnitrackError
 
     try:
-        app(standalone_mode=False)
+        app()
     except UnitrackError as exc:
         typer.echo(f"error: {exc}", err=True)
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - click usage errors arrive as ClickException subclasses
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
