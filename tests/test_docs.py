@@ -31,7 +31,9 @@ def _modules() -> list[str]:
 def test_docstring_examples_run(module_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # examples that write files write here
     module = importlib.import_module(module_name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
     assert result.failed == 0
 
 
@@ -40,8 +42,12 @@ def test_readme_main_command_runs_the_quickstart(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("UNITRACK_URI", None)
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py")], cwd=tmp_path, env=env,
-        capture_output=True, text=True, check=True,
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert re.search(r"step=0\.01\s+completed\s+203\s+3\.000000", out), out
     assert (tmp_path / "runs" / "unitrack.json").exists()

@@ -16,7 +16,10 @@ RANK = {"errors": 0, "store": 1, "persistence": 2, "experiment": 3, "monitor": 3
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
     return set(out.split())
 

@@ -36,7 +36,19 @@ _LAZY: dict[str, str] = {
     "UnitrackError": "unitrack.errors",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "Project",
+    "Protocol",
+    "ProtocolMultiplexer",
+    "Status",
+    "TrackClient",
+    "Trial",
+    "TrialGroup",
+    "UnitrackError",
+    "get_protocol",
+    "parse_uri",
+    "register",
+]
 
 if TYPE_CHECKING:
     from unitrack.errors import UnitrackError

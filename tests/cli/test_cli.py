@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "unitrack", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "unitrack", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
 
 
 def _commands() -> list[str]:

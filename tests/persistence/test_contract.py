@@ -41,7 +41,9 @@ def project(protocol: Protocol) -> Project:
 
 @pytest.fixture
 def trial(protocol: Protocol, project: Project) -> Trial:
-    stored = protocol.new_trial(Trial(name="t1", project_id=project.uid, parameters={"lr": 0.1, "opt": {"m": 0.9}}))
+    stored = protocol.new_trial(
+        Trial(name="t1", project_id=project.uid, parameters={"lr": 0.1, "opt": {"m": 0.9}})
+    )
     assert stored is not None
     return stored
 
@@ -200,7 +202,9 @@ def test_metric_with_a_slash_in_its_name_is_fine(protocol: Protocol, trial: Tria
 
 
 @pytest.mark.parametrize("bad", ["abc", [1, 2], {"a": 1}, None])
-def test_non_numeric_metric_raises_schema_error_and_writes_nothing(protocol: Protocol, trial: Trial, bad: object) -> None:
+def test_non_numeric_metric_raises_schema_error_and_writes_nothing(
+    protocol: Protocol, trial: Trial, bad: object
+) -> None:
     with pytest.raises(SchemaError, match="loss"):
         protocol.log_trial_metrics(trial, step=0, ok=1.0, loss=bad)
     assert protocol.fetch_trials(None)[0].metrics == {}
@@ -275,7 +279,9 @@ def test_chrono_finish_without_start_raises(protocol: Protocol, trial: Trial) ->
 # -------------------------------------------------------------------------------------------------- queries
 def test_fetch_trials_queries(protocol: Protocol, project: Project) -> None:
     for i, lr in enumerate([0.001, 0.01, 0.1, 1.0]):
-        t = protocol.new_trial(Trial(name=f"t{i}", project_id="proj", parameters={"lr": lr, "opt": "sgd" if i % 2 else "adam"}))
+        t = protocol.new_trial(
+            Trial(name=f"t{i}", project_id="proj", parameters={"lr": lr, "opt": "sgd" if i % 2 else "adam"})
+        )
         assert t is not None
         protocol.log_trial_metrics(t, step=0, loss=lr * 10)
     names = lambda q: sorted(t.name for t in protocol.fetch_trials(q))  # noqa: E731
@@ -295,7 +301,9 @@ def test_fetch_and_update_trial_reserves_distinct_trials(protocol: Protocol, pro
     for i in range(3):
         protocol.new_trial(Trial(name=f"w{i}", project_id="proj"))
     taken = {
-        protocol.fetch_and_update_trial({"status": "createdgroup"}, "set_trial_status", status=Status.Running).uid
+        protocol.fetch_and_update_trial(
+            {"status": "createdgroup"}, "set_trial_status", status=Status.Running
+        ).uid
         for _ in range(3)
     }
     assert len(taken) == 3

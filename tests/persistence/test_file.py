@@ -147,7 +147,9 @@ def test_a_torn_last_line_of_a_dead_journal_is_dropped_with_a_warning(db_uri: st
     folder.mkdir(exist_ok=True)
     from unitrack.persistence.backends.file import _encode_line
 
-    line = _encode_line({"op": "update_trial", "uid": uid, "update": {"dtype": "trial_update", "metrics": [["x", 0, 1.0]]}})
+    line = _encode_line(
+        {"op": "update_trial", "uid": uid, "update": {"dtype": "trial_update", "metrics": [["x", 0, 1.0]]}}
+    )
     (folder / "deadbeef.jnl").write_bytes(line + line[: len(line) // 2])  # a writer cut off mid-line
     with FileProtocol(db_uri) as db:
         assert db.fetch_trials(None)[0].metrics["x"].values == (1.0,)

@@ -54,12 +54,17 @@ def test_hash_ignores_key_order_and_covers_name_and_version() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=4), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(min_size=1, max_size=4), children, max_size=3)
+    ),
     max_leaves=10,
 )
 
 
-_keys = st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1, max_size=6)
+_keys = st.text(
+    alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1, max_size=6
+)
 
 
 @given(st.dictionaries(_keys, json_values, max_size=4))

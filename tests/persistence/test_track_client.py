@@ -66,7 +66,9 @@ def test_arguments_alias_tags_metadata_and_report() -> None:
     text = client.report(file=out)
     data = json.loads(out.getvalue())
     assert data == json.loads(text)
-    assert data["parameters"] == {"a": 1} and data["tags"] == {"team": "x"} and data["metadata"]["host"] == "h"
+    assert (
+        data["parameters"] == {"a": 1} and data["tags"] == {"team": "x"} and data["metadata"]["host"] == "h"
+    )
 
 
 def test_set_trial_by_uid_and_missing_trial() -> None:

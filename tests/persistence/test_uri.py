@@ -65,7 +65,9 @@ def test_parse_options() -> None:
 
 
 def test_unknown_scheme_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownSchemeError, match=r"no backend for scheme 'hfd5' in 'hfd5://runs'; known: .*file"):
+    with pytest.raises(
+        UnknownSchemeError, match=r"no backend for scheme 'hfd5' in 'hfd5://runs'; known: .*file"
+    ):
         get_protocol("hfd5://runs")
 
 
@@ -85,11 +87,15 @@ def test_register_refuses_to_overwrite_silently() -> None:
 
 def test_missing_optional_package_names_the_extra() -> None:
     register("needsextra", Backend("no_such_module_xyz:Proto", extra="postgres"), replace=True)
-    with pytest.raises(MissingDependencyError, match=r"needsextra:// needs: pip install 'unitrack\[postgres\]'"):
+    with pytest.raises(
+        MissingDependencyError, match=r"needsextra:// needs: pip install 'unitrack\[postgres\]'"
+    ):
         get_protocol("needsextra://x")
 
 
-_text = st.text(alphabet=st.characters(blacklist_characters="\x00\r\n", blacklist_categories=("Cs",)), max_size=12)
+_text = st.text(
+    alphabet=st.characters(blacklist_characters="\x00\r\n", blacklist_categories=("Cs",)), max_size=12
+)
 _host = st.one_of(
     st.just(""),
     st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,10}[a-z0-9])?", fullmatch=True),

@@ -12,7 +12,15 @@ from unitrack.errors import ConcurrentWrite
 from unitrack.persistence.backends.file import FileProtocol
 from unitrack.persistence.query import execute_query
 
-__all__ = ["ConcurrentWrite", "FileProtocol", "execute_query", "query_gt", "query_in", "query_lte", "query_ne"]
+__all__ = [
+    "ConcurrentWrite",
+    "FileProtocol",
+    "execute_query",
+    "query_gt",
+    "query_in",
+    "query_lte",
+    "query_ne",
+]
 
 
 def _key(attrs: Any) -> str:

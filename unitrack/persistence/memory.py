@@ -71,8 +71,21 @@ class _MetricRecord:
 
 class _TrialRecord:
     __slots__ = (
-        "chronos", "description", "errors", "group_id", "hash", "metadata", "metrics", "name",
-        "parameters", "project_id", "revision", "status", "tags", "version", "writers",
+        "chronos",
+        "description",
+        "errors",
+        "group_id",
+        "hash",
+        "metadata",
+        "metrics",
+        "name",
+        "parameters",
+        "project_id",
+        "revision",
+        "status",
+        "tags",
+        "version",
+        "writers",
     )
 
     def __init__(self, trial: Trial) -> None:
@@ -86,7 +99,9 @@ class _TrialRecord:
         self.tags: dict[str, Any] = _plain_copy(dict(trial.tags))
         self.parameters: dict[str, Any] = _plain_copy(dict(trial.parameters))
         self.metadata: dict[str, Any] = _plain_copy(dict(trial.metadata))
-        self.metrics: dict[str, _MetricRecord] = {k: _MetricRecord.from_metric(m) for k, m in trial.metrics.items()}
+        self.metrics: dict[str, _MetricRecord] = {
+            k: _MetricRecord.from_metric(m) for k, m in trial.metrics.items()
+        }
         self.chronos: dict[str, Any] = _plain_copy(dict(trial.chronos))
         self.status = trial.status
         self.errors: list[str] = list(trial.errors)
@@ -134,7 +149,9 @@ class _TrialRecord:
             rec.add(point.step, point.value)
         for obs in update.chronos:
             state = self.chronos.get(obs.name)
-            agg = aggregator_from_json(dict(state) if isinstance(state, dict) and "kind" in state else dict(obs.aggregator))
+            agg = aggregator_from_json(
+                dict(state) if isinstance(state, dict) and "kind" in state else dict(obs.aggregator)
+            )
             agg.append(obs.seconds)
             self.chronos[obs.name] = agg.to_json()
         if update.status is not None:
@@ -282,7 +299,9 @@ class Database:
                     f"Project {trial.project_id!r} of trial {trial.name!r} does not exist; create it first."
                 )
             if trial.group_id is not None and trial.group_id not in self.groups:
-                raise NotFoundError(f"Group {trial.group_id!r} of trial {trial.name!r} does not exist; create it first.")
+                raise NotFoundError(
+                    f"Group {trial.group_id!r} of trial {trial.name!r} does not exist; create it first."
+                )
         if trial.uid not in self.trials:
             return trial
         if not auto_increment:
@@ -365,9 +384,7 @@ class Database:
         return {
             "format": "unitrack.db/1",
             "projects": [to_json(p) for p in self.projects.values()],
-            "groups": [
-                {**to_json(g.snapshot(frozenset())), "trials": []} for g in self.groups.values()
-            ],
+            "groups": [{**to_json(g.snapshot(frozenset())), "trials": []} for g in self.groups.values()],
             "trials": [rec.to_json() for rec in self.trials.values()],
         }
 
@@ -397,7 +414,9 @@ class Database:
             if not isinstance(p, dict):
                 raise SchemaError("track database entries must be objects")
             self.projects[str(p.get("uid") or p.get("name"))] = Project(
-                _uid=p.get("uid") or p.get("name"), name=p.get("name"), description=p.get("description"),
+                _uid=p.get("uid") or p.get("name"),
+                name=p.get("name"),
+                description=p.get("description"),
                 metadata=p.get("metadata") or {},
             )
             for g in p.get("groups", []) or []:
@@ -407,7 +426,11 @@ class Database:
                     self.groups[group.uid] = _GroupRecord(group)
             for t in p.get("trials", []) or []:
                 if isinstance(t, dict):
-                    data = {**t, "dtype": "trial", "metrics": {k: v for k, v in (t.get("metrics") or {}).items()}}
+                    data = {
+                        **t,
+                        "dtype": "trial",
+                        "metrics": {k: v for k, v in (t.get("metrics") or {}).items()},
+                    }
                     self._add_trial(_TrialRecord.from_json(data))
 
 

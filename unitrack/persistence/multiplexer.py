@@ -171,10 +171,10 @@ class ProtocolMultiplexer(Protocol):
             except (UnitrackError, OSError) as exc:
                 if index not in self.failed:
                     self._set_aside(index, exc)
-        for index, exc in self.failed.items():
+        for index, failure in self.failed.items():
             logger.warning(
                 "backend %d (%s) was set aside during this run and missed writes after: %s",
                 index,
                 type(self.backends[index]).__name__,
-                exc,
+                failure,
             )

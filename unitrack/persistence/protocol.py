@@ -61,6 +61,9 @@ TrialRef = Trial | str
 GroupRef = TrialGroup | str
 ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
 
+#: Default accumulator of ``log_trial_chrono_start``: statistics after skipping the first (warm-up) timing.
+CHRONO_AGGREGATOR: Callable[[], Aggregator] = StatAggregator.lazy(1)
+
 #: The update methods ``fetch_and_update_trial`` may name (track let a client name any method).
 TRIAL_UPDATERS = frozenset(
     {"set_trial_status", "log_trial_metadata", "log_trial_arguments", "add_trial_tags", "log_trial_metrics"}
@@ -107,7 +110,9 @@ class Protocol(abc.ABC):
     strict: bool = True
 
     def __init__(self) -> None:
-        self._chrono_starts: dict[tuple[str, str], tuple[float, dict[str, Any], Callable[[], Any] | None]] = {}
+        self._chrono_starts: dict[
+            tuple[str, str], tuple[float, dict[str, Any], Callable[[], Any] | None]
+        ] = {}
 
     # ----------------------------------------------------------------------------------------- primitives
     @abc.abstractmethod
@@ -243,7 +248,9 @@ class Protocol(abc.ABC):
             ItemNotFound: when no group matches.
         """
         if attr not in GROUP_UPDATERS:
-            raise SchemaError(f"fetch_and_update_group cannot call {attr!r}; allowed: {', '.join(sorted(GROUP_UPDATERS))}")
+            raise SchemaError(
+                f"fetch_and_update_group cannot call {attr!r}; allowed: {', '.join(sorted(GROUP_UPDATERS))}"
+            )
         values: dict[str, Any] = {}
         for arg in args:
             if not isinstance(arg, Mapping):
@@ -297,7 +304,9 @@ class Protocol(abc.ABC):
         """
         stored = self.get_trial_group(group)
         if stored is None:
-            raise NotFoundError(f"Group {_group_uid(group)!r} does not exist; create it first (new_trial_group).")
+            raise NotFoundError(
+                f"Group {_group_uid(group)!r} does not exist; create it first (new_trial_group)."
+            )
         self.update_trial(_uid(trial), TrialUpdate(group_id=stored.uid, project_id=stored.project_id))
 
     def fetch_and_update_trial(self, query: Query, attr: str, *args: Any, **kwargs: Any) -> Trial:
@@ -367,7 +376,9 @@ class Protocol(abc.ABC):
         Raises:
             SchemaError: for a value that is not a number or a step that is not a number or None.
         """
-        self.update_trial(_uid(trial), TrialUpdate(metrics=tuple(MetricPoint(k, step, v) for k, v in kwargs.items())))
+        self.update_trial(
+            _uid(trial), TrialUpdate(metrics=tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
+        )
 
     def log_trial_metric_points(self, trial: TrialRef, points: Sequence[MetricPoint]) -> None:
         """Append many points at once (one write; what batching clients call)."""
@@ -390,7 +401,9 @@ class Protocol(abc.ABC):
     def log_trial_start(self, trial: TrialRef) -> None:
         """Mark the trial running and start its ``runtime`` timer."""
         self.log_trial_chrono_start(trial, "runtime", aggregator=StatAggregator.lazy(0))
-        self.update_trial(_uid(trial), TrialUpdate(status=Status.Running, metadata={"start_time": time.time()}))
+        self.update_trial(
+            _uid(trial), TrialUpdate(status=Status.Running, metadata={"start_time": time.time()})
+        )
 
     def log_trial_finish(self, trial: TrialRef, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Stop the ``runtime`` timer and set the final status.
@@ -421,7 +434,7 @@ class Protocol(abc.ABC):
         self,
         trial: TrialRef,
         name: str,
-        aggregator: Callable[[], Aggregator] = StatAggregator.lazy(1),
+        aggregator: Callable[[], Aggregator] = CHRONO_AGGREGATOR,
         start_callback: Callable[[], Any] | None = None,
         end_callback: Callable[[], Any] | None = None,
     ) -> None:
@@ -433,7 +446,9 @@ class Protocol(abc.ABC):
             start_callback()
         self._chrono_starts[(uid, name)] = (time.perf_counter(), spec, end_callback)
 
-    def log_trial_chrono_finish(self, trial: TrialRef, name: str, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+    def log_trial_chrono_finish(
+        self, trial: TrialRef, name: str, exc_type: Any, exc_val: Any, exc_tb: Any
+    ) -> None:
         """Stop the timer ``name`` and add the elapsed seconds to its aggregate.
 
         Raises:

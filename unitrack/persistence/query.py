@@ -84,7 +84,8 @@ def normalize_query(query: Mapping[str, Any] | Sequence[tuple[str, Any]] | None)
             for op, operand in cond.items():
                 if op not in OPERATORS:
                     raise InvalidQueryError(
-                        _show(query), f"unknown operator {op!r} for {key!r}; known: {', '.join(sorted(OPERATORS))}"
+                        _show(query),
+                        f"unknown operator {op!r} for {key!r}; known: {', '.join(sorted(OPERATORS))}",
                     )
                 conditions.append(Condition(path, op, _check_operand(query, key, op, operand)))
         else:
@@ -102,11 +103,15 @@ def _check_operand(query: Any, key: str, op: str, operand: Any) -> Any:
             raise InvalidQueryError(_show(query), f"$exists for {key!r} needs true or false, not {operand!r}")
     if op == "$regex":
         if not isinstance(operand, str):
-            raise InvalidQueryError(_show(query), f"$regex for {key!r} needs a pattern string, not {operand!r}")
+            raise InvalidQueryError(
+                _show(query), f"$regex for {key!r} needs a pattern string, not {operand!r}"
+            )
         try:
             _regex(operand)
         except re.error as exc:
-            raise InvalidQueryError(_show(query), f"$regex {operand!r} for {key!r} is invalid: {exc}") from exc
+            raise InvalidQueryError(
+                _show(query), f"$regex {operand!r} for {key!r} is invalid: {exc}"
+            ) from exc
     return operand
 
 
@@ -159,7 +164,7 @@ def _equal(value: Any, operand: Any) -> bool:
     if isinstance(value, (list, tuple, set, frozenset)) and not isinstance(operand, (list, tuple)):
         return any(_equal(v, operand) for v in value)
     if isinstance(value, (list, tuple)) and isinstance(operand, (list, tuple)):
-        return len(value) == len(operand) and all(_equal(a, b) for a, b in zip(value, operand))
+        return len(value) == len(operand) and all(_equal(a, b) for a, b in zip(value, operand, strict=True))
     return type(value) is type(operand) and bool(value == operand)
 
 
@@ -184,7 +189,7 @@ def _order(value: Any, operand: Any, op: str) -> bool:
 def _test(value: Any, cond: Condition) -> bool:
     op, operand = cond.op, cond.operand
     if op == "$exists":
-        return (value is not _MISSING) == operand
+        return bool((value is not _MISSING) == operand)
     if value is _MISSING:
         value = None
     if op == "$eq":

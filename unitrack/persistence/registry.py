@@ -98,7 +98,9 @@ def _load_entry_points() -> None:
     _entry_points_loaded = True
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _KNOWN and ep.name not in _ALIASES:
-            _KNOWN[ep.name] = Backend(ep.value, description=f"plug-in from {ep.dist.name if ep.dist else '?'}")
+            _KNOWN[ep.name] = Backend(
+                ep.value, description=f"plug-in from {ep.dist.name if ep.dist else '?'}"
+            )
 
 
 def _canonical(scheme: str) -> str:

@@ -166,7 +166,9 @@ def from_json(data: Mapping[str, Any]) -> Obj:
         revision = data.get("revision", 0)
         return Trial(
             _hash=_str_or_none(data, "hash"),
-            revision=int(revision) if isinstance(revision, (int, str)) and str(revision).isdigit() else revision,
+            revision=int(revision)
+            if isinstance(revision, (int, str)) and str(revision).isdigit()
+            else revision,
             name=_str_or_none(data, "name"),
             description=_str_or_none(data, "description"),
             tags=_mapping(data, "tags"),
@@ -223,4 +225,3 @@ def from_json(data: Mapping[str, Any]) -> Obj:
     if dtype == "group_update":
         return GroupUpdate(metadata=_mapping(data, "metadata"))
     raise SchemaError(f"unknown dtype {dtype!r}; expected trial, trial_group, project or an update")
-

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 from unitrack.errors import InvalidNameError, SchemaError
 
@@ -105,7 +105,7 @@ class CustomStatus:
         return self.value >= 200
 
 
-StatusLike = Union[Status, CustomStatus]
+StatusLike = Status | CustomStatus
 
 
 def status(name: str | None = None, value: int | None = None) -> StatusLike:
@@ -124,7 +124,9 @@ def status(name: str | None = None, value: int | None = None) -> StatusLike:
             if member.value == value:
                 return member
     if name is None:
-        raise SchemaError(f"Unknown status value {value!r} and no name given; pass name= for a custom status.")
+        raise SchemaError(
+            f"Unknown status value {value!r} and no name given; pass name= for a custom status."
+        )
     if not isinstance(name, str) or not name or _CONTROL.search(name):
         raise SchemaError(f"Invalid status name {name!r}: use a non-empty printable string.")
     return CustomStatus(name, int(value if value is not None else -1))
@@ -204,7 +206,9 @@ def check_plain(where: str, value: Any, _depth: int = 0) -> Any:
         out: dict[str, Any] = {}
         for key, v in value.items():
             if not isinstance(key, str):
-                raise SchemaError(f"{where} has a key {key!r} of type {type(key).__name__}; keys must be str.")
+                raise SchemaError(
+                    f"{where} has a key {key!r} of type {type(key).__name__}; keys must be str."
+                )
             out[key] = check_plain(f"{where}.{key}", v, _depth + 1)
         return out
     raise SchemaError(
@@ -262,8 +266,8 @@ def compute_hash(name: str | None, version: str | None, parameters: Mapping[str,
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-Number = Union[int, float]
-Step = Union[int, float, None]
+Number = int | float
+Step = int | float | None
 
 
 def check_number(where: str, value: Any) -> Number:
@@ -325,14 +329,14 @@ class Metric:
     latest: Number | None = None
 
     def __iter__(self) -> Iterator[tuple[Step, Number]]:
-        return iter(zip(self.steps, self.values))
+        return iter(zip(self.steps, self.values, strict=True))
 
     def __len__(self) -> int:
         return len(self.values)
 
     def to_dict(self) -> dict[Step, Number]:
         """Return ``{step: value}`` for the points that have a step (track's form)."""
-        return {s: v for s, v in zip(self.steps, self.values) if s is not None}
+        return {s: v for s, v in zip(self.steps, self.values, strict=True) if s is not None}
 
 
 @dataclass(frozen=True)
@@ -524,17 +528,28 @@ class TrialUpdate:
             object.__setattr__(self, "status", status_from_json(self.status))
         if (self.writer is None) != (self.seq is None):
             raise SchemaError("TrialUpdate needs both writer and seq, or neither.")
-        if self.writer is not None and (not isinstance(self.writer, str) or not re.fullmatch(r"[\w.:-]{1,128}", self.writer)):
+        if self.writer is not None and (
+            not isinstance(self.writer, str) or not re.fullmatch(r"[\w.:-]{1,128}", self.writer)
+        ):
             raise SchemaError(f"TrialUpdate writer {self.writer!r} must be 1-128 word characters.")
-        if self.seq is not None and (not isinstance(self.seq, int) or isinstance(self.seq, bool) or self.seq < 0):
+        if self.seq is not None and (
+            not isinstance(self.seq, int) or isinstance(self.seq, bool) or self.seq < 0
+        ):
             raise SchemaError(f"TrialUpdate seq {self.seq!r} must be an int >= 0.")
 
     @property
     def is_empty(self) -> bool:
         """True when applying the update would change nothing."""
         return not (
-            self.parameters or self.metadata or self.tags or self.metrics or self.chronos or self.errors
-            or self.status is not None or self.project_id is not None or self.group_id is not None
+            self.parameters
+            or self.metadata
+            or self.tags
+            or self.metrics
+            or self.chronos
+            or self.errors
+            or self.status is not None
+            or self.project_id is not None
+            or self.group_id is not None
         )
 
 

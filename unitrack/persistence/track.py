@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from unitrack.errors import NotFoundError, SchemaError
-from unitrack.persistence.aggregators import Aggregator, StatAggregator
-from unitrack.persistence.protocol import Protocol
+from unitrack.persistence.aggregators import Aggregator
+from unitrack.persistence.protocol import CHRONO_AGGREGATOR, Protocol
 from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.serialization import to_json
 from unitrack.persistence.structure import Project, StatusLike, Trial, TrialGroup
@@ -67,7 +67,9 @@ class TrialLogger:
         """Merge parameters into the trial."""
         self.protocol.log_trial_arguments(self.trial, **kwargs)
 
-    def log_metrics(self, step: Any = None, aggregator: Callable[[], Aggregator] | None = None, **kwargs: Any) -> None:
+    def log_metrics(
+        self, step: Any = None, aggregator: Callable[[], Aggregator] | None = None, **kwargs: Any
+    ) -> None:
         """Append metric values (at ``step``); starts the trial on first use."""
         if not self._started:
             self.start()
@@ -89,7 +91,7 @@ class TrialLogger:
     def chrono(
         self,
         name: str,
-        aggregator: Callable[[], Aggregator] = StatAggregator.lazy(1),
+        aggregator: Callable[[], Aggregator] = CHRONO_AGGREGATOR,
         start_callback: Callable[[], Any] | None = None,
         end_callback: Callable[[], Any] | None = None,
     ) -> Iterator[None]:
@@ -180,7 +182,11 @@ class TrackClient:
         return found
 
     def set_group(
-        self, group: TrialGroup | str | None = None, force: bool = False, get_only: bool = False, **kwargs: Any
+        self,
+        group: TrialGroup | str | None = None,
+        force: bool = False,
+        get_only: bool = False,
+        **kwargs: Any,
     ) -> TrialGroup:
         """Select (creating it unless ``get_only``) a group of the current project.
 
@@ -276,7 +282,9 @@ class TrackClient:
         elif isinstance(args, Mapping):
             values = dict(args)
         else:
-            raise SchemaError(f"log_arguments takes a dict, Namespace or ArgumentParser, not {type(args).__name__}.")
+            raise SchemaError(
+                f"log_arguments takes a dict, Namespace or ArgumentParser, not {type(args).__name__}."
+            )
         values.update(kwargs)
         if self._pending is not None:
             pending = dict(self._pending)

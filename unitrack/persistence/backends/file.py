@@ -90,7 +90,9 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
                 os.close(dir_fd)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise StorageError(f"Could not write {path}: {exc.strerror or exc}. The previous file is unchanged.") from exc
+        raise StorageError(
+            f"Could not write {path}: {exc.strerror or exc}. The previous file is unchanged."
+        ) from exc
 
 
 def _encode_line(record: dict[str, Any]) -> bytes:
@@ -235,7 +237,7 @@ class FileProtocol(Protocol):
             self._catch_up()
 
     # ---------------------------------------------------------------------------------------- locking
-    def _locked(self) -> filelock.AcquireReturnProxy:
+    def _locked(self) -> filelock.AcquireReturnProxy[filelock.BaseFileLock]:
         try:
             return self._filelock.acquire()
         except filelock.Timeout as exc:
