@@ -32,7 +32,7 @@ class CheckpointNotFoundError(NotFoundError, ValueError):
     """No checkpoint (or none at the asked step) for a module; ``ValueError`` as the seed promised."""
 
     def __init__(self, name: str, folder: str, step: int | None, available: list[int]) -> None:
-        wanted = "any checkpoint" if step is None else f"a checkpoint at step {step}"
+        wanted = "checkpoint" if step is None else f"checkpoint at step {step}"
         shown = ", ".join(map(str, available[-10:])) or "none"
         super().__init__(
             f"No {wanted} for {name!r} in {folder}; steps available: {shown}. "
