@@ -70,8 +70,10 @@ def main() -> None:
     print(f"loop shape {SHAPE}: {STEPS:,} innermost steps, best of {repeats}")
     print(f"without Monitor: {base_us:.3f} µs/step ({base:.2f} s)")
     print(f"with Monitor (Logger @1000s, messenger @100s): {mon_us:.3f} µs/step ({best:.2f} s)")
-    print(f"overhead: {overhead:.3f} µs/step; target <= {TARGET_US:.1f} µs: "
-          f"{'met' if overhead <= TARGET_US else 'MISSED'} (margin {TARGET_US - overhead:+.3f} µs)")
+    print(
+        f"overhead: {overhead:.3f} µs/step; target <= {TARGET_US:.1f} µs: "
+        f"{'met' if overhead <= TARGET_US else 'MISSED'} (margin {TARGET_US - overhead:+.3f} µs)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,11 @@ class Sink:
 
     def message(self, values, keep="latest", leader=None):
         self.calls += 1
-        better = {"latest": lambda new, old: True, "min": lambda new, old: new < old, "max": lambda new, old: new > old}[keep]
+        better = {
+            "latest": lambda new, old: True,
+            "min": lambda new, old: new < old,
+            "max": lambda new, old: new > old,
+        }[keep]
         if leader is not None:
             old = self.messages.get(leader)
             if old is None or better(values[leader], old):

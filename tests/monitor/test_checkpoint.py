@@ -97,7 +97,10 @@ def test_manual_checkpoint_saves_all(tmp_path):
     net = torch.nn.Linear(1, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     paths = m.checkpoint(net=net, opt=opt)
-    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["checkpoints/net/0.pt", "checkpoints/opt/0.pt"]
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
+        "checkpoints/net/0.pt",
+        "checkpoints/opt/0.pt",
+    ]
     _, meta = load(tmp_path / "checkpoints", opt=torch.optim.SGD(net.parameters(), lr=0.5))
     assert meta == {}
 

@@ -91,7 +91,7 @@ def test_monitor_msg_options_per_spec():
     m = Monitor(msg=("u->^a$@1s", "v->^b$@1s"), msg_keep=("max", "min"))
     u = v = 0
     for i in m(range(5)):
-        u = v = (i - 2) ** 2
+        u = v = (i - 2) ** 2  # noqa: F841 - read from the frame by the Monitor
     assert (a.messages["u"], b.messages["v"]) == (4, 0)
 
 

@@ -173,9 +173,9 @@ def test_hooks_get_matching_locals_of_the_calling_frame():
     hook = Recorder("^lo")
     rec = Recorder("^lo.*@2s")
     m = Monitor(hooks=[rec, hook])
-    loss, lower, other = 1.0, 2, 3
+    loss, lower, other = 1.0, 2, 3  # noqa: F841 - read from the frame by the Monitor
     for i in m(range(4)):
-        loss = float(i)
+        loss = float(i)  # noqa: F841 - read from the frame by the Monitor
     assert other == 3
     assert rec.calls == [(2, 0, {"loss": 1.0, "lower": 2}), (4, 0, {"loss": 3.0, "lower": 2})]
     assert hook.calls == []

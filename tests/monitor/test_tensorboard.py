@@ -12,7 +12,10 @@ def _events(directory):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     close_writers()
-    acc = EventAccumulator(str(directory / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0, "histograms": 0})
+    acc = EventAccumulator(
+        str(directory / "tensorboard"),
+        size_guidance={"images": 0, "scalars": 0, "tensors": 0, "histograms": 0},
+    )
     acc.Reload()
     return acc
 
@@ -38,7 +41,7 @@ def test_images_histograms_and_text(tmp_path):
         txt="^i$@2s",
         txt_fn=lambda i: f"Hello at step {i}",
     )
-    for i in m(range(4)):
+    for i in m(range(4)):  # noqa: B007 - i is read from the frame by the text hook
         x = torch.rand(3, 1, 8, 8)
         w = torch.randn(100)
     acc = _events(tmp_path)

@@ -105,7 +105,9 @@ def save(
     cls = type(obj)
     from unitrack import __version__
 
-    record: dict[str, Any] = {t.value: int(triggers.get(t.value, 0)) for t in TRIGGERS if triggers.get(t.value)}
+    record: dict[str, Any] = {
+        t.value: int(triggers.get(t.value, 0)) for t in TRIGGERS if triggers.get(t.value)
+    }
     record["version"] = {
         "module": cls.__module__,
         "class": cls.__qualname__,
@@ -146,10 +148,9 @@ def load(
     Example:
         >>> import tempfile, torch
         >>> from datetime import datetime
-        >>> folder = tempfile.mkdtemp()
-        >>> net = torch.nn.Linear(2, 1)
-        >>> _ = save(folder, "net", net, {"step": 10, "epoch": 2}, datetime(2020, 11, 18))
-        >>> _, meta = load(folder, net=torch.nn.Linear(2, 1))
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = save(folder, "net", torch.nn.Linear(2, 1), {"step": 10, "epoch": 2}, datetime(2020, 11, 18))
+        ...     _, meta = load(folder, net=torch.nn.Linear(2, 1))
         >>> meta
         {'step': 10, 'epoch': 2}
     """

@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -179,7 +179,7 @@ class Monitor:
         specs = parse_specs(log)
         fns = _per_spec("log_fn", log_fn, len(specs), "log")
         formats = _per_spec("log_format", log_format, len(specs), "log")
-        built += [Logger(s, format=f, process_func=fn) for s, fn, f in zip(specs, fns, formats)]
+        built += [Logger(s, format=f, process_func=fn) for s, fn, f in zip(specs, fns, formats, strict=True)]
         built += [Timer(s) for s in parse_specs(time)]
         specs = parse_specs(msg)
         options = [
@@ -192,14 +192,15 @@ class Monitor:
             )
         ]
         built += [
-            XmenMessenger(s, keep=k, leader=ld, expand=e, prepend=p) for s, k, ld, e, p in zip(specs, *options)
+            XmenMessenger(s, keep=k, leader=ld, expand=e, prepend=p)
+            for s, k, ld, e, p in zip(specs, *options, strict=True)
         ]
         built += [Probe(s) for s in parse_specs(probe)]
         if ckpt is not None and checkpoint is not None:
             raise ConfigError("give ckpt or its alias checkpoint, not both", parameter="checkpoint")
         specs = parse_specs(ckpt if ckpt is not None else checkpoint)
         keeps = _per_spec("ckpt_keep", ckpt_keep, len(specs), "ckpt")
-        built += [Checkpointer(s, to_keep=k) for s, k in zip(specs, keeps)]
+        built += [Checkpointer(s, to_keep=k) for s, k in zip(specs, keeps, strict=True)]
         for kind, spec, fn, pref, prep, name in (
             ("image", img, img_fn, img_pref, img_prep, "img"),
             ("scalar", sca, sca_fn, sca_pref, sca_prep, "sca"),
@@ -215,7 +216,7 @@ class Monitor:
             extra = dict(img_options or {}) if kind == "image" else {}
             built += [
                 TensorboardLogger(kind, s, fn=f, prefix=p, prepend=bool(q), **extra)
-                for s, f, p, q in zip(specs, fns, prefs, preps)
+                for s, f, p, q in zip(specs, fns, prefs, preps, strict=True)
             ]
         built += list(hooks)
         self.hooks: list[Any] = []
@@ -249,7 +250,8 @@ class Monitor:
         (parsed,) = parse_specs(spec)
         if parsed.pattern or parsed.target is not None or parsed.modulo is None or parsed.trigger is None:
             raise ConfigError(
-                f"limit {str(parsed)!r} must look like '@20s' (no regex, a count and a trigger)", parameter="limit"
+                f"limit {str(parsed)!r} must look like '@20s' (no regex, a count and a trigger)",
+                parameter="limit",
             )
         self._limit_specs.append(parsed)
         level = parsed.trigger.level
@@ -319,7 +321,13 @@ class Monitor:
             self._stop_criterion()
             return
         depth = self._enter(length)
-        counts, due, limits, timer, times = self._counts, self._next_due, self._limits, self.timer, self._step_times
+        counts, due, limits, timer, times = (
+            self._counts,
+            self._next_due,
+            self._limits,
+            self.timer,
+            self._step_times,
+        )
         getframe = sys._getframe
         iterator = iter(iterable)
         try:
@@ -387,7 +395,7 @@ class Monitor:
         self.log(f"---- Stop Criterion @ {self._counters_text()} ----")
 
     def _counters_text(self) -> str:
-        return ", ".join(f"{t.value}={c}" for t, c in zip(TRIGGERS, self._counts))
+        return ", ".join(f"{t.value}={c}" for t, c in zip(TRIGGERS, self._counts, strict=True))
 
     def stop(self, message: str | None = None) -> None:
         """Stop every running loop after its current iteration; later loops yield nothing."""
@@ -473,7 +481,7 @@ class Monitor:
     @property
     def triggers(self) -> dict[str, int]:
         """All counters by full trigger name."""
-        return {t.value: c for t, c in zip(TRIGGERS, self._counts)}
+        return {t.value: c for t, c in zip(TRIGGERS, self._counts, strict=True)}
 
     def set_triggers(self, **counts: int) -> None:
         """Set counters by name (``step=100, epoch=4``), e.g. after loading a checkpoint."""
@@ -504,7 +512,9 @@ class Monitor:
             length = self._lengths[depth]
             total = total * length if total is not None and length is not None else None
             abbreviation = TRIGGERS[level].abbreviation
-            out[abbreviation] = f"{self._counts[level]}/{total}" if total is not None else str(self._counts[level])
+            out[abbreviation] = (
+                f"{self._counts[level]}/{total}" if total is not None else str(self._counts[level])
+            )
         wall = self.timer() - self._t0 if self._t0 is not None else 0.0
         steps = self._counts[0]
         times = self._step_times
@@ -550,7 +560,9 @@ class Monitor:
             NotCheckpointableError: An object has no ``state_dict()``.
         """
         if self.directory is None:
-            raise ConfigError("Monitor.checkpoint needs a directory: Monitor(directory=...)", parameter="directory")
+            raise ConfigError(
+                "Monitor.checkpoint needs a directory: Monitor(directory=...)", parameter="directory"
+            )
         folder = Path(self.directory) / "checkpoints"
         for name, obj in modules.items():
             if not callable(getattr(obj, "state_dict", None)):
@@ -600,4 +612,3 @@ _ABBREVIATION_KEYS = frozenset(t.abbreviation for t in TRIGGERS)
 
 #: The seed's name for the monitor with checkpoint and TensorBoard hooks; the same class.
 TorchMonitor = Monitor
-

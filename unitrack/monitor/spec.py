@@ -159,7 +159,9 @@ def _compile(spec: str, regex: str, offset: int) -> re.Pattern[str]:
         raise InvalidSpecError(spec, position, f"invalid regular expression {regex!r}: {exc.msg}") from exc
     except (RecursionError, OverflowError, MemoryError) as exc:
         # Pathological patterns (deep nesting, huge repeat counts) fail in the compiler rather than with re.error.
-        raise InvalidSpecError(spec, offset, f"regular expression {regex!r} cannot be compiled: {exc}") from exc
+        raise InvalidSpecError(
+            spec, offset, f"regular expression {regex!r} cannot be compiled: {exc}"
+        ) from exc
 
 
 def parse_spec(spec: str | Every) -> Every:

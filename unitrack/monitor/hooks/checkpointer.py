@@ -75,7 +75,9 @@ class Checkpointer(Hook):
             if not callable(getattr(obj, "state_dict", None)):
                 if name not in self._warned:
                     self._warned.add(name)
-                    warnings.warn(str(checkpoint.NotCheckpointableError(name, obj)), UserWarning, stacklevel=2)
+                    warnings.warn(
+                        str(checkpoint.NotCheckpointableError(name, obj)), UserWarning, stacklevel=2
+                    )
                 continue
             checkpoint.save(directory, name, obj, monitor.triggers, monitor.now(), self.to_keep)
             saved.append(name)

@@ -64,7 +64,9 @@ class Logger(Hook):
     def __call__(self, var_dict: Mapping[str, Any], monitor: Monitor) -> None:
         """Print one line with every selected variable (nothing when none matched)."""
         if var_dict:
-            monitor.log(" ".join(f"{k} = {self.format_value(v)}" for k, v in var_dict.items()), stream=self.stream)
+            monitor.log(
+                " ".join(f"{k} = {self.format_value(v)}" for k, v in var_dict.items()), stream=self.stream
+            )
 
 
 class Timer(Hook):

@@ -177,7 +177,9 @@ class TensorboardLogger(Hook):
                 labels, predictions = value
                 writer.add_pr_curve(name, labels, predictions, global_step=step)
             elif self.type is SummaryType.MESH:
-                vertices, colors, faces = (*value, None, None)[:3] if isinstance(value, tuple) else (value, None, None)
+                vertices, colors, faces = (
+                    (*value, None, None)[:3] if isinstance(value, tuple) else (value, None, None)
+                )
                 writer.add_mesh(name, vertices, colors=colors, faces=faces, global_step=step)
             else:
                 getattr(writer, f"add_{self.type.value}")(name, value, global_step=step)
