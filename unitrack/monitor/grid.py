@@ -21,7 +21,8 @@ def _to_numpy(images: Any) -> tuple[np.ndarray, bool]:
 
 def _normalize(image: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
     low, high = value_range if value_range is not None else (float(image.min()), float(image.max()))
-    return (np.clip(image, low, high) - low) / max(high - low, 1e-5)
+    scaled: np.ndarray = (np.clip(image, low, high) - low) / max(high - low, 1e-5)
+    return scaled
 
 
 def make_grid(
