@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from unitrack.errors import ConfigError, InvalidNameError, NotFoundError
+from unitrack.errors import CheckpointNotFoundError, InvalidNameError, NotCheckpointableError
 from unitrack.monitor.sink import HasStateDict
 from unitrack.monitor.spec import TRIGGERS
 
@@ -26,34 +26,6 @@ __all__ = ["CheckpointNotFoundError", "NotCheckpointableError", "checkpoints", "
 logger = logging.getLogger(__name__)
 
 DATE_FORMAT = "%I:%M%p %B %d, %Y"
-
-
-class CheckpointNotFoundError(NotFoundError, ValueError):
-    """No checkpoint (or none at the asked step) for a module; ``ValueError`` as the seed promised."""
-
-    def __init__(self, name: str, folder: str, step: int | None, available: list[int]) -> None:
-        wanted = "checkpoint" if step is None else f"checkpoint at step {step}"
-        shown = ", ".join(map(str, available[-10:])) or "none"
-        super().__init__(
-            f"No {wanted} for {name!r} in {folder}; steps available: {shown}. "
-            "Check the directory and step, or pass attempt=True to skip missing checkpoints.",
-            name=name,
-            folder=folder,
-            step=step,
-            available=available,
-        )
-
-
-class NotCheckpointableError(ConfigError, TypeError):
-    """An object without ``state_dict()`` was given to checkpoint."""
-
-    def __init__(self, name: str, value: object) -> None:
-        super().__init__(
-            f"Cannot checkpoint {name!r} ({type(value).__name__}): it has no state_dict(). "
-            "Checkpoint torch modules, optimizers or other objects with state_dict()/load_state_dict().",
-            name=name,
-            type=type(value).__name__,
-        )
 
 
 def _check_name(name: str) -> str:

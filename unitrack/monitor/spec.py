@@ -29,24 +29,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from unitrack.errors import ConfigError, InvalidSpecError
+from unitrack.errors import InvalidSpecError, UnknownTriggerError
 
 __all__ = ["Every", "Trigger", "UnknownTriggerError", "parse_spec", "parse_specs"]
 
 _DIGITS = re.compile(r"[0-9]+")
-
-
-class UnknownTriggerError(ConfigError, NotImplementedError):
-    """A trigger name that is none of step, epoch, era, eon, supereon (or s, e, er, eo, se).
-
-    Derives from ``NotImplementedError`` because the original ``Monitor.inc`` raised it.
-    """
-
-    def __init__(self, trigger: object) -> None:
-        super().__init__(
-            f"Unknown trigger {trigger!r}; use one of {Trigger.choices()}.",
-            trigger=str(trigger),
-        )
 
 
 class Trigger(str, enum.Enum):
@@ -82,7 +69,7 @@ class Trigger(str, enum.Enum):
             return text
         found = _BY_NAME.get(text) if isinstance(text, str) else None
         if found is None:
-            raise UnknownTriggerError(text)
+            raise UnknownTriggerError(text, cls.choices())
         return found
 
     @classmethod
