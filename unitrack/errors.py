@@ -10,11 +10,14 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     ├── InvalidURIError
     │     ├── UnknownSchemeError
     │     ├── InvalidSpecError
+    │     ├── UnknownTriggerError (NotImplementedError)   Monitor trigger that is not step ... supereon
+    │     └── NotCheckpointableError (TypeError)          an object without state_dict() given to checkpoint
     │     └── InvalidQueryError
     ├── SchemaError (ValueError)          a row or value that does not fit the table's schema
     │     └── InvalidNameError            a name with '/', '..', NUL, ... (checked before any file is touched)
     ├── NotFoundError (LookupError)       project, group, trial, table, stored object
-    │     └── ItemNotFound                fetch_and_update_* found nothing to update (track's name)
+    │     ├── ItemNotFound                fetch_and_update_* found nothing to update (track's name)
+    │     └── CheckpointNotFoundError (ValueError)  no Monitor checkpoint (at the asked step)
     ├── AlreadyExistsError (ValueError)   e.g. Store(..., new=True) on an existing folder
     ├── StorageError                      disk full, lock timeout, corrupt or foreign file
     │     ├── ConcurrentWrite             a lock was not acquired in time (track's name)
@@ -35,6 +38,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "UnknownTriggerError",
+    "NotCheckpointableError",
+    "CheckpointNotFoundError",
     "AlreadyExistsError",
     "AuthenticationError",
     "ConcurrentWrite",
@@ -148,6 +154,28 @@ class InvalidSpecError(ConfigError):
         )
 
 
+class UnknownTriggerError(ConfigError, NotImplementedError):
+    """A Monitor trigger name that is none of step, epoch, era, eon, supereon (or s, e, er, eo, se).
+
+    Also a ``NotImplementedError``, which the original ``Monitor.inc`` raised.
+    """
+
+    def __init__(self, trigger: object, choices: str) -> None:
+        super().__init__(f"Unknown trigger {trigger!r}; use one of {choices}.", trigger=str(trigger))
+
+
+class NotCheckpointableError(ConfigError, TypeError):
+    """An object without ``state_dict()`` was given to checkpoint."""
+
+    def __init__(self, name: str, value: object) -> None:
+        super().__init__(
+            f"Cannot checkpoint {name!r} ({type(value).__name__}): it has no state_dict(). "
+            "Checkpoint torch modules, optimizers or other objects with state_dict()/load_state_dict().",
+            name=name,
+            type=type(value).__name__,
+        )
+
+
 class InvalidQueryError(ConfigError):
     """A query (``fetch_trials``) or filter with an unknown operator, field or shape."""
 
@@ -183,6 +211,22 @@ class ItemNotFound(NotFoundError):
 
     def __init__(self, what: str, query: str) -> None:
         super().__init__(f"No {what} matches {query}; nothing was updated.", what=what, query=query)
+
+
+class CheckpointNotFoundError(NotFoundError, ValueError):
+    """No Monitor checkpoint (or none at the asked step) for a module; ``ValueError`` as the seed promised."""
+
+    def __init__(self, name: str, folder: str, step: int | None, available: list[int]) -> None:
+        wanted = "checkpoint" if step is None else f"checkpoint at step {step}"
+        shown = ", ".join(map(str, available[-10:])) or "none"
+        super().__init__(
+            f"No {wanted} for {name!r} in {folder}; steps available: {shown}. "
+            "Check the directory and step, or pass attempt=True to skip missing checkpoints.",
+            name=name,
+            folder=folder,
+            step=step,
+            available=available,
+        )
 
 
 class AlreadyExistsError(UnitrackError, ValueError):
