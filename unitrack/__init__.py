@@ -34,13 +34,17 @@ _LAZY: dict[str, str] = {
     "Trial": "unitrack.persistence.structure",
     "Status": "unitrack.persistence.structure",
     "UnitrackError": "unitrack.errors",
+    "Monitor": "unitrack.monitor",
+    "TorchMonitor": "unitrack.monitor",
 }
 
 __all__ = [
+    "Monitor",
     "Project",
     "Protocol",
     "ProtocolMultiplexer",
     "Status",
+    "TorchMonitor",
     "TrackClient",
     "Trial",
     "TrialGroup",
@@ -52,6 +56,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from unitrack.errors import UnitrackError
+    from unitrack.monitor import Monitor, TorchMonitor
     from unitrack.persistence.multiplexer import ProtocolMultiplexer
     from unitrack.persistence.protocol import Protocol
     from unitrack.persistence.registry import get_protocol, register
