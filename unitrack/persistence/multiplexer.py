@@ -133,31 +133,28 @@ class ProtocolMultiplexer(Protocol):
     def update_group(self, uid: str, update: GroupUpdate) -> None:
         self._all_tolerant(lambda b: b.update_group(uid, update))
 
+    def _mirror(self, call: Callable[[Protocol], object]) -> None:
+        """Apply to every active backend but the first (which answered) a change it already made."""
+        primary = self.active[0]
+        for index, backend in enumerate(self.backends):
+            if index in self.failed or backend is primary:
+                continue
+            try:
+                call(backend)
+            except (UnitrackError, OSError) as exc:
+                self._set_aside(index, exc)
+
     def find_and_update_trial(self, query: Query, update: TrialUpdate) -> Trial | None:
         # The first backend decides which trial is taken; the others get the same update by uid.
         taken = self._read(lambda b: b.find_and_update_trial(query, update))
         if taken is not None:
-            primary = self.active[0]
-            for index, backend in enumerate(self.backends):
-                if index in self.failed or backend is primary:
-                    continue
-                try:
-                    backend.update_trial(taken.uid, update)
-                except (UnitrackError, OSError) as exc:
-                    self._set_aside(index, exc)
+            self._mirror(lambda b: b.update_trial(taken.uid, update))
         return taken
 
     def find_and_update_group(self, query: Query, update: GroupUpdate) -> TrialGroup | None:
         taken = self._read(lambda b: b.find_and_update_group(query, update))
         if taken is not None:
-            primary = self.active[0]
-            for index, backend in enumerate(self.backends):
-                if index in self.failed or backend is primary:
-                    continue
-                try:
-                    backend.update_group(taken.uid, update)
-                except (UnitrackError, OSError) as exc:
-                    self._set_aside(index, exc)
+            self._mirror(lambda b: b.update_group(taken.uid, update))
         return taken
 
     def commit(self, **kwargs: Any) -> None:

@@ -87,6 +87,17 @@ def _group_uid(group: GroupRef) -> str:
     raise SchemaError(f"Expected a TrialGroup or a group uid, not {group!r}")
 
 
+def _merged(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Merge dicts passed positionally and keywords (``set_group_metadata(group, {'a': 1}, b=2)``)."""
+    values: dict[str, Any] = {}
+    for arg in args:
+        if not isinstance(arg, Mapping):
+            raise SchemaError(f"set_group_metadata takes dicts or keywords, not {arg!r}")
+        values.update(arg)
+    values.update(kwargs)
+    return values
+
+
 def _as_status(value: Any) -> StatusLike:
     if isinstance(value, (Status, CustomStatus)):
         return value
@@ -232,13 +243,7 @@ class Protocol(abc.ABC):
 
     def set_group_metadata(self, group: GroupRef, *args: Any, **kwargs: Any) -> None:
         """Merge ``kwargs`` (and dicts passed positionally) into the group's metadata."""
-        values: dict[str, Any] = {}
-        for arg in args:
-            if not isinstance(arg, Mapping):
-                raise SchemaError(f"set_group_metadata takes dicts or keywords, not {arg!r}")
-            values.update(arg)
-        values.update(kwargs)
-        self.update_group(_group_uid(group), GroupUpdate(metadata=values))
+        self.update_group(_group_uid(group), GroupUpdate(metadata=_merged(args, kwargs)))
 
     def fetch_and_update_group(self, query: Query, attr: str, *args: Any, **kwargs: Any) -> TrialGroup:
         """Atomically take the first group matching ``query`` and apply ``attr`` (``'set_group_metadata'``).
@@ -251,13 +256,7 @@ class Protocol(abc.ABC):
             raise SchemaError(
                 f"fetch_and_update_group cannot call {attr!r}; allowed: {', '.join(sorted(GROUP_UPDATERS))}"
             )
-        values: dict[str, Any] = {}
-        for arg in args:
-            if not isinstance(arg, Mapping):
-                raise SchemaError(f"set_group_metadata takes dicts or keywords, not {arg!r}")
-            values.update(arg)
-        values.update(kwargs)
-        found = self.find_and_update_group(query, GroupUpdate(metadata=values))
+        found = self.find_and_update_group(query, GroupUpdate(metadata=_merged(args, kwargs)))
         if found is None:
             raise ItemNotFound("group", repr(query))
         return found
