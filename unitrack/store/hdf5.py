@@ -11,18 +11,22 @@ tables without rows, which pandas cannot write), and ``unitrack_rows``, the row 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from unitrack.errors import CorruptStoreError, StorageError
 from unitrack.store.schema import ColumnKind
 
-__all__ = ["read_legacy_h5", "write_h5"]
+__all__ = ["kinds_from_frame", "read_legacy_h5", "write_empty_h5", "write_h5"]
 
-H5_NAME = "store.h5"
+_NUMPY = {ColumnKind.FLOAT: ("<f8", "float64"), ColumnKind.INT: ("<i8", "int64"), ColumnKind.BOOL: ("?", "bool")}
 
 
 def write_h5(
@@ -41,7 +45,6 @@ def write_h5(
     Raises:
         StorageError: The file could not be written; the old file is left in place.
     """
-    import pandas as pd
     import tables as pt
 
     folder = os.path.dirname(path) or "."
@@ -50,18 +53,15 @@ def write_h5(
     counts = {name: nrows for name, _, _, _, nrows in tables}
     try:
         with warnings.catch_warnings():
-            # Column names such as 'mx^2' (seed walkthrough 2) are valid for pandas but not Python
-            # identifiers; PyTables warns about that on every write. The data is stored correctly.
+            # Names such as 'mx^2' (seed walkthrough 2) are valid for pandas but not Python identifiers;
+            # PyTables warns about that on every node and attribute. The data is stored correctly.
             warnings.simplefilter("ignore", pt.NaturalNameWarning)
-            with pd.HDFStore(tmp, mode="w") as store:
+            with pt.open_file(tmp, mode="w", pytables_sys_attrs=False) as h5:
                 for name, cols, kinds, values, nrows in tables:
-                    if nrows == 0:
-                        continue
-                    frame = pd.DataFrame(dict(zip(cols, _columns_for_pandas(kinds, values))), columns=cols)
-                    store.put(name, frame, format="table", data_columns=True, index=False, track_times=False)
-                attrs = store._handle.root._v_attrs
-                attrs.unitrack_schema = json.dumps(schema)
-                attrs.unitrack_rows = json.dumps(counts)
+                    if nrows:
+                        _write_frame_table(h5, name, cols, kinds, values, nrows)
+                h5.root._v_attrs.unitrack_schema = json.dumps(schema)
+                h5.root._v_attrs.unitrack_rows = json.dumps(counts)
         if fsync:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -77,16 +77,72 @@ def write_h5(
         raise StorageError(f"Could not write {path}: {exc}", path=path) from exc
 
 
-def _columns_for_pandas(kinds: list[ColumnKind], values: list[Any]) -> list[Any]:
-    import pandas as pd
+@functools.lru_cache(maxsize=1)
+def _empty_h5_bytes() -> bytes:
+    """The bytes of a store.h5 without tables, built once per process (opening HDF5 costs ~1 ms)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "empty.h5")
+        write_h5(path, [], fsync=False)
+        with open(path, "rb") as fh:
+            return fh.read()
 
-    out = []
-    for kind, col in zip(kinds, values):
-        out.append(pd.array(col, dtype="str") if kind not in _NUMERIC else col)
-    return out
+
+def write_empty_h5(path: str) -> None:
+    """Create ``path`` as a complete store.h5 without tables (write new, then rename)."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(_empty_h5_bytes())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"Could not write {path}: {exc}", path=path) from exc
 
 
-_NUMERIC = (ColumnKind.FLOAT, ColumnKind.INT, ColumnKind.BOOL)
+def _write_frame_table(
+    h5: Any, name: str, cols: list[str], kinds: list[ColumnKind], values: list[Any], nrows: int
+) -> None:
+    """Write one table in the layout ``pandas.HDFStore.put(format='table', data_columns=True)`` produces.
+
+    PyTables is used directly because pandas' writer costs ~10 ms per table, which made closing a store too
+    slow for the 1,000-store target. ``tests/store`` reads the result back with ``pandas.read_hdf``.
+    """
+    fields: list[tuple[str, str]] = [("index", "<i8")]
+    arrays: list[Any] = [np.arange(nrows, dtype="<i8")]
+    dtypes: list[str] = []
+    for column, kind, col in zip(cols, kinds, values):
+        if kind in _NUMPY:
+            code, label = _NUMPY[kind]
+            arrays.append(np.asarray(col, dtype=code))
+            fields.append((column, code))
+            dtypes.append(label)
+        else:
+            encoded = [v.encode("utf-8") for v in col]
+            width = max(1, max(map(len, encoded), default=1))
+            arrays.append(np.array(encoded, dtype=f"S{width}"))
+            fields.append((column, f"S{width}"))
+            dtypes.append(f"bytes{width * 8}")
+    record = np.empty(nrows, dtype=fields)
+    for (field, _), arr in zip(fields, arrays):
+        record[field] = arr
+    group = h5.create_group("/", name)
+    attrs = group._v_attrs
+    # Only the attributes pandas needs to read the node back (it reads the others with defaults).
+    attrs.pandas_type = "frame_table"
+    attrs.table_type = "appendable_frame"
+    attrs.encoding = "UTF-8"
+    attrs.index_cols = [(0, "index")]
+    attrs.values_cols = list(cols)
+    attrs.non_index_axes = [(1, list(cols))]
+    attrs.data_columns = list(cols)
+    attrs.levels = 1
+    table = h5.create_table(group, "table", record, track_times=False)
+    tattrs = table.attrs
+    tattrs.index_kind = "integer"
+    for column, kind, label in zip(cols, kinds, dtypes):
+        setattr(tattrs, f"{column}_kind", [column])
+        setattr(tattrs, f"{column}_dtype", label)
+        if kind not in _NUMPY:
+            setattr(tattrs, f"{column}_meta", "str")
 
 
 def read_legacy_h5(path: str) -> dict[str, Any]:
@@ -107,7 +163,7 @@ def read_legacy_h5(path: str) -> dict[str, Any]:
     try:
         with pd.HDFStore(path, mode="r") as store:
             return {key.lstrip("/"): store.select(key) for key in store.keys()}
-    except (OSError, ValueError, KeyError, pt.HDF5ExtError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, pt.HDF5ExtError) as exc:
         raise CorruptStoreError(path, 0, f"not a readable HDF5 store ({exc})") from exc
 
 

@@ -34,7 +34,7 @@ from unitrack.store.contents import (
     OBJECTS_DIR,
     load_contents,
 )
-from unitrack.store.hdf5 import write_h5
+from unitrack.store.hdf5 import write_empty_h5, write_h5
 from unitrack.store.journal import MAGIC, JournalWriter, RowCodec, schema_payload
 from unitrack.store.lock import StoreLock
 from unitrack.store.names import validate_name
@@ -188,8 +188,8 @@ class Store:
         total = sum(t.nrows for t in self.tables.values())
         self._h5_due = max(self._h5_every_rows, total)
         if created or not os.path.exists(self._h5_path):
-            # An empty but complete store.h5 from the start, so pandas tooling never finds a missing file.
-            self._write_h5()
+            # A complete store.h5 from the start, so pandas tooling never finds a missing or partial file.
+            write_empty_h5(self._h5_path)
 
     def _reset_journal(self) -> None:
         tmp = self._journal_path + ".tmp"
