@@ -171,6 +171,10 @@ class Store:
             raise
 
     def _open_writer(self, created: bool) -> None:
+        # We hold the lock, so any temporary store.h5 left here belongs to a writer that was killed.
+        for entry in os.listdir(self.path):
+            if entry.startswith(f".{H5_NAME}.") and entry.endswith(".tmp"):
+                os.unlink(os.path.join(self.path, entry))
         if self._mode is Mode.WRITE:
             self._reset_journal()
         contents = load_contents(self.path)
