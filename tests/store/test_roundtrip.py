@@ -22,7 +22,9 @@ OBJECTS = st.recursive(
 )
 
 ROWS = st.lists(
-    st.fixed_dictionaries({"i": INT64, "f": FLOATS, "b": st.booleans(), "s": TEXT, "o": OBJECTS, "p": OBJECTS}),
+    st.fixed_dictionaries(
+        {"i": INT64, "f": FLOATS, "b": st.booleans(), "s": TEXT, "o": OBJECTS, "p": OBJECTS}
+    ),
     max_size=20,
 )
 SCHEMA = {"i": int, "f": float, "b": bool, "s": str, "o": OBJECT, "p": PICKLE}

@@ -22,7 +22,11 @@ from .conftest import snapshot
 
 
 def test_constants():
-    assert (Store.OBJECT, Store.PICKLE, Store.PYTORCH_STATE) == ("__object__", "__pickle__", "__pytorch_state__")
+    assert (Store.OBJECT, Store.PICKLE, Store.PYTORCH_STATE) == (
+        "__object__",
+        "__pickle__",
+        "__pytorch_state__",
+    )
     assert (OBJECT, PICKLE, PYTORCH_STATE) == (Store.OBJECT, Store.PICKLE, Store.PYTORCH_STATE)
     assert store_module.PICKLE == PICKLE
 

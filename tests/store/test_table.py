@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 import os
 import struct
 
@@ -8,7 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unitrack.errors import InvalidNameError, NotFoundError, ReadOnlyStoreError, SchemaError, TableNotFoundError
+from unitrack.errors import (
+    InvalidNameError,
+    NotFoundError,
+    ReadOnlyStoreError,
+    SchemaError,
+    TableNotFoundError,
+)
 from unitrack.store import OBJECT, PICKLE, PYTORCH_STATE, Store, schema_from_dict
 
 
@@ -98,11 +103,18 @@ def test_missing_column_at_flush_writes_nothing_and_keeps_row(store):
 
 
 def test_strings_of_any_length_and_special_floats_round_trip(out_dir):
-    values = [float("nan"), float("inf"), float("-inf"), -0.0, 5e-324, struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\x7f")[0]]
+    values = [
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        -0.0,
+        5e-324,
+        struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\x7f")[0],
+    ]
     texts = ["", "a", "é" * 3, "x" * 100_000, "line\nbreak", "\x00mid"]
     with Store(out_dir, "e") as s:
         t = s.add_table("t", {"f": float, "s": str})
-        for v, text in zip(values, texts):
+        for v, text in zip(values, texts, strict=True):
             t.append_row({"f": v, "s": text})
     with Store(out_dir, "e", mode="r") as s:
         df = s["t"].df
@@ -179,7 +191,7 @@ def test_read_only_store_refuses_writes(out_dir):
         with pytest.raises(ReadOnlyStoreError):
             r.add_table("u", {"a": float})
         with pytest.raises(ReadOnlyStoreError):
-            r.tensorboard
+            _ = r.tensorboard
         assert r["t"].df["a"].tolist() == [1.0]
 
 
@@ -193,5 +205,3 @@ def test_add_table_twice(store):
 def test_unsupported_schema_type(store):
     with pytest.raises(SchemaError, match="unsupported type"):
         store.add_table("t", {"a": list})
-
-

@@ -23,7 +23,16 @@ def make_runs(out_dir):
 def test_dry_run_prints_argument_list(out_dir, capsys):
     make_runs(out_dir)
     code = main(
-        ["--logdir", out_dir, "--format-str", "slope-{slope}", "--filter-param", "slope", "[1-3]", "--dry-run"]
+        [
+            "--logdir",
+            out_dir,
+            "--format-str",
+            "slope-{slope}",
+            "--filter-param",
+            "slope",
+            "[1-3]",
+            "--dry-run",
+        ]
     )
     assert code == 0
     argv = shlex.split(capsys.readouterr().out)
@@ -43,7 +52,9 @@ def test_separators_in_names_are_escaped(out_dir):
 
 def test_multiple_filters_and_bad_template(out_dir, capsys):
     make_runs(out_dir)
-    assert [n for n, _ in collect_runs(out_dir, "metadata", [("slope", "[0-3]"), ("slope", "[2-9]")], "{slope}")] == [
+    assert [
+        n for n, _ in collect_runs(out_dir, "metadata", [("slope", "[0-3]"), ("slope", "[2-9]")], "{slope}")
+    ] == [
         "2-s2",
         "3-s3",
     ]
@@ -54,8 +65,18 @@ def test_multiple_filters_and_bad_template(out_dir, capsys):
 def test_module_entry_point(out_dir):
     make_runs(out_dir)
     result = subprocess.run(
-        [sys.executable, "-m", "unitrack.store.tensorboard_view", "--logdir", out_dir, "--format-str", "x{slope}",
-         "--port", "6007", "--dry-run"],
+        [
+            sys.executable,
+            "-m",
+            "unitrack.store.tensorboard_view",
+            "--logdir",
+            out_dir,
+            "--format-str",
+            "x{slope}",
+            "--port",
+            "6007",
+            "--dry-run",
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -25,7 +25,7 @@ def frame_from_columns(columns: list[str], kinds: list[ColumnKind], values: list
     import pandas as pd
 
     data = {}
-    for column, kind, col in zip(columns, kinds, values):
+    for column, kind, col in zip(columns, kinds, values, strict=True):
         if kind in _NUMPY_DTYPES:
             data[column] = pd.Series(col, dtype=_NUMPY_DTYPES[kind])
         else:

@@ -25,7 +25,11 @@ from unitrack.store.schema import ColumnKind
 
 __all__ = ["kinds_from_frame", "read_legacy_h5", "write_empty_h5", "write_h5"]
 
-_NUMPY = {ColumnKind.FLOAT: ("<f8", "float64"), ColumnKind.INT: ("<i8", "int64"), ColumnKind.BOOL: ("?", "bool")}
+_NUMPY = {
+    ColumnKind.FLOAT: ("<f8", "float64"),
+    ColumnKind.INT: ("<i8", "int64"),
+    ColumnKind.BOOL: ("?", "bool"),
+}
 
 
 def write_h5(
@@ -75,7 +79,9 @@ def h5_image(tables: Sequence[tuple[str, list[str], list[ColumnKind], list[Any],
     """
     import tables as pt
 
-    schema = {name: [[c, k.value] for c, k in zip(cols, kinds)] for name, cols, kinds, _, _ in tables}
+    schema = {
+        name: [[c, k.value] for c, k in zip(cols, kinds, strict=True)] for name, cols, kinds, _, _ in tables
+    }
     counts = {name: nrows for name, _, _, _, nrows in tables}
     with warnings.catch_warnings():
         # Names such as 'mx^2' (seed walkthrough 2) are valid for pandas but not Python identifiers;
@@ -122,7 +128,7 @@ def _write_frame_table(
     fields: list[tuple[str, str]] = [("index", "<i8")]
     arrays: list[Any] = [np.arange(nrows, dtype="<i8")]
     dtypes: list[str] = []
-    for column, kind, col in zip(cols, kinds, values):
+    for column, kind, col in zip(cols, kinds, values, strict=True):
         if kind in _NUMPY:
             code, label = _NUMPY[kind]
             arrays.append(np.asarray(col, dtype=code))
@@ -135,7 +141,7 @@ def _write_frame_table(
             fields.append((column, f"S{width}"))
             dtypes.append(f"bytes{width * 8}")
     record = np.empty(nrows, dtype=fields)
-    for (field, _), arr in zip(fields, arrays):
+    for (field, _), arr in zip(fields, arrays, strict=True):
         record[field] = arr
     group = h5.create_group("/", name)
     attrs = group._v_attrs
@@ -151,7 +157,7 @@ def _write_frame_table(
     table = h5.create_table(group, "table", record, track_times=False)
     tattrs = table.attrs
     tattrs.index_kind = "integer"
-    for column, kind, label in zip(cols, kinds, dtypes):
+    for column, kind, label in zip(cols, kinds, dtypes, strict=True):
         setattr(tattrs, f"{column}_kind", [column])
         setattr(tattrs, f"{column}_dtype", label)
         if kind not in _NUMPY:

@@ -126,6 +126,8 @@ class RowCodec:
             raw = payloads if isinstance(payloads, (bytes, bytearray)) else b"".join(payloads)
             arr = np.frombuffer(raw, dtype=self.numpy_dtype())
             return [arr[f"c{i}"].copy() for i in range(len(self.kinds))]
+        if isinstance(payloads, (bytes, bytearray)):
+            raise ValueError("text tables decode a list of payloads, not concatenated bytes")
         rows = [self.unpack(p) for p in payloads]
         out: list[Any] = []
         for i, kind in enumerate(self.kinds):
@@ -136,7 +138,11 @@ class RowCodec:
 
 def schema_payload(table: str, table_id: int, columns: list[str], kinds: list[ColumnKind]) -> bytes:
     """Return the payload of a schema record."""
-    body = {"table": table, "id": table_id, "columns": [[c, k.value] for c, k in zip(columns, kinds)]}
+    body = {
+        "table": table,
+        "id": table_id,
+        "columns": [[c, k.value] for c, k in zip(columns, kinds, strict=True)],
+    }
     return bytes([REC_SCHEMA]) + json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 

@@ -34,7 +34,9 @@ class Parameters:
         for key in params:
             low = str(key).lower()
             if low in lowered:
-                raise ConfigError(f"Parameters keys {lowered[low]!r} and {key!r} differ only in case.", key=key)
+                raise ConfigError(
+                    f"Parameters keys {lowered[low]!r} and {key!r} differ only in case.", key=key
+                )
             lowered[low] = key
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "_lowered", lowered)
@@ -103,11 +105,15 @@ def consistent(old: Any, new: Any) -> Any:
     if old is None:
         return new
     if old != new:
-        raise ConfigError(f"Inconsistent values: {old!r} was set, then {new!r}.", old=repr(old), new=repr(new))
+        raise ConfigError(
+            f"Inconsistent values: {old!r} was set, then {new!r}.", old=repr(old), new=repr(new)
+        )
     return old
 
 
-def override_json(args: Any, json_path: str | os.PathLike[str], check_consistency: bool = False) -> Parameters:
+def override_json(
+    args: Any, json_path: str | os.PathLike[str], check_consistency: bool = False
+) -> Parameters:
     """Fill the ``None`` values of ``args`` with the values of a JSON file; values already set win.
 
     Args:
@@ -125,7 +131,9 @@ def override_json(args: Any, json_path: str | os.PathLike[str], check_consistenc
         with open(json_path, encoding="utf-8") as fh:
             loaded = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"Cannot read JSON parameters from {json_path}: {exc}", path=str(json_path)) from exc
+        raise ConfigError(
+            f"Cannot read JSON parameters from {json_path}: {exc}", path=str(json_path)
+        ) from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"{json_path} must hold a JSON object of parameters.", path=str(json_path))
     if isinstance(args, Parameters):

@@ -90,7 +90,9 @@ class CollectionReader:
         try:
             entries = sorted(e.name for e in os.scandir(self.directory) if e.is_dir())
         except FileNotFoundError as exc:
-            raise NotFoundError(f"No folder {self.directory} to read stores from.", path=self.directory) from exc
+            raise NotFoundError(
+                f"No folder {self.directory} to read stores from.", path=self.directory
+            ) from exc
         for exp_id in entries:
             path = os.path.join(self.directory, exp_id)
             if not is_store_dir(path) or (exp_filter is not None and not exp_filter(exp_id)):
@@ -138,7 +140,7 @@ class CollectionReader:
         out: dict[str, dict[str, ColumnKind]] = {}
         for parts in self._parts.values():
             for name, part in parts.items():
-                out.setdefault(name, dict(zip(part.codec.columns, part.codec.kinds)))
+                out.setdefault(name, dict(zip(part.codec.columns, part.codec.kinds, strict=True)))
         return out
 
     def df(
@@ -186,10 +188,10 @@ class CollectionReader:
             raise NotFoundError(f"No store in {self.directory} has a table {key!r}.", table=key)
 
         columns = list(parts[0].codec.columns)
-        kinds = dict(zip(parts[0].codec.columns, parts[0].codec.kinds))
+        kinds = dict(zip(parts[0].codec.columns, parts[0].codec.kinds, strict=True))
         accepted: list[_Part] = []
         for part in parts:
-            theirs = dict(zip(part.codec.columns, part.codec.kinds))
+            theirs = dict(zip(part.codec.columns, part.codec.kinds, strict=True))
             try:
                 kinds = _merge_kinds(key, kinds, theirs, part.exp_id, union_schemas, self.log_warnings)
             except SchemaError:
@@ -205,7 +207,7 @@ class CollectionReader:
         counts: list[int] = []
         for part in accepted:
             try:
-                values = dict(zip(part.codec.columns, part.codec.decode(part.data)))
+                values = dict(zip(part.codec.columns, part.codec.decode(part.data), strict=True))
             except ValueError as exc:
                 if not skip_errors:
                     raise StorageError(f"Cannot decode table {key!r} of {part.exp_id}: {exc}") from exc
@@ -253,7 +255,7 @@ class CollectionReader:
             out[:] = [string_to_obj(v) for v in flat]
             return out
         pos = 0
-        for exp_id, n in zip(exp_ids, counts):
+        for exp_id, n in zip(exp_ids, counts, strict=True):
             folder = os.path.join(self.directory, exp_id, OBJECTS_DIR)
             for i in range(pos, pos + n):
                 out[i] = None if flat[i] is None else load_pickle(folder, flat[i])

@@ -86,12 +86,12 @@ def object_path(objects_dir: str | os.PathLike[str], uid: Any) -> Path:
     Raises:
         InvalidNameError: The id is malformed or resolves outside ``objects_dir``.
     """
-    uid = validate_object_id(uid)
+    name = validate_object_id(uid)
     root = Path(objects_dir).resolve()
-    path = (root / uid).resolve()
+    path = (root / name).resolve()
     if path.parent != root:
         # The id was well formed but a symlink took it outside the folder.
-        raise InvalidNameError("object id", uid, f"it resolves outside {root}")
+        raise InvalidNameError("object id", name, f"it resolves outside {root}")
     return path
 
 

@@ -68,7 +68,9 @@ class Mode(enum.Enum):
         for member in cls:
             if mode == member.value:
                 return member
-        raise ConfigError(f"Invalid store mode {mode!r}; use 'r' (read), 'a' (append) or 'w' (write).", mode=mode)
+        raise ConfigError(
+            f"Invalid store mode {mode!r}; use 'r' (read), 'a' (append) or 'w' (write).", mode=mode
+        )
 
 
 class Store:
@@ -204,7 +206,7 @@ class Store:
     def _load(self, contents: Any) -> None:
         for name, jtable in contents.tables.items():
             codec = jtable.codec
-            schema = {c: k.schema_type for c, k in zip(codec.columns, codec.kinds)}
+            schema = {c: k.schema_type for c, k in zip(codec.columns, codec.kinds, strict=True)}
             table = Table(name, schema, self._obj_dir, self)
             table._attach(codec, jtable.payloads)
             self.tables[name] = table
@@ -308,7 +310,9 @@ class Store:
         """Alias of :attr:`tensorboard` (the name walkthrough 2 uses)."""
         return self.tensorboard
 
-    def log_table_and_tb(self, table_name: str, update_dict: Mapping[str, Any], summary_type: str = "scalar") -> None:
+    def log_table_and_tb(
+        self, table_name: str, update_dict: Mapping[str, Any], summary_type: str = "scalar"
+    ) -> None:
         """Stage values in a table's working row and log them to TensorBoard as ``<table>/<column>``.
 
         The TensorBoard step is the table's ``nrows``. The row is not flushed.
@@ -326,7 +330,9 @@ class Store:
         table = self.get_table(table_name)
         add = getattr(self.tensorboard, f"add_{summary_type}", None)
         if add is None or not isinstance(summary_type, str) or not summary_type.isidentifier():
-            raise ConfigError(f"Unknown TensorBoard summary type {summary_type!r} (e.g. 'scalar', 'histogram').")
+            raise ConfigError(
+                f"Unknown TensorBoard summary type {summary_type!r} (e.g. 'scalar', 'histogram')."
+            )
         step = table.nrows
         table.update_row(update_dict)
         for column, value in update_dict.items():

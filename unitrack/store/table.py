@@ -99,7 +99,7 @@ class Table:
     @property
     def kinds(self) -> dict[str, ColumnKind]:
         """The kind of every column, in schema order."""
-        return dict(zip(self._columns, self._kinds))
+        return dict(zip(self._columns, self._kinds, strict=True))
 
     # ------------------------------------------------------------------------------------------ writing
     def update_row(self, data: Mapping[str, Any]) -> None:

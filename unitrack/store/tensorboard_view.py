@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--logdir", required=True, help="the folder holding the stores")
     parser.add_argument("--port", type=int, default=6006, help="TensorBoard's port (default 6006)")
     parser.add_argument(
-        "--metadata-table", default="metadata", help="the one-row table of hyper-parameters (default metadata)"
+        "--metadata-table",
+        default="metadata",
+        help="the one-row table of hyper-parameters (default metadata)",
     )
     parser.add_argument(
         "--filter-param",
@@ -112,7 +114,9 @@ def collect_runs(
             ) from exc
         tb_dir = os.path.join(path, "tensorboard")
         if "," in tb_dir:
-            logger.warning("Skipping experiment %s: its path contains ',' which --logdir_spec cannot hold", exp_id)
+            logger.warning(
+                "Skipping experiment %s: its path contains ',' which --logdir_spec cannot hold", exp_id
+            )
             continue
         runs.append((escape_run_name(f"{formatted}-{exp_id}"), tb_dir))
     return sorted(runs)
@@ -136,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        runs = collect_runs(args.logdir, args.metadata_table, [tuple(f) for f in args.filter_param], args.format_str)
+        runs = collect_runs(
+            args.logdir, args.metadata_table, [tuple(f) for f in args.filter_param], args.format_str
+        )
     except (NotFoundError, ConfigError) as exc:
         sys.stderr.write(f"cox-tensorboard: {exc}\n")
         return 1
