@@ -178,3 +178,12 @@ def test_log_table_and_tb_rejects_bad_keys_before_logging(out_dir):
             s.log_table_and_tb("t", {"b": 1.0})
         with pytest.raises(ConfigError, match="summary type"):
             s.log_table_and_tb("t", {"a": 1.0}, summary_type="nope")
+
+
+@pytest.mark.parametrize(("table", "column"), [("_v_x", "a"), ("t", "_f_y"), ("t", "index")])
+def test_names_hdf5_cannot_hold_are_refused_before_writing(out_dir, table, column):
+    with Store(out_dir, "e") as s:
+        before = snapshot(out_dir)
+        with pytest.raises(InvalidNameError):
+            s.add_table(table, {column: float})
+        assert snapshot(out_dir) == before

@@ -9,11 +9,12 @@ import re
 
 from unitrack.errors import InvalidNameError
 
-__all__ = ["MAX_NAME_CHARS", "validate_name", "validate_object_id"]
+__all__ = ["MAX_NAME_CHARS", "validate_hdf5_name", "validate_name", "validate_object_id"]
 
 MAX_NAME_CHARS = 255
 
 _OBJECT_ID = re.compile(r"[A-Za-z0-9._-]+")
+_PYTABLES_RESERVED = re.compile(r"_[cfgv]_")
 
 
 def validate_name(what: str, name: object) -> str:
@@ -63,3 +64,21 @@ def validate_object_id(uid: object) -> str:
     if not isinstance(uid, str) or not _OBJECT_ID.fullmatch(uid) or ".." in uid or len(uid) > MAX_NAME_CHARS:
         raise InvalidNameError("object id", uid, "object ids are made of [A-Za-z0-9._-] without '..'")
     return uid
+
+
+def validate_hdf5_name(what: str, name: str) -> str:
+    """Check that a (valid) table or column name can also be written to ``store.h5``.
+
+    PyTables reserves names starting with ``_c_``, ``_f_``, ``_g_`` and ``_v_``, and pandas' table format
+    uses a column called ``index`` for the row index.
+
+    Raises:
+        InvalidNameError: The name is one of those.
+    """
+    if _PYTABLES_RESERVED.match(name):
+        raise InvalidNameError(
+            what, name, "names starting with _c_, _f_, _g_ or _v_ are reserved by HDF5 (PyTables)"
+        )
+    if what == "column" and name == "index":
+        raise InvalidNameError(what, name, "'index' is the row index column of store.h5")
+    return name

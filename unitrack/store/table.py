@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from unitrack.errors import ReadOnlyStoreError, SchemaError
 from unitrack.store.journal import RowCodec
-from unitrack.store.names import validate_name
+from unitrack.store.names import validate_hdf5_name, validate_name
 from unitrack.store.schema import ColumnKind, Converter, make_converter, parse_schema
 from unitrack.store.serialization import (
     load_pickle,
@@ -60,8 +60,10 @@ class Table:
         store: Store,
         has_initialized: bool = False,
     ) -> None:
-        self._name = validate_name("table", name)
+        self._name = validate_hdf5_name("table", validate_name("table", name))
         kinds = parse_schema(name, schema)
+        for column in kinds:
+            validate_hdf5_name("column", column)
         self._schema = {column: kind.schema_type for column, kind in kinds.items()}
         self._columns = list(kinds)
         self._kinds = list(kinds.values())
