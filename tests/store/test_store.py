@@ -187,3 +187,17 @@ def test_names_hdf5_cannot_hold_are_refused_before_writing(out_dir, table, colum
         with pytest.raises(InvalidNameError):
             s.add_table(table, {column: float})
         assert snapshot(out_dir) == before
+
+
+def test_fsync_setting_writes_the_same_data(out_dir):
+    with Store(out_dir, "e", fsync=True) as s:
+        t = s.add_table("t", {"a": float, "p": PICKLE})
+        t.append_row({"a": 1.0, "p": [1]})
+    with Store(out_dir, "e", mode="r") as s:
+        assert s["t"].df["a"].tolist() == [1.0]
+        assert s["t"].get_pickle(s["t"].df["p"][0]) == [1]
+
+
+def test_h5_every_rows_must_be_positive(out_dir):
+    with pytest.raises(ConfigError):
+        Store(out_dir, "e", h5_every_rows=0)

@@ -282,6 +282,13 @@ class JournalWriter:
         if valid_end < len(MAGIC):
             os.ftruncate(self.fd, 0)
             self._write(MAGIC)
+            if fsync:
+                # A new file's name must reach the disk too, or a power loss can drop the whole journal.
+                dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
