@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from typing import Any
 
 from unitrack.store.hdf5 import kinds_from_frame, read_legacy_h5
@@ -25,7 +26,30 @@ def is_store_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, JOURNAL_NAME)) or os.path.isfile(os.path.join(path, H5_NAME))
 
 
-def load_contents(path: str) -> JournalContents:
+def writer_alive(path: str) -> bool:
+    """Whether a live process on this host holds the store's writer lock.
+
+    The lock file is read, not locked: even a momentary shared lock could make a writer starting at that
+    instant fail. A holder's file says ``pid <pid> on <host>`` and is cleared when released; a SIGKILLed
+    holder leaves its text, so the pid is checked.
+    """
+    try:
+        with open(os.path.join(path, LOCK_NAME), encoding="utf-8", errors="replace") as fh:
+            words = fh.read().split()
+    except FileNotFoundError:
+        return False
+    if len(words) != 4 or words[0] != "pid" or words[2] != "on" or words[3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(words[1]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def load_contents(path: str, *, holds_lock: bool = False) -> JournalContents:
     """Read every table of the store in ``path``.
 
     The journal is the source of truth. A folder with only ``store.h5`` (a cox store) is read with pandas and
@@ -33,6 +57,8 @@ def load_contents(path: str) -> JournalContents:
 
     Args:
         path: The store folder.
+        holds_lock: The caller is the store's writer, so an incomplete last frame is a torn tail (warned about)
+            rather than another writer's write in progress.
 
     Returns:
         The tables and their row payloads; ``valid_end`` is 0 for a store without a journal.
@@ -47,7 +73,7 @@ def load_contents(path: str) -> JournalContents:
     except FileNotFoundError:
         data = None
     if data is not None:
-        return read_journal(journal, data)
+        return read_journal(journal, data, writer_alive=not holds_lock and writer_alive(path))
     h5 = os.path.join(path, H5_NAME)
     if not os.path.isfile(h5):
         return JournalContents({}, 0, None)

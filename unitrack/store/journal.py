@@ -171,12 +171,14 @@ class JournalContents:
     torn_at: int | None = None
 
 
-def read_journal(path: str, data: bytes | None = None) -> JournalContents:
+def read_journal(path: str, data: bytes | None = None, *, writer_alive: bool = False) -> JournalContents:
     """Read and check a journal.
 
     Args:
         path: The journal file.
         data: The file's bytes, if already read.
+        writer_alive: A writer holds the store, so an incomplete last frame is a write in progress, not
+            damage: it is left out without a warning.
 
     Returns:
         The tables with their row payloads, and where the valid data ends.
@@ -194,7 +196,7 @@ def read_journal(path: str, data: bytes | None = None) -> JournalContents:
         if MAGIC.startswith(data):
             torn = 0 if size else None
             if torn is not None:
-                _warn_torn(path, 0, size)
+                _warn_torn(path, 0, size, writer_alive)
             return JournalContents(tables, 0, torn)
         raise CorruptStoreError(path, 0, "not a unitrack journal (bad magic)")
     if data[: len(MAGIC)] != MAGIC:
@@ -248,12 +250,15 @@ def read_journal(path: str, data: bytes | None = None) -> JournalContents:
             raise CorruptStoreError(path, pos, f"unknown record type {kind}")
         pos = end
     if torn_at is not None:
-        _warn_torn(path, torn_at, size - torn_at)
+        _warn_torn(path, torn_at, size - torn_at, writer_alive)
         return JournalContents(tables, torn_at, torn_at)
     return JournalContents(tables, pos, None)
 
 
-def _warn_torn(path: str, offset: int, nbytes: int) -> None:
+def _warn_torn(path: str, offset: int, nbytes: int, writer_alive: bool = False) -> None:
+    if writer_alive:
+        logger.debug("%s: %d bytes at byte %d are still being written; left out", path, nbytes, offset)
+        return
     message = (
         f"{path}: dropped a torn tail of {nbytes} bytes at byte {offset} (an interrupted write); "
         "every row before it is intact."

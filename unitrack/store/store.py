@@ -179,7 +179,7 @@ class Store:
                 os.unlink(os.path.join(self.path, entry))
         if self._mode is Mode.WRITE:
             self._reset_journal()
-        contents = load_contents(self.path)
+        contents = load_contents(self.path, holds_lock=True)
         if contents.valid_end == 0 and contents.tables:
             # A cox store without a journal: start a journal holding its rows, then append to it.
             self._writer = JournalWriter(self._journal_path, 0, fsync=self.fsync)
