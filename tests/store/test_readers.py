@@ -95,3 +95,18 @@ def test_folders_without_stores_are_ignored(out_dir, tmp_path):
     assert CollectionReader(out_dir).exp_ids == ["a"]
     with pytest.raises(NotFoundError):
         CollectionReader(str(tmp_path / "missing"))
+
+
+def test_cox_only_stores_need_opt_in(out_dir, caplog):
+    import os
+
+    import pandas as pd
+
+    make(out_dir, "new", {"x": float}, [{"x": 1.0}])
+    os.makedirs(os.path.join(out_dir, "old"))
+    with pd.HDFStore(os.path.join(out_dir, "old", "store.h5"), mode="w") as h5:
+        h5.put("t", pd.DataFrame({"x": [2.0]}), format="table", track_times=False)
+    with caplog.at_level(logging.WARNING, logger="unitrack.store.readers"):
+        assert CollectionReader(out_dir).exp_ids == ["new"]
+    assert "read_cox_h5=True" in caplog.text
+    assert CollectionReader(out_dir, read_cox_h5=True).df("t")["x"].tolist() == [1.0, 2.0]

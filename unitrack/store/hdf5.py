@@ -167,6 +167,9 @@ def _write_frame_table(
 def read_legacy_h5(path: str) -> dict[str, Any]:
     """Read every table of a ``store.h5`` that has no journal (a cox store, or one whose journal was lost).
 
+    pandas and PyTables unpickle HDF5 attributes while reading, so only call this on files you trust.
+    ``CollectionReader`` does so only with ``read_cox_h5=True``; opening one Store by name is that choice.
+
     Args:
         path: The HDF5 file.
 

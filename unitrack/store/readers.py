@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from unitrack.errors import NotFoundError, SchemaError, StorageError
-from unitrack.store.contents import OBJECTS_DIR, is_store_dir, load_contents
+from unitrack.store.contents import JOURNAL_NAME, OBJECTS_DIR, is_store_dir, load_contents
 from unitrack.store.journal import RowCodec
 from unitrack.store.schema import ColumnKind
 from unitrack.store.serialization import load_pickle, string_to_obj
@@ -57,6 +57,8 @@ class CollectionReader:
             (available in :attr:`stores`).
         exp_filter: ``exp_filter(exp_id)`` False excludes the store.
         skip_errs: Skip (and log) stores that cannot be read instead of raising.
+        read_cox_h5: Also read stores that have only a cox ``store.h5`` (no journal). Off by default: pandas
+            and PyTables unpickle HDF5 attributes, so reading such a file runs code chosen by its author.
 
     Raises:
         NotFoundError: ``directory`` does not exist.
@@ -81,6 +83,8 @@ class CollectionReader:
         mode: str = "r",
         exp_filter: Callable[[str], bool] | None = None,
         skip_errs: bool = False,
+        *,
+        read_cox_h5: bool = False,
     ) -> None:
         self.directory = os.fspath(directory)
         self.log_warnings = log_warnings
@@ -93,9 +97,13 @@ class CollectionReader:
             raise NotFoundError(
                 f"No folder {self.directory} to read stores from.", path=self.directory
             ) from exc
+        skipped_h5: list[str] = []
         for exp_id in entries:
             path = os.path.join(self.directory, exp_id)
             if not is_store_dir(path) or (exp_filter is not None and not exp_filter(exp_id)):
+                continue
+            if not read_cox_h5 and not os.path.isfile(os.path.join(path, JOURNAL_NAME)):
+                skipped_h5.append(exp_id)
                 continue
             try:
                 self._parts[exp_id] = self._read(exp_id, path)
@@ -103,6 +111,13 @@ class CollectionReader:
                 if not skip_errs:
                     raise
                 logger.warning("Error on exp_id %s, skipped: %s", exp_id, exc)
+        if skipped_h5:
+            logger.warning(
+                "Skipped %d store(s) with only a cox store.h5 (%s): reading one unpickles its HDF5 attributes. "
+                "Pass read_cox_h5=True to read them (only for stores you trust).",
+                len(skipped_h5),
+                ", ".join(skipped_h5[:5]) + (", ..." if len(skipped_h5) > 5 else ""),
+            )
 
     def _read(self, exp_id: str, path: str) -> dict[str, _Part]:
         parts: dict[str, _Part] = {}
