@@ -113,10 +113,15 @@ def bench_state(root: str, megabytes: int) -> None:
             t0 = time.perf_counter()
             table.append_row({"model": model})
             best = min(best, time.perf_counter() - t0)
+    # The raw limit is the faster of torch.save to a path and to an open file (the store uses the latter).
     plain = float("inf")
     for i in range(5):
         t0 = time.perf_counter()
         torch.save(model.state_dict(), os.path.join(root, f"plain{i}.pt"))
+        plain = min(plain, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with open(os.path.join(root, f"plain_fh{i}.pt"), "wb") as fh:
+            torch.save(model.state_dict(), fh)
         plain = min(plain, time.perf_counter() - t0)
     line(
         f"{megabytes} MB state_dict as PYTORCH_STATE",
