@@ -11,17 +11,20 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     ├── UnknownSchemeError
     │     ├── InvalidSpecError
     │     ├── UnknownTriggerError (NotImplementedError)   Monitor trigger that is not step ... supereon
-    │     └── NotCheckpointableError (TypeError)          an object without state_dict() given to checkpoint
+    │     ├── NotCheckpointableError (TypeError)          an object without state_dict() given to checkpoint
     │     └── InvalidQueryError
     ├── SchemaError (ValueError)          a row or value that does not fit the table's schema
     │     └── InvalidNameError            a name with '/', '..', NUL, ... (checked before any file is touched)
     ├── NotFoundError (LookupError)       project, group, trial, table, stored object
     │     ├── ItemNotFound                fetch_and_update_* found nothing to update (track's name)
-    │     └── CheckpointNotFoundError (ValueError)  no Monitor checkpoint (at the asked step)
+    │     ├── CheckpointNotFoundError (ValueError)  no Monitor checkpoint (at the asked step)
+    │     └── TableNotFoundError (KeyError)  store['missing']
     ├── AlreadyExistsError (ValueError)   e.g. Store(..., new=True) on an existing folder
     ├── StorageError                      disk full, lock timeout, corrupt or foreign file
     │     ├── ConcurrentWrite             a lock was not acquired in time (track's name)
-    │     └── CorruptStoreError           a file's bytes are not what was written
+    │     ├── CorruptStoreError           a file's bytes are not what was written
+    │     ├── StoreLockedError            a second writer on one store
+    │     └── ReadOnlyStoreError          a write on a store opened with mode='r'
     ├── RemoteError                       the server or the connection to it
     │     ├── AuthenticationError
     │     ├── FrameError
@@ -38,11 +41,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
-    "UnknownTriggerError",
-    "NotCheckpointableError",
-    "CheckpointNotFoundError",
     "AlreadyExistsError",
     "AuthenticationError",
+    "CheckpointNotFoundError",
     "ConcurrentWrite",
     "ConfigError",
     "ConnectionLostError",
@@ -54,12 +55,17 @@ __all__ = [
     "InvalidURIError",
     "ItemNotFound",
     "MissingDependencyError",
+    "NotCheckpointableError",
     "NotFoundError",
+    "ReadOnlyStoreError",
     "RemoteError",
     "SchemaError",
     "StorageError",
+    "StoreLockedError",
+    "TableNotFoundError",
     "UnitrackError",
     "UnknownSchemeError",
+    "UnknownTriggerError",
     "error_from_wire",
 ]
 
@@ -291,4 +297,42 @@ class MissingDependencyError(UnitrackError, ImportError):
             feature=feature,
             extra=extra,
             package=package,
+        )
+
+
+# --------------------------------------------------------------------------------------------------- store
+# Subclasses used by ``unitrack.store``; they sit here so that every error lives in one tree.
+class TableNotFoundError(NotFoundError, KeyError):
+    """``store['missing']`` or ``get_table('missing')``: no table of that name in the store."""
+
+    def __init__(self, table: str, store: str, known: list[str]) -> None:
+        super().__init__(
+            f"Store {store} has no table {table!r}; tables: {', '.join(sorted(known)) or '(none)'}. "
+            "Create it with add_table(name, schema) first.",
+            table=table,
+            store=store,
+            known=sorted(known),
+        )
+
+
+class StoreLockedError(StorageError):
+    """A second writer tried to open a store that another Store object or process is writing."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        super().__init__(
+            f"Store {path} is already open for writing by {holder}. Close that Store first, "
+            "or open this one with mode='r'.",
+            path=path,
+            holder=holder,
+        )
+
+
+class ReadOnlyStoreError(StorageError):
+    """A write was attempted on a store opened with ``mode='r'``."""
+
+    def __init__(self, path: str, action: str) -> None:
+        super().__init__(
+            f"Cannot {action}: store {path} was opened read-only (mode='r'). Open it with mode='a' to write.",
+            path=path,
+            action=action,
         )

@@ -1,0 +1,104 @@
+"""Read what a store folder holds, without taking its lock: from the journal, or from a cox ``store.h5``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from typing import Any
+
+from unitrack.store.hdf5 import kinds_from_frame, read_legacy_h5
+from unitrack.store.journal import JournalContents, JournalTable, RowCodec, read_journal
+
+__all__ = ["H5_NAME", "JOURNAL_NAME", "LOCK_NAME", "OBJECTS_DIR", "is_store_dir", "load_contents"]
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_NAME = "store.journal"
+H5_NAME = "store.h5"
+LOCK_NAME = "store.lock"
+OBJECTS_DIR = ".table_objects"
+
+
+def is_store_dir(path: str) -> bool:
+    """Whether ``path`` holds a store (a journal, or a ``store.h5`` written by cox)."""
+    return os.path.isfile(os.path.join(path, JOURNAL_NAME)) or os.path.isfile(os.path.join(path, H5_NAME))
+
+
+def writer_alive(path: str) -> bool:
+    """Whether a live process on this host holds the store's writer lock.
+
+    The lock file is read, not locked: even a momentary shared lock could make a writer starting at that
+    instant fail. A holder's file says ``pid <pid> on <host>`` and is cleared when released; a SIGKILLed
+    holder leaves its text, so the pid is checked.
+    """
+    try:
+        with open(os.path.join(path, LOCK_NAME), encoding="utf-8", errors="replace") as fh:
+            words = fh.read().split()
+    except FileNotFoundError:
+        return False
+    if len(words) != 4 or words[0] != "pid" or words[2] != "on" or words[3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(words[1]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def load_contents(path: str, *, holds_lock: bool = False) -> JournalContents:
+    """Read every table of the store in ``path``.
+
+    The journal is the source of truth. A folder with only ``store.h5`` (a cox store) is read with pandas and
+    its rows are packed as if they came from a journal, so the rest of the code has one shape to handle.
+
+    Args:
+        path: The store folder.
+        holds_lock: The caller is the store's writer, so an incomplete last frame is a torn tail (warned about)
+            rather than another writer's write in progress.
+
+    Returns:
+        The tables and their row payloads; ``valid_end`` is 0 for a store without a journal.
+
+    Raises:
+        CorruptStoreError: The journal or the HDF5 file is damaged.
+    """
+    journal = os.path.join(path, JOURNAL_NAME)
+    try:
+        with open(journal, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        data = None
+    if data is not None:
+        return read_journal(journal, data, writer_alive=not holds_lock and writer_alive(path))
+    h5 = os.path.join(path, H5_NAME)
+    if not os.path.isfile(h5):
+        return JournalContents({}, 0, None)
+    return _contents_from_frames(read_legacy_h5(h5))
+
+
+def _contents_from_frames(frames: dict[str, Any]) -> JournalContents:
+    tables: dict[str, JournalTable] = {}
+    for table_id, (name, frame) in enumerate(sorted(frames.items())):
+        kinds = kinds_from_frame(frame)
+        columns = [str(c) for c in frame.columns]
+        codec = RowCodec(table_id, columns, [kinds[c] for c in columns])
+        table = JournalTable(name, codec)
+        for row in frame.itertuples(index=False, name=None):
+            values = [_plain(v, codec.kinds[i].value) for i, v in enumerate(row)]
+            table.payloads.append(codec.pack(values))
+        tables[name] = table
+    return JournalContents(tables, 0, None)
+
+
+def _plain(value: Any, kind: str) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if kind == "str":
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return value if isinstance(value, str) else str(value)
+    return value

@@ -1,0 +1,257 @@
+"""A store's table: one schema, one staged working row, rows appended to the store's journal."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from unitrack.errors import ReadOnlyStoreError, SchemaError
+from unitrack.store.journal import RowCodec
+from unitrack.store.names import validate_hdf5_name, validate_name
+from unitrack.store.schema import ColumnKind, Converter, make_converter, parse_schema
+from unitrack.store.serialization import (
+    load_pickle,
+    load_torch_state,
+    obj_to_string,
+    save_pickle,
+    save_torch_state,
+    string_to_obj,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from unitrack.store.store import Store
+
+__all__ = ["Table"]
+
+logger = logging.getLogger(__name__)
+
+
+class Table:
+    """One table of a :class:`~unitrack.store.Store`, written row by row.
+
+    Tables are made by :meth:`Store.add_table`; the constructor keeps cox's signature.
+
+    Args:
+        name: The table's name.
+        schema: ``{column: type}`` (see :class:`~unitrack.store.Store`).
+        table_obj_dir: The folder of PICKLE and PYTORCH_STATE objects (``.table_objects``).
+        store: The parent store.
+        has_initialized: Kept for cox compatibility; unused.
+
+    Example:
+        >>> import tempfile
+        >>> from unitrack.store import Store
+        >>> with Store(tempfile.mkdtemp(), "exp1") as store:
+        ...     table = store.add_table("train", {"epoch": int, "loss": float})
+        ...     table.append_row({"epoch": 0, "loss": 0.5})
+        ...     table.nrows
+        1
+    """
+
+    def __init__(
+        self,
+        name: str,
+        schema: Mapping[str, Any],
+        table_obj_dir: str,
+        store: Store,
+        has_initialized: bool = False,
+    ) -> None:
+        self._name = validate_hdf5_name("table", validate_name("table", name))
+        kinds = parse_schema(name, schema)
+        for column in kinds:
+            validate_hdf5_name("column", column)
+        self._schema = {column: kind.schema_type for column, kind in kinds.items()}
+        self._columns = list(kinds)
+        self._kinds = list(kinds.values())
+        self._obj_dir = table_obj_dir
+        self._store = store
+        self._row: dict[str, Any] = {}
+        self._converters: dict[str, Converter] = {}
+        for column, kind in kinds.items():
+            self._converters[column] = self._serializer(column, kind)
+        self._codec: RowCodec | None = None
+        self._fixed_rows = bytearray()
+        self._rows: list[bytes] = []
+        self._nrows = 0
+
+    # ------------------------------------------------------------------------------------------ wiring
+    def _attach(self, codec: RowCodec, payloads: list[bytes]) -> None:
+        """Give the table its codec and the rows already in the journal (called by the Store)."""
+        self._codec = codec
+        if codec.is_fixed:
+            self._fixed_rows = bytearray(b"".join(payloads))
+        else:
+            self._rows = list(payloads)
+        self._nrows = len(payloads)
+
+    def _serializer(self, column: str, kind: ColumnKind) -> Converter:
+        if kind is ColumnKind.OBJECT:
+            return obj_to_string
+        fsync = self._store.fsync
+        if kind is ColumnKind.PICKLE:
+            return lambda value: save_pickle(self._obj_dir, value, fsync=fsync)
+        if kind is ColumnKind.PYTORCH_STATE:
+            return lambda value: save_torch_state(self._obj_dir, value, fsync=fsync)
+        return make_converter(self._name, column, kind)
+
+    @property
+    def kinds(self) -> dict[str, ColumnKind]:
+        """The kind of every column, in schema order."""
+        return dict(zip(self._columns, self._kinds, strict=True))
+
+    # ------------------------------------------------------------------------------------------ writing
+    def update_row(self, data: Mapping[str, Any]) -> None:
+        """Stage values into the working row; the row is written by :meth:`flush_row`.
+
+        Values are converted when no information is lost (numpy and 0-d torch scalars, ``int`` into a float
+        column); serialized columns are serialized now (PICKLE and PYTORCH_STATE files are written).
+
+        Args:
+            data: ``{column: value}``; any subset of the columns.
+
+        Raises:
+            SchemaError: A key is not a column, or a value does not fit its column. Nothing is staged then.
+            ReadOnlyStoreError: The store was opened with ``mode='r'``.
+        """
+        if self._store._writer is None:
+            raise ReadOnlyStoreError(self._store.path, f"write to table {self._name!r}")
+        converters = self._converters
+        staged = {}
+        for key, value in data.items():
+            convert = converters.get(key)
+            if convert is None:
+                raise self._unknown_column(key)
+            staged[key] = convert(value)
+        self._row.update(staged)
+
+    def flush_row(self) -> None:
+        """Write the working row and start a new, empty one.
+
+        When this returns the row is in the journal: it survives the process being killed.
+
+        Raises:
+            SchemaError: A column has no value; nothing is written and the working row is kept.
+        """
+        row = self._row
+        try:
+            values = [row[column] for column in self._columns]
+        except KeyError:
+            missing = [column for column in self._columns if column not in row]
+            raise SchemaError(
+                f"Table {self._name!r}: no value for column(s) {', '.join(missing)}; nothing was written. "
+                "Set them with update_row before flush_row.",
+                table=self._name,
+                missing=missing,
+            ) from None
+        codec = self._codec
+        if codec is None:  # pragma: no cover - tables are always attached by their store
+            raise ReadOnlyStoreError(self._store.path, f"write to table {self._name!r}")
+        payload = codec.pack(values)
+        store = self._store
+        writer = store._writer
+        if writer is None:
+            raise ReadOnlyStoreError(store.path, f"write to table {self._name!r}")
+        writer.append(payload)
+        if codec.is_fixed:
+            self._fixed_rows += payload
+        else:
+            self._rows.append(payload)
+        self._nrows += 1
+        self._row = {}
+        store._rows_since_h5 += 1
+        if store._rows_since_h5 >= store._h5_due:
+            store._write_h5()
+
+    def append_row(self, data: Mapping[str, Any]) -> None:
+        """Write ``data`` as a whole row: :meth:`update_row` then :meth:`flush_row`.
+
+        Args:
+            data: ``{column: value}`` with every column.
+
+        Raises:
+            SchemaError: A key is unknown, a value does not fit, or a column is missing.
+        """
+        self.update_row(data)
+        self.flush_row()
+
+    def _unknown_column(self, key: object) -> SchemaError:
+        return SchemaError(
+            f"Table {self._name!r} has no column {key!r}; declared: {', '.join(sorted(self._columns))}. "
+            "Declare it in the schema or drop the key.",
+            table=self._name,
+            column=str(key),
+            declared=sorted(self._columns),
+        )
+
+    # ------------------------------------------------------------------------------------------ reading
+    def _column_values(self) -> list[Any]:
+        """Decode every row into one array or list per column."""
+        codec = self._codec
+        if codec is None:  # pragma: no cover
+            return [[] for _ in self._columns]
+        return codec.decode(bytes(self._fixed_rows) if codec.is_fixed else self._rows)
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """The table as a pandas DataFrame (serialized columns hold their text or ids)."""
+        from unitrack.store.frames import frame_from_columns
+
+        return frame_from_columns(self._columns, self._kinds, self._column_values())
+
+    @property
+    def nrows(self) -> int:
+        """How many rows were flushed."""
+        return self._nrows
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """A copy of the schema ``{column: type}``."""
+        return dict(self._schema)
+
+    @property
+    def name(self) -> str:
+        """The table's name."""
+        return self._name
+
+    def get_object(self, s: str) -> Any:
+        """Decode an OBJECT cell. This runs dill: only use it on stores you trust."""
+        return string_to_obj(s)
+
+    def get_pickle(self, uid: str) -> Any:
+        """Load a PICKLE object by the id in its cell. This runs dill: only use it on stores you trust.
+
+        Raises:
+            InvalidNameError: The id is malformed (it could point outside ``.table_objects``).
+            NotFoundError: No such object.
+        """
+        return load_pickle(self._obj_dir, uid)
+
+    def get_state_dict(self, uid: str, **kwargs: Any) -> Any:
+        """Load a PYTORCH_STATE object with ``torch.load(weights_only=True)``.
+
+        Args:
+            uid: The id in the cell.
+            **kwargs: Passed to ``torch.load`` (e.g. ``map_location``).
+
+        Raises:
+            InvalidNameError: The id is malformed.
+            NotFoundError: No such object.
+        """
+        return load_torch_state(self._obj_dir, uid, **kwargs)
+
+    get_pytorch_state = get_state_dict
+
+    def __str__(self) -> str:
+        return str(self.df)
+
+    def __repr__(self) -> str:
+        return f"Table({self._name!r}, nrows={self._nrows}, columns={self._columns})"
+
+
+def objects_dir(store_path: str) -> str:
+    """The ``.table_objects`` folder of a store."""
+    return os.path.join(store_path, ".table_objects")
