@@ -3,7 +3,8 @@
 Minimises f(x) = (x - 2.03)**2 + 3 by fixed-size steps (the cox walkthrough's problem) for a grid of step
 sizes, logging every run as a trial of one group, then asks the backend which runs converged.
 
-Runs on the embedded default backend (./runs) unless UNITRACK_URI names another one.
+Runs on the embedded default backend (hdf5://runs: one cox store per trial under ./runs) unless UNITRACK_URI
+names another one; `CollectionReader("runs").df("metrics")` then reads every run into one DataFrame.
 """
 
 from __future__ import annotations

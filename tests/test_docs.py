@@ -50,7 +50,9 @@ def test_readme_main_command_runs_the_quickstart(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert re.search(r"step=0\.01\s+completed\s+203\s+3\.000000", out), out
-    assert (tmp_path / "runs" / "unitrack.json").exists()
+    assert (
+        tmp_path / "runs" / "step=0.01" / "store.h5"
+    ).exists()  # the embedded default: one cox store per trial
 
 
 def test_readme_names_the_test_command_ci_runs() -> None:
@@ -58,3 +60,11 @@ def test_readme_names_the_test_command_ci_runs() -> None:
     command = "python -m pip install torch==2.13.0 -e '.[dev]' && scripts/check"
     assert command in README
     assert "torch==2.13.0 -e '.[dev]'" in ci and "scripts/check" in ci
+
+
+@pytest.mark.parametrize("index", range(len(re.findall(r"```python\n", README))))
+def test_readme_python_examples_run(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("UNITRACK_URI", raising=False)
+    block = re.findall(r"```python\n(.*?)```", README, flags=re.S)[index]
+    exec(compile(block, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})

@@ -43,10 +43,10 @@ def test_every_facade_name_resolves() -> None:
         assert getattr(unitrack, name) is not None
 
 
-def test_imports_point_down() -> None:
+def _upward_imports(root: Path) -> list[str]:
     bad = []
-    for path in (ROOT / "unitrack").rglob("*.py"):
-        parts = path.relative_to(ROOT / "unitrack").parts
+    for path in (root / "unitrack").rglob("*.py"):
+        parts = path.relative_to(root / "unitrack").parts
         layer = parts[0].removesuffix(".py")
         if layer not in RANK:
             continue
@@ -61,5 +61,16 @@ def test_imports_point_down() -> None:
                 if p[0] == "unitrack" and len(p) > 1 and p[1] in RANK:
                     other = p[1]
                     if RANK[other] > RANK[layer] or (RANK[other] == RANK[layer] and other != layer):
-                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {layer} imports {name}")
-    assert not bad, "upward imports:\n" + "\n".join(bad)
+                        bad.append(f"{path.relative_to(root)}:{node.lineno}: {layer} imports {name}")
+    return bad
+
+
+def test_imports_point_down() -> None:
+    # In a fresh interpreter: CPython 3.11's ast.parse can fail with "AST constructor recursion depth
+    # mismatch" in a process where an earlier test caught a RecursionError.
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_imports import _upward_imports; "
+    code += f"from pathlib import Path; print('\\n'.join(_upward_imports(Path({str(ROOT)!r}))))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert not out.strip(), "upward imports:\n" + out

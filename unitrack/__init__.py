@@ -34,16 +34,22 @@ _LAZY: dict[str, str] = {
     "Trial": "unitrack.persistence.structure",
     "Status": "unitrack.persistence.structure",
     "UnitrackError": "unitrack.errors",
+    "Store": "unitrack.store",
+    "Table": "unitrack.store",
+    "CollectionReader": "unitrack.store.readers",
     "Monitor": "unitrack.monitor",
     "TorchMonitor": "unitrack.monitor",
 }
 
 __all__ = [
+    "CollectionReader",
     "Monitor",
     "Project",
     "Protocol",
     "ProtocolMultiplexer",
     "Status",
+    "Store",
+    "Table",
     "TorchMonitor",
     "TrackClient",
     "Trial",
@@ -63,6 +69,8 @@ if TYPE_CHECKING:
     from unitrack.persistence.structure import Project, Status, Trial, TrialGroup
     from unitrack.persistence.track import TrackClient
     from unitrack.persistence.uri import parse_uri
+    from unitrack.store import Store, Table
+    from unitrack.store.readers import CollectionReader
 
 
 def __getattr__(name: str) -> Any:

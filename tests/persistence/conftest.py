@@ -14,6 +14,7 @@ import pytest
 
 from unitrack.persistence.backends.ephemeral import EphemeralProtocol
 from unitrack.persistence.backends.file import FileProtocol
+from unitrack.persistence.backends.hdf5 import HDF5Protocol
 from unitrack.persistence.multiplexer import ProtocolMultiplexer
 from unitrack.persistence.protocol import Protocol
 
@@ -30,6 +31,7 @@ def _pickled(tmp: Path, strict: bool) -> Protocol:
 BACKENDS: dict[str, Callable[[Path, bool], Protocol]] = {
     "ephemeral": lambda tmp, strict: EphemeralProtocol("ephemeral://", strict=strict),
     "file": lambda tmp, strict: FileProtocol(f"file://{tmp}/db.json", strict=strict),
+    "hdf5": lambda tmp, strict: HDF5Protocol(f"hdf5://{tmp}/runs", strict=strict),
     "pickled": _pickled,
     "multiplexer": lambda tmp, strict: ProtocolMultiplexer(
         FileProtocol(f"file://{tmp}/a.json", strict=strict), EphemeralProtocol(strict=strict)

@@ -77,6 +77,11 @@ class Backend:
 
 
 _KNOWN: dict[str, Backend] = {
+    "hdf5": Backend(
+        "unitrack.persistence.backends.hdf5:HDF5Protocol",
+        aliases=("cox",),
+        description="a folder of cox stores, one per trial (the embedded default)",
+    ),
     "ephemeral": Backend(
         "unitrack.persistence.backends.ephemeral:EphemeralProtocol", description="in memory, for tests"
     ),
@@ -152,9 +157,8 @@ _add_builtin_aliases()
 
 
 def default_uri(root: str | os.PathLike[str] | None = None) -> str:
-    """The backend used when none is given: ``file://{root}/unitrack.json`` (``./runs`` without a root)."""
-    folder = os.fspath(root) if root is not None else "runs"
-    return f"file://{folder}/unitrack.json"
+    """The backend used when none is given: ``hdf5://{root}`` (``./runs`` without a root)."""
+    return f"hdf5://{os.fspath(root) if root is not None else 'runs'}"
 
 
 def resolve_uri(uri: str | ParsedURI | None = None, root: str | os.PathLike[str] | None = None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from unitrack.errors import ReadOnlyStoreError, SchemaError
@@ -178,6 +178,69 @@ class Table:
         self.update_row(data)
         self.flush_row()
 
+    def append_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write several whole rows with a single write to the journal.
+
+        Every row is checked and converted before anything is written: a bad row writes none of them.
+
+        Args:
+            rows: ``{column: value}`` mappings, each with every column.
+
+        Raises:
+            SchemaError: A key is unknown, a value does not fit, or a column is missing.
+            ReadOnlyStoreError: The store was opened with ``mode='r'``.
+        """
+        columns = self._columns
+        values = []
+        for data in rows:
+            if len(data) != len(columns) or any(column not in data for column in columns):
+                unknown = [k for k in data if k not in self._converters]
+                if unknown:
+                    raise self._unknown_column(unknown[0])
+                missing = [column for column in columns if column not in data]
+                raise SchemaError(
+                    f"Table {self._name!r}: no value for column(s) {', '.join(missing)}; nothing was written.",
+                    table=self._name,
+                    missing=missing,
+                )
+            values.append([data[column] for column in columns])
+        self.append_tuples(values)
+
+    def append_tuples(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Like :meth:`append_rows`, with each row's values in column order (the fast path for many rows).
+
+        Raises:
+            SchemaError: A row has the wrong length or a value does not fit; nothing is written.
+            ReadOnlyStoreError: The store was opened with ``mode='r'``.
+        """
+        store = self._store
+        writer = store._writer
+        codec = self._codec
+        if writer is None or codec is None:
+            raise ReadOnlyStoreError(store.path, f"write to table {self._name!r}")
+        converters = [self._converters[column] for column in self._columns]
+        width = len(converters)
+        payloads = []
+        for row in rows:
+            if len(row) != width:
+                raise SchemaError(
+                    f"Table {self._name!r}: a row has {len(row)} values for {width} columns "
+                    f"({', '.join(self._columns)}); nothing was written.",
+                    table=self._name,
+                )
+            payloads.append(codec.pack([convert(v) for convert, v in zip(converters, row, strict=True)]))
+        if not payloads:
+            return
+        writer.append_many(payloads)
+        if codec.is_fixed:
+            self._fixed_rows += b"".join(payloads)
+        else:
+            self._rows.extend(payloads)
+        self._nrows += len(payloads)
+        store._rows_since_h5 += len(payloads)
+        if store._rows_since_h5 >= store._h5_due:
+            store._write_h5()
+
     def _unknown_column(self, key: object) -> SchemaError:
         return SchemaError(
             f"Table {self._name!r} has no column {key!r}; declared: {', '.join(sorted(self._columns))}. "
@@ -194,6 +257,20 @@ class Table:
         if codec is None:  # pragma: no cover
             return [[] for _ in self._columns]
         return codec.decode(bytes(self._fixed_rows) if codec.is_fixed else self._rows)
+
+    def iter_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Yield every flushed row as a tuple in column order (serialized columns hold their text or ids)."""
+        codec = self._codec
+        if codec is None:  # pragma: no cover
+            return
+        if codec.is_fixed:
+            raw = bytes(self._fixed_rows)
+            size = len(raw) // self._nrows if self._nrows else 0
+            for start in range(0, len(raw), size or 1):
+                yield codec.unpack(raw[start : start + size])
+        else:
+            for payload in self._rows:
+                yield codec.unpack(payload)
 
     @property
     def df(self) -> pd.DataFrame:

@@ -1,0 +1,133 @@
+"""The hdf5:// backend's own behaviour: every trial is a cox store that cox's tools read."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from unitrack.errors import StoreLockedError
+from unitrack.persistence.backends.hdf5 import HDF5Protocol
+from unitrack.persistence.registry import get_protocol, resolve_uri
+from unitrack.persistence.structure import Status, Trial
+from unitrack.store import Store
+from unitrack.store.readers import CollectionReader
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sweep(root: Path, n: int = 3) -> list[str]:
+    uids = []
+    with HDF5Protocol(f"hdf5://{root}", strict=False) as db:
+        for i in range(n):
+            t = db.new_trial(
+                Trial(name=f"lr={i}", parameters={"lr": 0.1 * i, "opt": "sgd", "layers": [64, 64]})
+            )
+            assert t is not None
+            uids.append(t.uid)
+            for step in range(5):
+                db.log_trial_metrics(t, step=step, loss=1.0 / (step + 1 + i))
+            db.set_trial_status(t, Status.Completed)
+    return uids
+
+
+def test_trials_are_cox_stores_read_by_cox_tools(tmp_path: Path) -> None:
+    _sweep(tmp_path)
+    reader = CollectionReader(str(tmp_path))
+    metrics, params = reader.df("metrics"), reader.df("metadata")
+    reader.close()
+    assert sorted(set(metrics["exp_id"])) == ["lr=0", "lr=1", "lr=2"]
+    assert len(metrics) == 15 and set(metrics.columns) >= {"step", "name", "value", "time", "exp_id"}
+    joined = metrics.merge(params, on="exp_id")
+    assert joined[joined.exp_id == "lr=2"]["lr"].iloc[0] == pytest.approx(0.2)
+    assert params[params.exp_id == "lr=0"]["layers"].iloc[0] == "[64, 64]"  # non-scalars as JSON text
+    with Store(tmp_path, "lr=1", mode="r") as store:
+        assert store["metrics"].nrows == 5
+    assert len(pd.read_hdf(tmp_path / "lr=1" / "store.h5", "metrics")) == 5
+
+
+def test_embedded_default_is_hdf5_under_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UNITRACK_URI", raising=False)
+    assert resolve_uri() == "hdf5://runs"
+    assert resolve_uri(root="/data/sweep") == "hdf5:///data/sweep"
+    assert type(get_protocol("cox:///tmp/x")).__name__ == "HDF5Protocol"
+
+
+def test_queries_read_summaries_not_stores(tmp_path: Path) -> None:
+    _sweep(tmp_path)
+    (tmp_path / "lr=0" / "store.journal").write_bytes(b"garbage")  # a store a filter never needs to open
+    with HDF5Protocol(f"hdf5://{tmp_path}") as db:
+        found = db.fetch_trials({"parameters.lr": {"$gt": 0.15}, "metrics.loss": {"$lt": 0.2}})
+        assert [t.name for t in found] == ["lr=2"]
+        assert found[0].metrics["loss"].values == pytest.approx([1 / 3, 1 / 4, 1 / 5, 1 / 6, 1 / 7])
+
+
+def test_a_second_writer_of_a_trial_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    (uid,) = _sweep(tmp_path, 1)
+    first = HDF5Protocol(f"hdf5://{tmp_path}")
+    first.log_trial_metrics(uid, step=9, loss=0.0)
+    second = HDF5Protocol(f"hdf5://{tmp_path}")
+    with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}"):
+        second.log_trial_metrics(uid, step=10, loss=0.0)
+    assert second.fetch_trials({"uid": uid})[0].metrics["loss"].latest == 0.0  # readers are never refused
+    first.close()
+    second.log_trial_metrics(uid, step=10, loss=-1.0)
+    second.close()
+
+
+WRITER = """
+import sys
+from unitrack.persistence.backends.hdf5 import HDF5Protocol
+db = HDF5Protocol(sys.argv[1])
+uid, offset = sys.argv[2], int(sys.argv[3])
+print("ready", flush=True)
+for i in range(offset, offset + 1_000_000):
+    db.log_trial_metrics(uid, x=i)
+    db.log_trial_metadata(uid, last=i)
+    print(i, flush=True)
+"""
+
+
+def test_killed_writer_loses_nothing_acknowledged_even_with_a_stale_summary(tmp_path: Path) -> None:
+    (uid,) = _sweep(tmp_path, 1)
+    uri = f"hdf5://{tmp_path}?summary_interval_s=3600"  # the summary is never refreshed while running
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for run, kill_after in enumerate((0, 3, 250)):
+        offset = run * 1_000_000
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, uri, uid, str(offset)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        acked: set[int] = set()
+        while len(acked) < kill_after:
+            acked.add(int(proc.stdout.readline()))
+        proc.send_signal(signal.SIGKILL)
+        acked.update(int(x) for x in proc.stdout.read().split())
+        proc.stdout.close()
+        proc.wait()
+        with HDF5Protocol(uri) as db:
+            (trial,) = db.fetch_trials({"uid": uid})
+        x = [int(v) for v in trial.metrics["x"].values] if "x" in trial.metrics else []
+        assert sorted(set(x)) == sorted(x), "a point was stored twice"
+        assert acked <= set(x)
+        if acked:
+            assert trial.metadata["last"] >= max(acked)
+        # the next writer process continues the same series
+    with HDF5Protocol(uri) as db:
+        db.log_trial_metrics(uid, x=-1)
+        assert db.fetch_trials({"uid": uid})[0].metrics["x"].latest == -1
+
+
+def test_revisions_get_their_own_folders(tmp_path: Path) -> None:
+    with HDF5Protocol(f"hdf5://{tmp_path}", strict=False) as db:
+        a = db.new_trial(Trial(name="run", parameters={"a": 1}))
+        b = db.new_trial(Trial(name="run", parameters={"a": 1}), auto_increment=True)
+        c = db.new_trial(Trial(name="run", parameters={"a": 2}))
+        assert a is not None and b is not None and c is not None
+        assert b.revision == 1 and b.hash == a.hash
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".unitrack", "run", "run_1", "run_2"]

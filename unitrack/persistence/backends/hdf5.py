@@ -1,0 +1,532 @@
+"""``hdf5://DIR`` (alias ``cox://DIR``): the embedded default — one cox Store folder per trial.
+
+``DIR`` is a folder of trials, laid out so that cox's tools, xmen's and track's all see the same runs::
+
+    DIR/
+      .unitrack/index.json       projects and groups (small; rewritten atomically under .unitrack/index.lock)
+      <trial name>/              a cox Store (unitrack.store.Store) and a trial
+        store.journal, store.h5  tables: metadata (one row of parameters), metrics (step, name, value, time),
+                                 trial_log (every other change to the trial, one JSON row per call)
+        trial.json               the trial's summary: every field but the metric points, with each metric's
+                                 latest value; what queries read, so a query never opens an HDF5 file
+
+One source of truth per trial: the store's journal (metrics and trial_log rows) — durable when a call returns,
+replayed on open. ``trial.json`` is a summary written atomically when the trial is created, when its status
+changes, at most once per ``summary_interval_s`` otherwise, and at ``commit()``/``close()``; a full read of a
+trial replays the rows written after its summary, so results are always complete. A query run in another
+process while a trial is being written filters on a summary at most ``summary_interval_s`` old (status
+changes are never late).
+
+A trial has one writer at a time (the Store's lock): a second process writing the same trial gets
+``StoreLockedError`` naming the holder. Metric values are stored as float64 (as TensorBoard does) and steps as
+float64 with NaN for "no step"; integral steps come back as ints.
+
+Example:
+    >>> import tempfile
+    >>> from unitrack.persistence.structure import Trial
+    >>> from unitrack.store.readers import CollectionReader
+    >>> root = tempfile.mkdtemp()
+    >>> with HDF5Protocol(f"hdf5://{root}", strict=False) as db:
+    ...     trial = db.new_trial(Trial(name="run-1", parameters={"lr": 0.1}))
+    ...     db.log_trial_metrics(trial, step=1, loss=0.5)
+    >>> CollectionReader(root).df("metrics")[["step", "name", "value", "exp_id"]].values.tolist()
+    [[1.0, 'loss', 0.5, 'run-1']]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from unitrack.errors import (
+    ConcurrentWrite,
+    CorruptStoreError,
+    InvalidNameError,
+    NotFoundError,
+    SchemaError,
+    StorageError,
+    StoreLockedError,
+)
+from unitrack.persistence.backends.file import atomic_write
+from unitrack.persistence.memory import Database, _MetricRecord, _TrialRecord
+from unitrack.persistence.protocol import Protocol
+from unitrack.persistence.query import Query, compile_query
+from unitrack.persistence.serialization import from_json, to_json
+from unitrack.persistence.structure import (
+    GroupUpdate,
+    Project,
+    Trial,
+    TrialGroup,
+    TrialUpdate,
+)
+from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
+from unitrack.store import Store
+from unitrack.store.names import validate_hdf5_name
+
+__all__ = ["HDF5Protocol"]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY = "trial.json"
+INDEX_DIR = ".unitrack"
+METRICS = "metrics"
+PARAMETERS = "metadata"
+LOG = "trial_log"
+METRICS_SCHEMA = {"step": float, "name": str, "value": float, "time": float}
+LOG_SCHEMA = {"update": str}
+
+
+@dataclass
+class _Writing:
+    """A trial this object writes: its open Store and its state in memory."""
+
+    folder: str
+    store: Store
+    record: _TrialRecord
+    log_rows: int
+    created: int
+    summary_at: float = 0.0
+    dirty: bool = False
+
+
+def _step_out(value: float) -> Any:
+    if math.isnan(value):
+        return None
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _parameter_row(parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """cox's one-row ``metadata`` table: scalars as they are, anything else as JSON text.
+
+    Keys that cannot be HDF5 column names are left out of the table (they stay in the summary).
+    """
+    schema: dict[str, Any] = {}
+    row: dict[str, Any] = {}
+    for key, value in parameters.items():
+        try:
+            validate_hdf5_name("column", key)
+        except (InvalidNameError, SchemaError):
+            logger.debug("parameter %r is not a valid column name; kept in trial.json only", key)
+            continue
+        if isinstance(value, (bool, int, float, str)) and not (
+            isinstance(value, int) and abs(value) >= 2**63
+        ):
+            schema[key], row[key] = type(value), value
+        else:
+            schema[key], row[key] = str, json.dumps(value, allow_nan=True)
+    return schema, row
+
+
+def _beyond_metrics(update: TrialUpdate) -> bool:
+    """Whether an update changes more than metric points (or carries a batch id): it then needs a log row."""
+    return bool(
+        update.parameters
+        or update.metadata
+        or update.tags
+        or update.chronos
+        or update.errors
+        or update.status is not None
+        or update.project_id is not None
+        or update.group_id is not None
+        or update.writer is not None
+    )
+
+
+class HDF5Protocol(Protocol):
+    """A folder of cox Stores, one per trial, behind the Protocol.
+
+    Args:
+        uri: ``hdf5://DIR`` (relative) or ``hdf5:///abs/DIR``; options ``fsync`` (default false),
+            ``summary_interval_s`` (default 1), ``lock_timeout_s`` (default 30).
+        strict: check that a trial's project and group exist.
+        max_open: how many trial Stores one object keeps open for writing (least recently used are closed).
+
+    Raises:
+        StorageError: when the folder cannot be created.
+    """
+
+    def __init__(self, uri: str | ParsedURI, strict: bool = True, *, max_open: int = 64) -> None:
+        super().__init__()
+        self.uri = as_uri(uri)
+        if not self.uri.file_path:
+            raise StorageError(f"{self.uri} names no folder; use hdf5://runs or hdf5:///abs/runs.")
+        self.root = Path(os.path.expanduser(self.uri.file_path))
+        self.strict = strict
+        self.fsync = option_flag(self.uri, "fsync", False)
+        self.summary_interval_s = option_float(self.uri, "summary_interval_s", 1.0)
+        lock_timeout_s = option_float(self.uri, "lock_timeout_s", 30.0)
+        self.max_open = max_open
+        index_dir = self.root / INDEX_DIR
+        try:
+            index_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"Cannot create {index_dir}: {exc.strerror or exc}") from exc
+        self._index_path = index_dir / "index.json"
+        self._lock = filelock.FileLock(str(index_dir / "index.lock"), timeout=lock_timeout_s)
+        self._lock_timeout_s = lock_timeout_s
+        self._mutex = threading.RLock()
+        self._writing: OrderedDict[str, _Writing] = OrderedDict()
+        self._summaries: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        self._closed = False
+
+    # -------------------------------------------------------------------------------------------- locks
+    def _locked(self) -> filelock.AcquireReturnProxy[filelock.BaseFileLock]:
+        try:
+            return self._lock.acquire()
+        except filelock.Timeout as exc:
+            raise ConcurrentWrite(str(self._lock.lock_file), self._lock_timeout_s) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"{self.uri} is closed; open a new HDF5Protocol to use it again.")
+
+    # -------------------------------------------------------------------------------- projects, groups
+    def _index(self) -> Database:
+        try:
+            raw = self._index_path.read_bytes()
+        except FileNotFoundError:
+            return Database(self.strict)
+        try:
+            return Database.from_json(json.loads(raw), strict=self.strict)
+        except ValueError as exc:
+            raise CorruptStoreError(str(self._index_path), getattr(exc, "pos", 0), str(exc)) from exc
+
+    def _save_index(self, db: Database) -> None:
+        atomic_write(self._index_path, json.dumps(db.to_json(), indent=1).encode("utf-8"), fsync=self.fsync)
+
+    # --------------------------------------------------------------------------------------- summaries
+    def _summary_of(self, writing: _Writing) -> dict[str, Any]:
+        data = writing.record.to_json()
+        data["metrics"] = {
+            name: {"steps": [], "values": [], "latest": m.latest, "count": len(m.values)}
+            for name, m in writing.record.metrics.items()
+        }
+        data["log_rows"] = writing.log_rows
+        data["created"] = writing.created
+        return data
+
+    def _write_summary(self, writing: _Writing) -> None:
+        path = self.root / writing.folder / SUMMARY
+        atomic_write(
+            path, json.dumps(self._summary_of(writing), allow_nan=True).encode("utf-8"), fsync=self.fsync
+        )
+        writing.summary_at = time.monotonic()
+        writing.dirty = False
+
+    def _flush_summaries(self) -> None:
+        for writing in self._writing.values():
+            if writing.dirty:
+                self._write_summary(writing)
+
+    def _scan(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Every trial under the root: uid -> (folder, summary), in creation order. Unchanged files are cached."""
+        self._flush_summaries()
+        found: list[tuple[int, str, str, dict[str, Any]]] = []
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return {}
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            path = os.path.join(entry.path, SUMMARY)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # a cox store or any other folder: not a trial
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            cached = self._summaries.get(entry.name)
+            if cached is not None and cached[0] == key:
+                summary = cached[1]
+            else:
+                try:
+                    with open(path, "rb") as fh:
+                        summary = json.loads(fh.read())
+                except ValueError as exc:
+                    raise CorruptStoreError(
+                        path, getattr(exc, "pos", 0), "summary is not valid JSON"
+                    ) from exc
+                self._summaries[entry.name] = (key, summary)
+            found.append((int(summary.get("created", 0)), entry.name, str(summary["uid"]), summary))
+        found.sort()
+        return {uid: (folder, summary) for _, folder, uid, summary in found}
+
+    @staticmethod
+    def _view(summary: dict[str, Any]) -> Trial:
+        """The trial as its summary describes it (metrics carry only their latest value)."""
+        trial = from_json(summary)
+        assert isinstance(trial, Trial)  # the summary's dtype is 'trial'
+        return trial
+
+    # ------------------------------------------------------------------------------------ full reads
+    def _load(self, folder: str, summary: dict[str, Any], store: Store) -> tuple[_TrialRecord, int]:
+        """Rebuild a trial from its summary plus the rows of its store written after it."""
+        record = _TrialRecord.from_json({**summary, "metrics": {}})
+        metrics: dict[str, _MetricRecord] = {}
+        if METRICS in store.tables:
+            for step, name, value, _ in store[METRICS].iter_rows():
+                rec = metrics.get(name)
+                if rec is None:
+                    rec = metrics[name] = _MetricRecord()
+                rec.add(_step_out(step), value)
+        record.metrics = metrics
+        log_rows = 0
+        if LOG in store.tables:
+            table = store[LOG]
+            seen = int(summary.get("log_rows", 0))
+            for index, (text,) in enumerate(table.iter_rows()):
+                if index >= seen:
+                    update = from_json(json.loads(text))
+                    assert isinstance(update, TrialUpdate)  # we wrote it
+                    record.apply(update)
+            log_rows = table.nrows
+        return record, log_rows
+
+    def _snapshot(self, uid: str, folder: str, summary: dict[str, Any]) -> Trial:
+        writing = self._writing.get(uid)
+        if writing is not None:
+            return writing.record.snapshot()
+        with Store(self.root, folder, mode="r") as store:
+            record, _ = self._load(folder, summary, store)
+        return record.snapshot()
+
+    # ---------------------------------------------------------------------------------------- writing
+    def _writer(self, uid: str, scanned: dict[str, tuple[str, dict[str, Any]]] | None = None) -> _Writing:
+        writing = self._writing.get(uid)
+        if writing is not None:
+            self._writing.move_to_end(uid)
+            return writing
+        trials = scanned if scanned is not None else self._scan()
+        if uid not in trials:
+            raise NotFoundError(f"No trial with uid {uid!r} in {self.root}; create it with new_trial first.")
+        folder, summary = trials[uid]
+        store = Store(self.root, folder, fsync=self.fsync)
+        try:
+            store.add_table(METRICS, METRICS_SCHEMA)
+            store.add_table(LOG, LOG_SCHEMA)
+            record, log_rows = self._load(folder, summary, store)
+        except BaseException:
+            store.close()
+            raise
+        writing = _Writing(folder, store, record, log_rows, int(summary.get("created", 0)), time.monotonic())
+        self._writing[uid] = writing
+        while len(self._writing) > self.max_open:
+            _, oldest = self._writing.popitem(last=False)
+            self._release(oldest)
+        return writing
+
+    def _release(self, writing: _Writing) -> None:
+        try:
+            if writing.dirty:
+                self._write_summary(writing)
+        finally:
+            writing.store.close()
+
+    def _folder_for(self, trial: Trial, taken: set[str]) -> str:
+        base = trial.name if trial.name is not None else f"{trial.hash[:16]}_{trial.revision}"
+        folder, n = base, 0
+        while folder in taken or (self.root / folder).exists():
+            n += 1
+            folder = f"{base}_{n}"
+        return folder
+
+    # ------------------------------------------------------------------------------------- primitives
+    def insert_project(self, project: Project) -> Project | None:
+        with self._mutex, self._locked():
+            self._check_open()
+            db = self._index()
+            if db.insert_project(project) is None:
+                return None
+            self._save_index(db)
+        return self.find_projects({"uid": project.uid})[0]
+
+    def insert_group(self, group: TrialGroup) -> TrialGroup | None:
+        with self._mutex, self._locked():
+            self._check_open()
+            db = self._index()
+            if db.insert_group(group) is None:
+                return None
+            self._save_index(db)
+        return self.find_groups({"uid": group.uid})[0]
+
+    def insert_trial(self, trial: Trial, auto_increment: bool = False) -> Trial | None:
+        with self._mutex, self._locked():
+            self._check_open()
+            index = self._index()
+            trials = self._scan()
+            for uid, (_, summary) in trials.items():  # the index knows revisions, not folders
+                index._revisions[summary["hash"]] = max(
+                    index._revisions.get(summary["hash"], -1), int(summary["revision"])
+                )
+                if uid == trial.uid:
+                    index.trials[uid] = _TrialRecord(self._view(summary))
+            stored = index.prepare_trial(trial, auto_increment)
+            if stored is None:
+                return None
+            folder = self._folder_for(stored, {f for f, _ in trials.values()})
+            store = Store(self.root, folder, new=True, fsync=self.fsync)
+            try:
+                schema, row = _parameter_row(dict(stored.parameters))
+                store.add_table(PARAMETERS, schema).append_row(row)
+                store.add_table(METRICS, METRICS_SCHEMA)
+                store.add_table(LOG, LOG_SCHEMA)
+                record = _TrialRecord(stored)
+                for name, metric in stored.metrics.items():  # a trial may arrive with points (e.g. a copy)
+                    store[METRICS].append_rows(
+                        [
+                            {
+                                "step": math.nan if s is None else float(s),
+                                "name": name,
+                                "value": float(v),
+                                "time": 0.0,
+                            }
+                            for s, v in metric
+                        ]
+                    )
+                writing = _Writing(folder, store, record, 0, time.time_ns())
+                self._write_summary(writing)
+            finally:
+                store.close()
+            return record.snapshot()
+
+    def find_projects(self, query: Query) -> list[Project]:
+        match = compile_query(query)
+        with self._mutex:
+            self._check_open()
+            index = self._index()
+            members: dict[str, set[str]] = {}
+            for uid, (_, summary) in self._scan().items():
+                if summary.get("project_id") is not None:
+                    members.setdefault(summary["project_id"], set()).add(uid)
+            out = []
+            for project in index.find_projects(None):
+                full = replace(project, trials=frozenset(members.get(project.uid, ())))
+                if match(full):
+                    out.append(full)
+            return out
+
+    def _groups(self, query: Query) -> list[TrialGroup]:
+        match = compile_query(query)
+        members: dict[str, set[str]] = {}
+        for uid, (_, summary) in self._scan().items():
+            if summary.get("group_id") is not None:
+                members.setdefault(summary["group_id"], set()).add(uid)
+        out = []
+        for group in self._index().find_groups(None):
+            full = replace(group, trials=frozenset(members.get(group.uid, ())))
+            if match(full):
+                out.append(full)
+        return out
+
+    def find_groups(self, query: Query) -> list[TrialGroup]:
+        with self._mutex:
+            self._check_open()
+            return self._groups(query)
+
+    def _matching(self, query: Query) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        match = compile_query(query)
+        for uid, (folder, summary) in self._scan().items():
+            if match(self._view(summary)):
+                yield uid, folder, summary
+
+    def find_trials(self, query: Query) -> list[Trial]:
+        with self._mutex:
+            self._check_open()
+            return [self._snapshot(uid, folder, summary) for uid, folder, summary in self._matching(query)]
+
+    def update_trial(self, uid: str, update: TrialUpdate) -> None:
+        with self._mutex:
+            self._check_open()
+            self._apply(self._writer(uid), update)
+
+    def _apply(self, writing: _Writing, update: TrialUpdate) -> None:
+        record = writing.record
+        if (
+            update.writer is not None
+            and update.seq is not None
+            and update.seq <= record.writers.get(update.writer, -1)
+        ):
+            return  # a replayed batch
+        if update.metrics:
+            now = time.time()
+            nan = math.nan
+            writing.store[METRICS].append_tuples(
+                [
+                    (nan if p.step is None else float(p.step), p.name, float(p.value), now)
+                    for p in update.metrics
+                ]
+            )
+        if _beyond_metrics(update):
+            rest = replace(update, metrics=()) if update.metrics else update
+            # After the points: a retried batch torn in between may repeat step-less points, never lose any.
+            writing.store[LOG].append_row({"update": json.dumps(to_json(rest), allow_nan=True)})
+            writing.log_rows += 1
+        record.apply(update)
+        writing.dirty = True
+        if update.status is not None or time.monotonic() - writing.summary_at >= self.summary_interval_s:
+            self._write_summary(writing)
+
+    def update_group(self, uid: str, update: GroupUpdate) -> None:
+        with self._mutex, self._locked():
+            self._check_open()
+            db = self._index()
+            db.update_group(uid, update)
+            self._save_index(db)
+
+    def find_and_update_trial(self, query: Query, update: TrialUpdate) -> Trial | None:
+        with self._mutex, self._locked():
+            self._check_open()
+            scanned = self._scan()
+            for uid, _, _ in self._matching(query):
+                try:
+                    writing = self._writer(uid, scanned)
+                except StoreLockedError:
+                    continue  # another process is writing this trial: not ours to take
+                self._apply(writing, update)
+                self._write_summary(writing)
+                return writing.record.snapshot()
+            return None
+
+    def find_and_update_group(self, query: Query, update: GroupUpdate) -> TrialGroup | None:
+        with self._mutex, self._locked():
+            self._check_open()
+            found = self._groups(query)
+            if not found:
+                return None
+            db = self._index()
+            db.update_group(found[0].uid, update)
+            self._save_index(db)
+            return self._groups({"uid": found[0].uid})[0]
+
+    def commit(self, **kwargs: Any) -> None:
+        """Write the summary of every trial this object writes."""
+        with self._mutex:
+            self._check_open()
+            self._flush_summaries()
+
+    def close(self) -> None:
+        """Write summaries and close every Store (which rewrites its ``store.h5``)."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            errors: list[BaseException] = []
+            while self._writing:
+                _, writing = self._writing.popitem(last=False)
+                try:
+                    self._release(writing)
+                except (OSError, StorageError) as exc:
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
