@@ -49,6 +49,7 @@ from unitrack.persistence.structure import (
     Trial,
     TrialGroup,
     TrialUpdate,
+    check_step,
     status,
     status_from_json,
 )
@@ -375,9 +376,9 @@ class Protocol(abc.ABC):
         Raises:
             SchemaError: for a value that is not a number or a step that is not a number or None.
         """
-        self.update_trial(
-            _uid(trial), TrialUpdate(metrics=tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
-        )
+        step = check_step(step)
+        points = tuple(MetricPoint.checked(name, step, value) for name, value in kwargs.items())
+        self.update_trial(_uid(trial), TrialUpdate.of_metrics(points))
 
     def log_trial_metric_points(self, trial: TrialRef, points: Sequence[MetricPoint]) -> None:
         """Append many points at once (one write; what batching clients call)."""

@@ -20,8 +20,9 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from unitrack.errors import InvalidNameError, SchemaError
@@ -306,6 +307,19 @@ class MetricPoint:
     step: Step
     value: Number
 
+    @classmethod
+    def checked(cls, name: str, step: Step, value: Any) -> MetricPoint:
+        """Build a point from a step already checked by :func:`check_step` (the per-call fast path)."""
+        if type(name) is str:
+            _check_metric_name(name)
+        else:
+            check_name("metric", name, allow_slash=True)
+        point = object.__new__(cls)
+        object.__setattr__(point, "name", name)
+        object.__setattr__(point, "step", step)
+        object.__setattr__(point, "value", check_number(f"metric {name!r}", value))
+        return point
+
     def __post_init__(self) -> None:
         if type(self.name) is str:
             _check_metric_name(self.name)  # names repeat every step: check each once
@@ -537,6 +551,15 @@ class TrialUpdate:
         ):
             raise SchemaError(f"TrialUpdate seq {self.seq!r} must be an int >= 0.")
 
+    @classmethod
+    def of_metrics(cls, points: tuple[MetricPoint, ...]) -> TrialUpdate:
+        """An update holding only ``points`` (already checked MetricPoints): the per-call fast path."""
+        update = object.__new__(cls)
+        for name, value in _EMPTY_UPDATE_FIELDS:
+            object.__setattr__(update, name, value)
+        object.__setattr__(update, "metrics", points)
+        return update
+
     @property
     def is_empty(self) -> bool:
         """True when applying the update would change nothing."""
@@ -551,6 +574,18 @@ class TrialUpdate:
             or self.project_id is not None
             or self.group_id is not None
         )
+
+
+# Defaults of a TrialUpdate, with read-only mappings so fast-path updates can share them safely.
+_EMPTY_UPDATE_FIELDS = tuple(
+    (
+        f.name,
+        MappingProxyType({})
+        if isinstance(getattr(TrialUpdate(), f.name), dict)
+        else getattr(TrialUpdate(), f.name),
+    )
+    for f in fields(TrialUpdate)
+)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import array
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from unitrack.errors import ReadOnlyStoreError, SchemaError
 from unitrack.store.journal import RowCodec
@@ -26,6 +30,10 @@ if TYPE_CHECKING:
     from unitrack.store.store import Store
 
 __all__ = ["Table"]
+
+# Compact in-memory columns for decoded numbers (array typecode, and the numpy dtype to view it as).
+_ARRAY_CODES = {ColumnKind.FLOAT: "d", ColumnKind.INT: "q", ColumnKind.BOOL: "b"}
+_ARRAY_DTYPES = {ColumnKind.FLOAT: np.float64, ColumnKind.INT: np.int64, ColumnKind.BOOL: np.bool_}
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +84,15 @@ class Table:
         self._codec: RowCodec | None = None
         self._fixed_rows = bytearray()
         self._rows: list[bytes] = []
+        self._decoded: list[Any] | None = None  # columns decoded so far (tables with text columns)
+        self._decoded_rows = 0
         self._nrows = 0
 
     # ------------------------------------------------------------------------------------------ wiring
     def _attach(self, codec: RowCodec, payloads: list[bytes]) -> None:
         """Give the table its codec and the rows already in the journal (called by the Store)."""
         self._codec = codec
+        self._decoded, self._decoded_rows = None, 0
         if codec.is_fixed:
             self._fixed_rows = bytearray(b"".join(payloads))
         else:
@@ -252,11 +263,32 @@ class Table:
 
     # ------------------------------------------------------------------------------------------ reading
     def _column_values(self) -> list[Any]:
-        """Decode every row into one array or list per column."""
+        """Decode every row into one array or list per column.
+
+        Rows of tables with text columns are decoded once and kept as columns (numbers in compact arrays,
+        repeated strings shared), so rebuilding ``store.h5`` as a table grows costs O(new rows) in Python.
+        """
         codec = self._codec
         if codec is None:  # pragma: no cover
             return [[] for _ in self._columns]
-        return codec.decode(bytes(self._fixed_rows) if codec.is_fixed else self._rows)
+        if codec.is_fixed:
+            return codec.decode(bytes(self._fixed_rows))
+        if self._decoded is None:
+            self._decoded = [
+                array.array(_ARRAY_CODES[kind]) if kind in _ARRAY_CODES else [] for kind in codec.kinds
+            ]
+        decoded = self._decoded
+        new = self._rows[self._decoded_rows :]
+        if new:
+            intern = sys.intern
+            for row in map(codec.unpack, new):
+                for column, value in zip(decoded, row, strict=True):
+                    column.append(intern(value) if type(value) is str else value)
+            self._decoded_rows = len(self._rows)
+        return [
+            np.frombuffer(column, dtype=_ARRAY_DTYPES[kind]).copy() if kind in _ARRAY_CODES else list(column)
+            for column, kind in zip(decoded, codec.kinds, strict=True)
+        ]
 
     def iter_rows(self) -> Iterator[tuple[Any, ...]]:
         """Yield every flushed row as a tuple in column order (serialized columns hold their text or ids)."""
