@@ -220,25 +220,27 @@ def _json_clause(expr: str, path: list[str], cond: Condition) -> _Clause | None:
         if _is_number(operand):
             if isinstance(operand, float) and math.isnan(operand):
                 return ("FALSE", [], True)  # every comparison with NaN is false
+            # CASE, not AND: PostgreSQL may evaluate AND's operands in any order, and the cast fails on a
+            # non-number.
             sql_text = (
-                "(jsonb_typeof("
+                "(CASE WHEN jsonb_typeof("
                 + expr
-                + ") = 'number' AND ("
+                + ") = 'number' THEN ("
                 + expr
                 + ")::numeric"
                 + _ORDER_OPS[op]
-                + "%s::numeric)"
+                + "%s::numeric ELSE FALSE END)"
             )
             return (sql_text, [path, path, _numeric_text(operand)], True)
         if isinstance(operand, str):
             sql_text = (
-                "(jsonb_typeof("
+                "(CASE WHEN jsonb_typeof("
                 + expr
-                + ") = 'string' AND (("
+                + ") = 'string' THEN (("
                 + expr
                 + " #>> '{}') COLLATE \"C\")"
                 + _ORDER_OPS[op]
-                + '(%s COLLATE "C"))'
+                + '(%s COLLATE "C") ELSE FALSE END)'
             )
             return (sql_text, [path, path, operand], True)
         return ("FALSE", [], True)
