@@ -121,9 +121,26 @@ _INSERT_POINTS = (
 )
 _UPSERT_LATEST = (
     "INSERT INTO unitrack_metric_latest (trial_uid, name, value, value_int, first_seq) "
-    "SELECT %s, l.name, l.value, l.value_int, currval('unitrack_metric_points_seq_seq') "
+    "SELECT %s, l.name, l.value, l.value_int, nextval('unitrack_metric_points_seq_seq') "
     "FROM unnest(%s::text[], %s::float8[], %s::numeric[]) AS l(name, value, value_int) "
     "ON CONFLICT (trial_uid, name) DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int"
+)
+# Points only (the common case), in one statement: lock the trial, append points, set the latest values. No
+# row comes back when the trial does not exist, and then nothing was written.
+_APPEND_POINTS = (
+    "WITH t AS (SELECT uid FROM unitrack_trials WHERE uid = %s FOR UPDATE), "
+    "p AS (INSERT INTO unitrack_metric_points (trial_uid, name, step, step_is_int, value, value_int) "
+    "SELECT t.uid, p.name, p.step, p.step_is_int, p.value, p.value_int FROM t, "
+    "unnest(%s::text[], %s::float8[], %s::bool[], %s::float8[], %s::numeric[]) WITH ORDINALITY "
+    "AS p(name, step, step_is_int, value, value_int, i) ORDER BY p.i "
+    "ON CONFLICT (trial_uid, name, step) WHERE step IS NOT NULL "
+    "DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int RETURNING 1), "
+    "l AS (INSERT INTO unitrack_metric_latest (trial_uid, name, value, value_int, first_seq) "
+    "SELECT t.uid, l.name, l.value, l.value_int, nextval('unitrack_metric_points_seq_seq') FROM t, "
+    "unnest(%s::text[], %s::float8[], %s::numeric[]) AS l(name, value, value_int) "
+    "ON CONFLICT (trial_uid, name) DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int "
+    "RETURNING 1) "
+    "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM p), (SELECT count(*) FROM l)"
 )
 _UPDATE_TRIAL = (
     "UPDATE unitrack_trials SET parameters = parameters || %s, metadata = metadata || %s, tags = tags || %s, "
@@ -345,6 +362,47 @@ def _status_row(s: StatusLike) -> tuple[str, int, str]:
     return s.name, int(s.value), str(s)
 
 
+def _point_arrays(points: Sequence[MetricPoint]) -> list[list[Any]]:
+    """Columns of the points to insert, then of the latest values (bound as arrays: one statement per batch).
+
+    A step logged twice in one batch keeps its first position and its last value, as in memory (and ON
+    CONFLICT may not touch one row twice in a statement).
+    """
+    rows: list[list[Any]] = []
+    at_step: dict[tuple[str, float], int] = {}
+    last: dict[str, int | float] = {}
+    for p in points:
+        value, value_int = _value_columns(p.value)
+        last[p.name] = p.value
+        if p.step is not None:
+            key = (p.name, float(p.step))
+            i = at_step.get(key)
+            if i is not None:
+                rows[i][3], rows[i][4] = value, value_int
+                continue
+            at_step[key] = len(rows)
+        rows.append(
+            [p.name, None if p.step is None else float(p.step), isinstance(p.step, int), value, value_int]
+        )
+    columns = [list(col) for col in zip(*rows, strict=True)]
+    latest = [_value_columns(v) for v in last.values()]
+    return [*columns, list(last), [v for v, _ in latest], [i for _, i in latest]]
+
+
+def _changes_row(update: TrialUpdate) -> bool:
+    """Whether ``update`` changes the trial's row (anything but metric points)."""
+    return bool(
+        update.parameters
+        or update.metadata
+        or update.tags
+        or update.errors
+        or update.chronos
+        or update.status is not None
+        or update.project_id is not None
+        or update.group_id is not None
+    )
+
+
 class SQLProtocol(Protocol):
     """Projects, groups and trials in PostgreSQL (or CockroachDB), safe across threads and processes.
 
@@ -390,7 +448,12 @@ class SQLProtocol(Protocol):
         try:
             self._migrate()
             self._pool = psycopg_pool.ConnectionPool(
-                self._conninfo, min_size=1, max_size=max(1, max_size), open=True, timeout=30.0
+                self._conninfo,
+                min_size=1,
+                max_size=max(1, max_size),
+                open=True,
+                timeout=30.0,
+                kwargs={"autocommit": True},
             )
         except psycopg.Error as exc:
             raise StorageError(f"Cannot open {self.uri}: {exc}") from exc
@@ -417,13 +480,22 @@ class SQLProtocol(Protocol):
                 cur.execute("INSERT INTO unitrack_schema_version (version) VALUES (%s)", (version,))
 
     @contextmanager
-    def _cursor(self) -> Iterator[psycopg.Cursor[Any]]:
-        """One transaction: committed when the block ends, rolled back when it raises."""
+    def _cursor(self, transaction: bool = True) -> Iterator[psycopg.Cursor[Any]]:
+        """One transaction: committed when the block ends, rolled back when it raises.
+
+        Connections are in autocommit mode, so ``transaction=False`` runs a single statement (atomic by itself)
+        without the extra round trips of BEGIN and COMMIT.
+        """
         if self._closed:
             raise StorageError(f"{self.uri} backend is closed; open a new one with get_protocol.")
         try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
-                yield cur
+            with self._pool.connection() as conn:
+                if transaction:
+                    with conn.transaction(), conn.cursor() as cur:
+                        yield cur
+                else:
+                    with conn.cursor() as cur:
+                        yield cur
         except psycopg.errors.DataError as exc:
             raise SchemaError(f"{self.uri} refused a value: {exc}") from exc
         except psycopg_pool.PoolTimeout as exc:
@@ -671,29 +743,9 @@ class SQLProtocol(Protocol):
 
     # ----------------------------------------------------------------------------------------- writes
     def _write_points(self, cur: psycopg.Cursor[Any], uid: str, points: Sequence[MetricPoint]) -> None:
-        # One statement per batch. A step logged twice in one batch keeps its first position and last value,
-        # as in memory (ON CONFLICT may not touch a row twice in one statement).
-        rows: list[list[Any]] = []
-        at_step: dict[tuple[str, float], int] = {}
-        last: dict[str, int | float] = {}
-        for p in points:
-            value, value_int = _value_columns(p.value)
-            last[p.name] = p.value
-            if p.step is not None:
-                key = (p.name, float(p.step))
-                i = at_step.get(key)
-                if i is not None:
-                    rows[i][3], rows[i][4] = value, value_int
-                    continue
-                at_step[key] = len(rows)
-            rows.append(
-                [p.name, None if p.step is None else float(p.step), isinstance(p.step, int), value, value_int]
-            )
-        names, steps, is_int, values, ints = (list(col) for col in zip(*rows, strict=True))
+        names, steps, is_int, values, ints, lnames, lvalues, lints = _point_arrays(points)
         cur.execute(_INSERT_POINTS, (uid, names, steps, is_int, values, ints))
-        lnames = list(last)
-        lvals = [_value_columns(last[n]) for n in lnames]
-        cur.execute(_UPSERT_LATEST, (uid, lnames, [v for v, _ in lvals], [i for _, i in lvals]))
+        cur.execute(_UPSERT_LATEST, (uid, lnames, lvalues, lints))
 
     def _apply(
         self, cur: psycopg.Cursor[Any], uid: str, update: TrialUpdate, chronos_text: str | None
@@ -719,17 +771,7 @@ class SQLProtocol(Protocol):
                 agg.append(obs.seconds)
                 chronos[obs.name] = agg.to_json()
             new_chronos = _dumps(chronos)
-        changes_row = not update.is_empty and (
-            update.parameters
-            or update.metadata
-            or update.tags
-            or update.errors
-            or update.status is not None
-            or update.project_id is not None
-            or update.group_id is not None
-            or new_chronos is not None
-        )
-        if changes_row:
+        if new_chronos is not None or _changes_row(update):
             name, value, key = _status_row(update.status) if update.status is not None else (None, None, None)
             cur.execute(
                 _UPDATE_TRIAL,
@@ -751,6 +793,13 @@ class SQLProtocol(Protocol):
             self._write_points(cur, uid, update.metrics)
 
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
+        if update.writer is None and update.metrics and not _changes_row(update):
+            with self._cursor(transaction=False) as cur:
+                cur.execute(_APPEND_POINTS, (uid, *_point_arrays(update.metrics)))
+                found = cur.fetchone()
+            if not found or not found[0]:
+                raise NotFoundError(f"No trial with uid {uid!r}; create it with new_trial first.")
+            return
         with self._cursor() as cur:
             # The row lock orders concurrent writers of one trial (chronos read-modify-write, point order).
             cur.execute("SELECT chronos FROM unitrack_trials WHERE uid = %s FOR UPDATE", (uid,))
