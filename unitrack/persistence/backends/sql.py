@@ -430,19 +430,17 @@ class SQLProtocol(Protocol):
             max_size = int(options.pop("pool_max_size", "4"))
         except ValueError as exc:
             raise ConfigError(f"pool_max_size in {self.uri} must be an int.") from exc
-        params: dict[str, Any] = dict(options)
+        params: dict[str, Any] = {
+            "host": self.uri.host or None,
+            "port": self.uri.port,
+            "user": self.uri.username,
+            "password": self.uri.password,
+            "dbname": self.uri.path.lstrip("/") or None,
+        }
+        params.update(options)  # libpq options, e.g. ?host=/var/run/postgresql for a unix socket folder
         if self.schema is not None:
             params["options"] = "-csearch_path=" + self.schema
-        dbname = self.uri.path.lstrip("/")
-        self._conninfo = make_conninfo(
-            "",
-            host=self.uri.host or None,
-            port=self.uri.port,
-            user=self.uri.username,
-            password=self.uri.password,
-            dbname=dbname or None,
-            **params,
-        )
+        self._conninfo = make_conninfo("", **{k: v for k, v in params.items() if v is not None})
         self._closed = False
         self._lock = threading.Lock()
         try:
