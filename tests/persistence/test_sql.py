@@ -291,7 +291,20 @@ def test_fetch_and_update_with_a_python_checked_query_reserves_distinct_trials(d
 def test_non_finite_floats_in_json_fields_are_refused_clearly(db: Protocol) -> None:
     with pytest.raises(SchemaError, match="NaN or infinity"):
         db.new_trial(Trial(name="t", parameters={"x": math.inf}))
+    with pytest.raises(SchemaError, match="NUL"):
+        db.new_trial(Trial(name="t", parameters={"x": "a\x00b"}))
     assert db.fetch_trials(None) == []
+
+
+def test_json_values_keep_their_types(db: Protocol) -> None:
+    params = {"big": 1e20, "huge": -1e308, "tiny": 5e-324, "f": 1.0, "i": 10**30, "s": "\\u0000", "b": False}
+    t = db.new_trial(Trial(name="t", parameters=params))
+    assert t is not None
+    db.log_trial_metadata(t, **params)
+    stored = db.fetch_trials({"parameters.big": 1e20, "metadata.big": {"$gt": 1e19}})
+    assert len(stored) == 1
+    for got in (stored[0].parameters, stored[0].metadata):
+        assert got == params and all(type(got[k]) is type(v) for k, v in params.items())
 
 
 def test_steps_keep_their_type_and_a_batch_may_repeat_a_step(db: Protocol) -> None:

@@ -277,7 +277,7 @@ def _json_clause(expr: str, path: list[str], cond: Condition) -> _Clause | None:
                 params += [path, path]
             else:
                 parts.append(expr + " = %s::jsonb")
-                params += [path, Jsonb(x)]
+                params += [path, _jsonb("query operand", x)]
         return ("COALESCE(" + " OR ".join(parts) + ", FALSE)", params, False)
     # $ne / $nin: a value equal to an operand never matches (a missing value is None).
     parts = []
@@ -288,7 +288,7 @@ def _json_clause(expr: str, path: list[str], cond: Condition) -> _Clause | None:
             params += [path, path]
         else:
             parts.append("NOT COALESCE(" + expr + " = %s::jsonb, FALSE)")
-            params += [path, Jsonb(x)]
+            params += [path, _jsonb("query operand", x)]
     return ("(" + " AND ".join(parts) + ")", params, False)
 
 
@@ -334,18 +334,48 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=True, separators=(",", ":"))
 
 
+def _json_text(where: str, value: Any) -> str:
+    """JSON text for plain data, with every float written so that JSONB gives a float back.
+
+    JSONB keeps numbers as ``numeric``, which prints ``1e+20`` as ``100000000000000000000``: read back, that
+    is an int. Floats written in exponent form are spelled out with a trailing ``.0`` instead.
+
+    Raises:
+        SchemaError: for what JSONB cannot hold: NaN, infinity, a NUL character in text.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SchemaError(
+                f"{where} = {value!r}: postgresql:// cannot store NaN or infinity in JSON; store it as a string "
+                "or log it as a metric."
+            )
+        text = repr(value)
+        return format(Decimal(text), "f") + ".0" if "e+" in text else text
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise SchemaError(f"{where} holds a NUL character, which postgresql:// cannot store in JSON.")
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_json_text(where, v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ",".join(_json_text(where, str(k)) + ":" + _json_text(where, v) for k, v in value.items())
+            + "}"
+        )
+    raise SchemaError(f"{where} = {value!r} has type {type(value).__name__}, which cannot be stored as JSON.")
+
+
 def _jsonb(where: str, value: Any) -> Jsonb:
-    """Wrap a mapping for a JSONB column, refusing what JSONB cannot hold (NaN, infinity, NUL in text)."""
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except ValueError as exc:
-        raise SchemaError(
-            f"{where} holds NaN or infinity, which postgresql:// cannot store in JSON; store it as a string "
-            "or log it as a metric."
-        ) from exc
-    if "\\u0000" in text:
-        raise SchemaError(f"{where} holds a NUL character, which postgresql:// cannot store in JSON.")
-    return Jsonb(value)
+    """Wrap plain data for a JSONB column (checked and encoded once, by :func:`_json_text`)."""
+    text = _json_text(where, value)
+    return Jsonb(value, dumps=lambda _: text)
 
 
 def _value_columns(value: int | float) -> tuple[float, Decimal | None]:
@@ -560,7 +590,7 @@ class SQLProtocol(Protocol):
             _jsonb("metadata", dict(trial.metadata)),
             _dumps(dict(trial.chronos)),
             *_status_row(trial.status),
-            Jsonb(list(trial.errors)),
+            _jsonb("errors", list(trial.errors)),
         )
         with self._cursor() as cur:
             self._check_project(cur, trial.project_id, name)
@@ -777,7 +807,7 @@ class SQLProtocol(Protocol):
                     _jsonb("parameters", dict(update.parameters)),
                     _jsonb("metadata", dict(update.metadata)),
                     _jsonb("tags", dict(update.tags)),
-                    Jsonb(list(update.errors)),
+                    _jsonb("errors", list(update.errors)),
                     name,
                     value,
                     key,
