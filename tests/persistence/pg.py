@@ -21,8 +21,15 @@ from pathlib import Path
 ENABLE_HINT = "install PostgreSQL to run the postgresql:// tests: apt-get install postgresql"
 
 
+#: Environment variable naming another folder holding initdb and pg_ctl (e.g. a self-built PostgreSQL).
+BIN_ENV = "UNITRACK_TEST_PG_BIN"
+
+
 def find_bin_dir() -> Path | None:
-    """The newest ``/usr/lib/postgresql/*/bin`` holding initdb, or None."""
+    """``$UNITRACK_TEST_PG_BIN``, else the newest ``/usr/lib/postgresql/*/bin`` holding initdb; None if none."""
+    chosen = os.environ.get(BIN_ENV)
+    if chosen:
+        return Path(chosen) if (Path(chosen) / "initdb").is_file() else None
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     return Path(found[-1]).parent if found else None
 

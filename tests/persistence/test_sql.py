@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -364,6 +365,21 @@ def test_a_bad_schema_name_is_a_config_error(postgres_uri: str) -> None:
 
     with pytest.raises(ConfigError, match="schema"):
         SQLProtocol(postgres_uri + "?schema=x;drop")
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+def test_without_postgresql_tests_skip_but_fail_under_ci(tmp_path: Path, ci: str, outcome: str) -> None:
+    env = {**os.environ, "CI": ci, pg.BIN_ENV: str(tmp_path / "nowhere")}
+    test = "tests/persistence/test_sql.py::test_closed_backend_raises_storage_error"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-q", "-rs", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert outcome in run.stdout and "apt-get install postgresql" in run.stdout, run.stdout
 
 
 def test_closed_backend_raises_storage_error(db: Protocol) -> None:
