@@ -434,3 +434,14 @@ def test_processes_reserve_distinct_trials_and_write_every_value_once(db: Protoc
     for k in range(4):
         assert stored[shared.uid].metrics[f"w{k}"].values == tuple(range(200))
     assert all(stored[u].metrics["worker"].latest is not None for u in reserved)
+
+
+def test_concurrent_auto_increment_gives_distinct_revisions(db: Protocol) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = db.new_trial(Trial(name="same"))
+    assert first is not None
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        made = list(pool.map(lambda _: db.new_trial(Trial(name="same"), auto_increment=True), range(16)))
+    assert sorted(t.revision for t in made if t is not None) == list(range(1, 17))
+    assert [t.revision for t in db.get_trial(first)] == list(range(17))
