@@ -6,12 +6,15 @@ fails until it is.
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.persistence import pg
 from unitrack.persistence.backends.ephemeral import EphemeralProtocol
 from unitrack.persistence.backends.file import FileProtocol
 from unitrack.persistence.backends.hdf5 import HDF5Protocol
@@ -27,8 +30,15 @@ def _pickled(tmp: Path, strict: bool) -> Protocol:
         return PickledProtocol(f"pickled://{tmp}/db.pkl", strict=strict)
 
 
-#: scheme (or wrapper name) -> factory(tmp_path, strict) building a fresh, empty backend.
-BACKENDS: dict[str, Callable[[Path, bool], Protocol]] = {
+def _postgresql(tmp: Path, strict: bool, *, server_uri: str) -> Protocol:
+    from unitrack.persistence.backends.sql import SQLProtocol
+
+    return SQLProtocol(pg.schema_uri(server_uri, str(tmp)), strict=strict)
+
+
+#: scheme (or wrapper name) -> factory(tmp_path, strict) building a fresh, empty backend. Factories that
+#: need a server take it as a keyword (see NEEDS_SERVER).
+BACKENDS: dict[str, Callable[..., Protocol]] = {
     "ephemeral": lambda tmp, strict: EphemeralProtocol("ephemeral://", strict=strict),
     "file": lambda tmp, strict: FileProtocol(f"file://{tmp}/db.json", strict=strict),
     "hdf5": lambda tmp, strict: HDF5Protocol(f"hdf5://{tmp}/runs", strict=strict),
@@ -36,7 +46,22 @@ BACKENDS: dict[str, Callable[[Path, bool], Protocol]] = {
     "multiplexer": lambda tmp, strict: ProtocolMultiplexer(
         FileProtocol(f"file://{tmp}/a.json", strict=strict), EphemeralProtocol(strict=strict)
     ),
+    "postgresql": _postgresql,
 }
+#: backend -> the session fixture giving its ``server_uri``.
+NEEDS_SERVER = {"postgresql": "postgres_uri"}
+
+
+@pytest.fixture(scope="session")
+def postgres_uri() -> Iterator[str]:
+    """A private PostgreSQL server for the session; skipped (failed under CI=true) without the binaries."""
+    bin_dir = pg.find_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL binaries missing under CI: {pg.ENABLE_HINT}")
+        pytest.skip(pg.ENABLE_HINT)
+    with pg.postgres_server(bin_dir) as uri:
+        yield uri
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -45,11 +70,16 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_protocol(backend_name: str, tmp_path: Path) -> Iterator[Callable[..., Protocol]]:
+def make_protocol(
+    backend_name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Protocol]]:
     made: list[Protocol] = []
+    factory = BACKENDS[backend_name]
+    if backend_name in NEEDS_SERVER:
+        factory = functools.partial(factory, server_uri=request.getfixturevalue(NEEDS_SERVER[backend_name]))
 
     def make(strict: bool = True) -> Protocol:
-        protocol = BACKENDS[backend_name](tmp_path, strict)
+        protocol = factory(tmp_path, strict)
         made.append(protocol)
         return protocol
 

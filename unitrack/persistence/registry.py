@@ -91,6 +91,12 @@ _KNOWN: dict[str, Backend] = {
     "pickled": Backend(
         "unitrack.persistence.backends.pickled:PickledProtocol", description="track compatibility only"
     ),
+    "postgresql": Backend(
+        "unitrack.persistence.backends.sql:SQLProtocol",
+        aliases=("postgres", "cockroachdb", "cockroach"),
+        extra="postgres",
+        description="PostgreSQL or CockroachDB: many machines, one database",
+    ),
 }
 _ALIASES: dict[str, str] = {}
 _entry_points_loaded = False

@@ -1,0 +1,447 @@
+"""postgresql:// specifics: hostile strings stored literally, no SQL built from values, query push-down equal to
+the in-memory semantics, many processes at once, schema versions, the missing-extra error."""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.persistence import pg
+from unitrack.errors import ItemNotFound, MissingDependencyError, SchemaError, StorageError
+from unitrack.persistence.backends.ephemeral import EphemeralProtocol
+from unitrack.persistence.protocol import Protocol
+from unitrack.persistence.registry import get_protocol
+from unitrack.persistence.structure import MetricPoint, Project, Status, Trial
+
+ROOT = Path(__file__).resolve().parents[2]
+SQL_MODULE = ROOT / "unitrack" / "persistence" / "backends" / "sql.py"
+
+HOSTILE = ["x' OR '1'='1", "'; DROP TABLE unitrack_trials; --", 'a"b\\c', "%s %(x)s {x} $1", "ünï ☃ \u202e"]
+
+
+@pytest.fixture
+def uri(postgres_uri: str, tmp_path: Path) -> str:
+    return pg.schema_uri(postgres_uri, str(tmp_path))
+
+
+@pytest.fixture
+def db(uri: str):  # type: ignore[no-untyped-def]
+    from unitrack.persistence.backends.sql import SQLProtocol
+
+    p = SQLProtocol(uri)
+    yield p
+    p.close()
+
+
+# ------------------------------------------------------------------------------------------- injection
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_strings_are_stored_and_matched_literally(db: Protocol, text: str) -> None:
+    db.new_project(Project(name="p", metadata={text: text}))
+    t = db.new_trial(Trial(name="t", project_id="p", parameters={"v": text, text: 1}))
+    other = db.new_trial(Trial(name="u", project_id="p", parameters={"v": "plain"}))
+    assert t is not None and other is not None
+    db.log_trial_metadata(t, **{text: text})
+    db.add_trial_tags(t, note=text)
+    db.log_trial_metrics(t, step=0, **{text: 1.5})
+    stored = db.fetch_trials({"uid": t.uid})[0]
+    assert stored.parameters["v"] == text and stored.parameters[text] == 1
+    assert stored.metadata[text] == text and stored.tags["note"] == text
+    assert stored.metrics[text].values == (1.5,)
+    for query in (
+        {"parameters.v": text},
+        {"parameters.v": {"$in": [text]}},
+        {"parameters.v": {"$gte": text, "$lte": text}},
+        {"metadata." + text: text},
+        {"tags.note": text},
+        {"parameters." + text: {"$exists": True}},
+        {"uid": {"$in": [t.uid, text]}},
+    ):
+        assert [x.uid for x in db.fetch_trials(query)] == [t.uid], query
+    assert db.fetch_trials({"name": text}) == []
+    assert len(db.fetch_trials(None)) == 2  # nothing was dropped
+    assert db.get_project(Project(name="p")).metadata[text] == text  # type: ignore[union-attr]
+
+
+def _string_building(node: ast.AST) -> list[str]:
+    """f-strings, %-formatting and str.format found under ``node``."""
+    found = []
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.JoinedStr):
+            found.append(f"f-string at line {sub.lineno}")
+        elif isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Mod):
+            found.append(f"%-formatting at line {sub.lineno}")
+        elif (
+            isinstance(sub, ast.Call)
+            and isinstance(sub.func, ast.Attribute)
+            and sub.func.attr == "format"
+            and not _is_psycopg_sql(sub.func.value)
+        ):
+            found.append(f".format at line {sub.lineno}")
+    return found
+
+
+def _is_psycopg_sql(node: ast.AST) -> bool:
+    """``sql.SQL("constant")`` or a module constant bound to one (psycopg's composition quotes what it adds)."""
+    if isinstance(node, ast.Name):
+        return node.id in _SQL_CONSTANTS
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "SQL"
+        and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)
+    )
+
+
+_TREE = ast.parse(SQL_MODULE.read_text())
+_SQL_CONSTANTS = {
+    t.id
+    for stmt in _TREE.body
+    if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call)
+    for t in stmt.targets
+    if isinstance(t, ast.Name)
+    and isinstance(stmt.value.func, ast.Attribute)
+    and stmt.value.func.attr == "SQL"
+    and all(isinstance(a, ast.Constant) for a in stmt.value.args)
+}
+
+
+def _assignments(scope: ast.AST, *, top_level_only: bool) -> dict[str, list[ast.AST]]:
+    nodes = scope.body if top_level_only else list(ast.walk(scope))  # type: ignore[attr-defined]
+    out: dict[str, list[ast.AST]] = {}
+    for node in nodes:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        out.setdefault(name.id, []).append(node.value)
+    return out
+
+
+def test_no_sql_text_is_built_by_formatting() -> None:
+    module_names = _assignments(_TREE, top_level_only=True)
+    functions = {n.name: n for n in ast.walk(_TREE) if isinstance(n, ast.FunctionDef)}
+    problems = []
+    checked = 0
+    for function in functions.values():
+        local_names = _assignments(function, top_level_only=False)
+        for call in ast.walk(function):
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr in ("execute", "executemany")
+            ):
+                continue
+            checked += 1
+            todo: list[ast.AST] = [call.args[0]]
+            seen: set[str] = set()
+            while todo:  # the SQL argument and every variable it is built from (local, then module level)
+                expr = todo.pop()
+                problems += [f"execute at line {call.lineno}: {p}" for p in _string_building(expr)]
+                for sub in ast.walk(expr):
+                    if isinstance(sub, ast.Name) and sub.id not in seen:
+                        seen.add(sub.id)
+                        todo += local_names.get(sub.id) or module_names.get(sub.id, [])
+    assert checked > 10
+    # The WHERE clauses passed to execute come from these helpers: none of them formats text.
+    for name in ("_plan", "_trial_clause", "_text_clause", "_status_clause", "_json_clause"):
+        problems += [f"{name}: {p}" for p in _string_building(functions[name])]
+    assert not problems, problems
+
+
+def test_the_static_check_catches_formatting() -> None:
+    bad = ast.parse('cur.execute(f"SELECT {x}")\ncur.execute("SELECT %s" % x)\ncur.execute("{}".format(x))')
+    assert len(_string_building(bad)) == 3
+
+
+# ------------------------------------------------------------------------------------ query push-down
+DATA = [
+    {"lr": 0.001, "opt": "adam", "tags": ["a", "b"], "n": None, "flag": True, "deep": {"x": 1}},
+    {"lr": 0.01, "opt": "sgd", "tags": ["b"], "flag": False, "deep": {"x": 2.5}, "s": "Zeta"},
+    {"lr": 0.1, "opt": "Adam", "n": 3, "deep": {"x": "1"}, "s": "alpha", "big": 2**62},
+    {"lr": 1, "opt": "ünï", "tags": [], "deep": [1, 2], "s": "ä", "flag": 1},
+    {"lr": 10, "tags": [["a"]], "deep": {"x": None}, "0": "zero", "big": 2**62 + 1},
+]
+QUERIES = [
+    {"parameters.lr": {"$lt": 0.1}},
+    {"parameters.lr": {"$lte": 0.1}},
+    {"parameters.lr": {"$gt": 0.01, "$lt": 10}},
+    {"parameters.lr": 1},
+    {"parameters.lr": 1.0},
+    {"parameters.lr": {"$ne": 1}},
+    {"parameters.lr": {"$in": [0.01, 10, "x"]}},
+    {"parameters.lr": {"$nin": [0.01, 10]}},
+    {"parameters.lr": {"$gt": "a"}},
+    {"parameters.lr": {"$lt": math.inf}},
+    {"parameters.lr": {"$gt": -math.inf}},
+    {"parameters.lr": {"$lt": math.nan}},
+    {"parameters.lr": {"$eq": math.inf}},
+    {"parameters.opt": "adam"},
+    {"parameters.opt": {"$gt": "Adam"}},
+    {"parameters.opt": {"$lt": "b"}},
+    {"parameters.opt": {"$regex": "(?i)^adam$"}},
+    {"parameters.opt": {"$exists": False}},
+    {"parameters.opt": None},
+    {"parameters.opt": {"$ne": None}},
+    {"parameters.tags": "b"},
+    {"parameters.tags": ["b"]},
+    {"parameters.tags": {"$in": ["a"]}},
+    {"parameters.tags": {"$nin": ["a"]}},
+    {"parameters.tags": {"$ne": "a"}},
+    {"parameters.tags": []},
+    {"parameters.n": None},
+    {"parameters.n": {"$ne": None}},
+    {"parameters.n": {"$exists": True}},
+    {"parameters.flag": True},
+    {"parameters.flag": 1},
+    {"parameters.flag": {"$gt": 0}},
+    {"parameters.flag": {"$in": [True, 1]}},
+    {"parameters.deep.x": 1},
+    {"parameters.deep.x": "1"},
+    {"parameters.deep.x": {"$gte": 1}},
+    {"parameters.deep.x": None},
+    {"parameters.deep.x": {"$exists": True}},
+    {"parameters.deep.0": 1},
+    {"parameters.0": "zero"},
+    {"parameters.deep": {"x": 1}},
+    {"parameters.s": {"$gt": "Z"}},
+    {"parameters.s": {"$lt": "b"}},
+    {"parameters.s": {"$gte": "ä"}},
+    {"parameters.big": 2**62},
+    {"parameters.big": {"$gt": 2**62}},
+    {"name": "t1"},
+    {"name": {"$gt": "t2"}},
+    {"name": {"$in": ["t0", "t4", None]}},
+    {"name": {"$nin": ["t0"]}},
+    {"name": 1},
+    {"description": None},
+    {"version": {"$exists": False}},
+    {"status": "running"},
+    {"status": {"$ne": "RUNNING"}},
+    {"status": {"$in": ["createdgroup", "completed"]}},
+    {"status": Status.Running},
+    {"status": 101},
+    {"status": {"$gte": 101}},
+    {"metrics.loss": {"$gt": 0.5}},
+    {"metrics.loss": {"$exists": False}},
+    {"metadata.host": {"$regex": "b$"}},
+    {"tags.team": "x"},
+    [("parameters.lr", {"$lt": 1}), ("parameters.opt", {"$ne": "sgd"}), ("name", {"$gte": "t0"})],
+]
+
+
+def _fill(p: Protocol) -> None:
+    p.new_project(Project(name="p"))
+    for i, params in enumerate(DATA):
+        t = p.new_trial(Trial(name=f"t{i}", project_id="p", parameters=params))
+        assert t is not None
+        if i % 2:
+            p.set_trial_status(t, Status.Running)
+            p.log_trial_metrics(t, step=0, loss=i / 4)
+            p.log_trial_metadata(t, host="ab")
+        if i == 2:
+            p.add_trial_tags(t, team="x")
+
+
+@pytest.fixture
+def twins(db: Protocol) -> tuple[Protocol, Protocol]:
+    reference = EphemeralProtocol()
+    _fill(reference)
+    _fill(db)
+    return reference, db
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[str(q) for q in QUERIES])
+def test_queries_match_the_in_memory_semantics(twins: tuple[Protocol, Protocol], query: object) -> None:
+    reference, db = twins
+    expected = [t.name for t in reference.fetch_trials(query)]  # type: ignore[arg-type]
+    assert [t.name for t in db.fetch_trials(query)] == expected  # type: ignore[arg-type]
+
+
+def test_a_parameter_range_query_runs_entirely_in_sql() -> None:
+    from unitrack.persistence.backends.sql import _plan
+
+    assert _plan({"parameters.lr": {"$lt": 0.1}, "status": "running", "name": {"$in": ["a"]}})[2] == []
+    assert [c.path for c in _plan({"metrics.loss": {"$gt": 1}, "parameters.x": 1})[2]] == [
+        ("metrics", "loss"),
+        ("parameters", "x"),
+    ]
+
+
+def test_fetch_and_update_with_a_python_checked_query_reserves_distinct_trials(db: Protocol) -> None:
+    db.new_project(Project(name="p"))
+    for i in range(3):
+        db.new_trial(Trial(name=f"w{i}", project_id="p"))
+    query = {"name": {"$regex": "^w"}, "status": "createdgroup"}
+    taken = {
+        db.fetch_and_update_trial(query, "set_trial_status", status=Status.Running).uid for _ in range(3)
+    }
+    assert len(taken) == 3
+    with pytest.raises(ItemNotFound):
+        db.fetch_and_update_trial(query, "set_trial_status", status=Status.Running)
+
+
+# -------------------------------------------------------------------------------------------- storage
+def test_non_finite_floats_in_json_fields_are_refused_clearly(db: Protocol) -> None:
+    with pytest.raises(SchemaError, match="NaN or infinity"):
+        db.new_trial(Trial(name="t", parameters={"x": math.inf}))
+    with pytest.raises(SchemaError, match="NUL"):
+        db.new_trial(Trial(name="t", parameters={"x": "a\x00b"}))
+    assert db.fetch_trials(None) == []
+
+
+def test_json_values_keep_their_types(db: Protocol) -> None:
+    params = {"big": 1e20, "huge": -1e308, "tiny": 5e-324, "f": 1.0, "i": 10**30, "s": "\\u0000", "b": False}
+    t = db.new_trial(Trial(name="t", parameters=params))
+    assert t is not None
+    db.log_trial_metadata(t, **params)
+    stored = db.fetch_trials({"parameters.big": 1e20, "metadata.big": {"$gt": 1e19}})
+    assert len(stored) == 1
+    for got in (stored[0].parameters, stored[0].metadata):
+        assert got == params and all(type(got[k]) is type(v) for k, v in params.items())
+
+
+def test_steps_keep_their_type_and_a_batch_may_repeat_a_step(db: Protocol) -> None:
+    t = db.new_trial(Trial(name="t"))
+    assert t is not None
+    db.log_trial_metric_points(
+        t, [MetricPoint("m", 1, 1), MetricPoint("m", 1.5, 2.0), MetricPoint("m", 1.0, 3)]
+    )
+    m = db.fetch_trials(None)[0].metrics["m"]
+    assert list(m) == [(1, 3), (1.5, 2.0)] and type(m.steps[0]) is int and m.latest == 3
+    assert type(m.values[0]) is int
+
+
+def test_reopening_keeps_data_and_a_newer_schema_is_refused(uri: str) -> None:
+    import psycopg
+
+    from unitrack.persistence.backends.sql import SQLProtocol
+
+    with SQLProtocol(uri) as first:
+        first.new_trial(Trial(name="kept"))
+    with SQLProtocol(uri) as second:
+        assert [t.name for t in second.fetch_trials(None)] == ["kept"]
+    schema = uri.rsplit("schema=", 1)[1]
+    with psycopg.connect(uri.split("?")[0], options="-csearch_path=" + schema) as conn:
+        conn.execute("INSERT INTO unitrack_schema_version (version) VALUES (99)")
+    with pytest.raises(StorageError, match="version 99"):
+        SQLProtocol(uri)
+
+
+def test_aliases_open_the_sql_backend(uri: str) -> None:
+    for scheme in ("postgres", "cockroachdb"):
+        with get_protocol(scheme + uri[len("postgresql") :]) as p:
+            assert type(p).__name__ == "SQLProtocol"
+
+
+def test_missing_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.delitem(sys.modules, "unitrack.persistence.backends.sql", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"unitrack\[postgres\]"):
+        get_protocol("postgresql://localhost/x")
+
+
+def test_libpq_options_in_the_uri_are_passed_on(postgres_uri: str, tmp_path: Path) -> None:
+    from unitrack.persistence.backends.sql import SQLProtocol
+
+    port = postgres_uri.rsplit(":", 1)[1].split("/")[0]
+    uri = pg.schema_uri(
+        f"postgresql://postgres@/postgres?host=127.0.0.1&port={port}&connect_timeout=5", str(tmp_path)
+    )
+    with SQLProtocol(uri.replace("?schema", "&schema")) as db:
+        assert db.fetch_trials(None) == []
+
+
+def test_a_bad_schema_name_is_a_config_error(postgres_uri: str) -> None:
+    from unitrack.errors import ConfigError
+    from unitrack.persistence.backends.sql import SQLProtocol
+
+    with pytest.raises(ConfigError, match="schema"):
+        SQLProtocol(postgres_uri + "?schema=x;drop")
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+def test_without_postgresql_tests_skip_but_fail_under_ci(tmp_path: Path, ci: str, outcome: str) -> None:
+    env = {**os.environ, "CI": ci, pg.BIN_ENV: str(tmp_path / "nowhere")}
+    test = "tests/persistence/test_sql.py::test_closed_backend_raises_storage_error"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-q", "-rs", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert outcome in run.stdout and "apt-get install postgresql" in run.stdout, run.stdout
+
+
+def test_closed_backend_raises_storage_error(db: Protocol) -> None:
+    db.close()
+    with pytest.raises(StorageError, match="closed"):
+        db.fetch_trials(None)
+
+
+# ------------------------------------------------------------------------------------------ processes
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from unitrack.errors import ItemNotFound
+    from unitrack.persistence.backends.sql import SQLProtocol
+    from unitrack.persistence.structure import MetricPoint, Status
+    uri, shared, name, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    with SQLProtocol(uri, strict=False) as db:
+        for start in range(0, count, 10):
+            db.log_trial_metric_points(shared, [MetricPoint(name, None, v) for v in range(start, start + 10)])
+        while True:
+            try:
+                t = db.fetch_and_update_trial({"status": "createdgroup"}, "set_trial_status", status=Status.Running)
+            except ItemNotFound:
+                break
+            db.log_trial_metrics(t, step=0, worker=int(name[1:]))
+            print(t.uid, flush=True)
+    """
+)
+
+
+def test_processes_reserve_distinct_trials_and_write_every_value_once(db: Protocol, uri: str) -> None:
+    db.new_project(Project(name="p"))
+    shared = db.new_trial(Trial(name="shared", project_id="p", status=Status.Running))
+    assert shared is not None
+    jobs = [db.new_trial(Trial(name=f"job{i}", project_id="p")) for i in range(24)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, uri, shared.uid, f"w{k}", "200"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(4)
+    ]
+    reserved: list[str] = []
+    for w in workers:
+        out, _ = w.communicate(timeout=120)
+        assert w.returncode == 0
+        reserved += out.split()
+    assert sorted(reserved) == sorted(j.uid for j in jobs if j is not None)  # each exactly once
+    stored = {t.uid: t for t in db.fetch_trials(None)}
+    for k in range(4):
+        assert stored[shared.uid].metrics[f"w{k}"].values == tuple(range(200))
+    assert all(stored[u].metrics["worker"].latest is not None for u in reserved)
+
+
+def test_concurrent_auto_increment_gives_distinct_revisions(db: Protocol) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = db.new_trial(Trial(name="same"))
+    assert first is not None
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        made = list(pool.map(lambda _: db.new_trial(Trial(name="same"), auto_increment=True), range(16)))
+    assert sorted(t.revision for t in made if t is not None) == list(range(1, 17))
+    assert [t.revision for t in db.get_trial(first)] == list(range(17))

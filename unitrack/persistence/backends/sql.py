@@ -1,0 +1,893 @@
+"""``postgresql://`` (aliases ``postgres``, ``cockroachdb``, ``cockroach``): many machines, one database.
+
+``postgresql://user:password@host:port/db?schema=name`` opens a small connection pool (psycopg 3 and
+psycopg_pool, the ``postgres`` extra). The backend creates and migrates its own tables (version in
+``unitrack_schema_version``), in ``schema`` when given (default: the server's ``search_path``).
+
+Storage: projects, groups and trials are rows; parameters, metadata and tags are JSONB (so queries on them run
+in the database); chronos are JSON text (an aggregate may hold ``inf``, which JSONB cannot); status is kept as
+name, value and the lower-case name queries compare with. Metric points live in their own table, one row per
+point, with a unique index on ``(trial, name, step)`` for points with a step (a point at an existing step
+replaces its value), and ``metric_latest`` holds each series' latest value. Values are stored as double
+precision plus, for ints, an exact ``numeric``, so every value round-trips exactly. ``unitrack_writers`` holds
+the last ``seq`` applied per ``(trial, writer)``, checked in the same transaction as the write it guards.
+
+Every statement is a constant string with bound parameters: no SQL text is ever built from a name or a value.
+Query conditions the database can decide exactly become WHERE clauses; the rest are checked in Python with
+:func:`unitrack.persistence.query.compile_query`, so results are those of the in-memory backends.
+
+Example:
+    >>> from unitrack.persistence.registry import get_protocol
+    >>> p = get_protocol("postgresql://unitrack@localhost/unitrack")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
+
+from unitrack.errors import ConfigError, NotFoundError, SchemaError, StorageError
+from unitrack.persistence.aggregators import aggregator_from_json
+from unitrack.persistence.protocol import Protocol
+from unitrack.persistence.query import Condition, Query, compile_query, normalize_query
+from unitrack.persistence.structure import (
+    GroupUpdate,
+    Metric,
+    MetricPoint,
+    Project,
+    StatusLike,
+    Trial,
+    TrialGroup,
+    TrialUpdate,
+    status_from_json,
+)
+from unitrack.persistence.uri import ParsedURI, as_uri
+
+__all__ = ["SCHEMA_VERSION", "SQLProtocol"]
+
+#: Version of the tables this module writes (``unitrack_schema_version``).
+SCHEMA_VERSION = 1
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+#: A JSON path part that ``#>`` would read as an array index (our queries never index lists).
+_INDEX_LIKE = re.compile(r"-?[0-9]+")
+#: Arbitrary constant for the advisory lock that serializes schema creation across processes.
+_MIGRATION_LOCK = 7_202_611_001
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE unitrack_projects (
+            uid text PRIMARY KEY, name text, description text, metadata jsonb NOT NULL,
+            ord bigserial NOT NULL)""",
+        """CREATE TABLE unitrack_groups (
+            uid text PRIMARY KEY, name text, description text, project_id text, metadata jsonb NOT NULL,
+            ord bigserial NOT NULL)""",
+        """CREATE TABLE unitrack_trials (
+            uid text PRIMARY KEY, hash text NOT NULL, revision integer NOT NULL, name text, description text,
+            version text, group_id text, project_id text, tags jsonb NOT NULL, parameters jsonb NOT NULL,
+            metadata jsonb NOT NULL, chronos text NOT NULL, status_name text NOT NULL,
+            status_value integer NOT NULL, status_key text NOT NULL, errors jsonb NOT NULL,
+            ord bigserial NOT NULL, UNIQUE (hash, revision))""",
+        "CREATE INDEX unitrack_trials_ord ON unitrack_trials (ord)",
+        """CREATE TABLE unitrack_metric_points (
+            seq bigserial PRIMARY KEY, trial_uid text NOT NULL, name text NOT NULL, step double precision,
+            step_is_int boolean NOT NULL, value double precision NOT NULL, value_int numeric)""",
+        """CREATE UNIQUE INDEX unitrack_metric_points_step ON unitrack_metric_points (trial_uid, name, step)
+            WHERE step IS NOT NULL""",
+        "CREATE INDEX unitrack_metric_points_trial ON unitrack_metric_points (trial_uid, seq)",
+        """CREATE TABLE unitrack_metric_latest (
+            trial_uid text NOT NULL, name text NOT NULL, value double precision, value_int numeric,
+            first_seq bigint NOT NULL, PRIMARY KEY (trial_uid, name))""",
+        """CREATE TABLE unitrack_writers (
+            trial_uid text NOT NULL, writer text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (trial_uid, writer))""",
+    ),
+)
+
+_SELECT_TRIALS = sql.SQL(
+    "SELECT uid, hash, revision, name, description, version, group_id, project_id, tags, parameters, "
+    "metadata, chronos, status_name, status_value, errors FROM unitrack_trials "
+    "WHERE {where} ORDER BY ord{lock}"
+)
+_TAKE_TRIAL = sql.SQL(
+    "SELECT uid, chronos FROM unitrack_trials WHERE {where} ORDER BY ord LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+_BY_UID = sql.SQL("uid = %s")
+_NO_LOCK = sql.SQL("")
+_LOCK = sql.SQL(" FOR UPDATE SKIP LOCKED")
+_INSERT_TRIAL = (
+    "INSERT INTO unitrack_trials (uid, hash, revision, name, description, version, group_id, project_id, tags, "
+    "parameters, metadata, chronos, status_name, status_value, status_key, errors) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING uid"
+)
+_INSERT_POINTS = (
+    "INSERT INTO unitrack_metric_points (trial_uid, name, step, step_is_int, value, value_int) "
+    "SELECT %s, p.name, p.step, p.step_is_int, p.value, p.value_int "
+    "FROM unnest(%s::text[], %s::float8[], %s::bool[], %s::float8[], %s::numeric[]) WITH ORDINALITY "
+    "AS p(name, step, step_is_int, value, value_int, i) ORDER BY p.i "
+    "ON CONFLICT (trial_uid, name, step) WHERE step IS NOT NULL "
+    "DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int"
+)
+_UPSERT_LATEST = (
+    "INSERT INTO unitrack_metric_latest (trial_uid, name, value, value_int, first_seq) "
+    "SELECT %s, l.name, l.value, l.value_int, nextval('unitrack_metric_points_seq_seq') "
+    "FROM unnest(%s::text[], %s::float8[], %s::numeric[]) AS l(name, value, value_int) "
+    "ON CONFLICT (trial_uid, name) DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int"
+)
+# Points only (the common case), in one statement: lock the trial, append points, set the latest values. No
+# row comes back when the trial does not exist, and then nothing was written.
+_APPEND_POINTS = (
+    "WITH t AS (SELECT uid FROM unitrack_trials WHERE uid = %s FOR UPDATE), "
+    "p AS (INSERT INTO unitrack_metric_points (trial_uid, name, step, step_is_int, value, value_int) "
+    "SELECT t.uid, p.name, p.step, p.step_is_int, p.value, p.value_int FROM t, "
+    "unnest(%s::text[], %s::float8[], %s::bool[], %s::float8[], %s::numeric[]) WITH ORDINALITY "
+    "AS p(name, step, step_is_int, value, value_int, i) ORDER BY p.i "
+    "ON CONFLICT (trial_uid, name, step) WHERE step IS NOT NULL "
+    "DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int RETURNING 1), "
+    "l AS (INSERT INTO unitrack_metric_latest (trial_uid, name, value, value_int, first_seq) "
+    "SELECT t.uid, l.name, l.value, l.value_int, nextval('unitrack_metric_points_seq_seq') FROM t, "
+    "unnest(%s::text[], %s::float8[], %s::numeric[]) AS l(name, value, value_int) "
+    "ON CONFLICT (trial_uid, name) DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int "
+    "RETURNING 1) "
+    "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM p), (SELECT count(*) FROM l)"
+)
+_UPDATE_TRIAL = (
+    "UPDATE unitrack_trials SET parameters = parameters || %s, metadata = metadata || %s, tags = tags || %s, "
+    "errors = errors || %s, status_name = COALESCE(%s, status_name), "
+    "status_value = COALESCE(%s, status_value), status_key = COALESCE(%s, status_key), "
+    "project_id = COALESCE(%s, project_id), group_id = COALESCE(%s, group_id), "
+    "chronos = COALESCE(%s, chronos) WHERE uid = %s"
+)
+
+# Query push-down: for each JSONB field, the expression reading a path (bound as text[]) out of it.
+_JSON_FIELDS = {
+    "parameters": "(parameters #> %s::text[])",
+    "metadata": "(metadata #> %s::text[])",
+    "tags": "(tags #> %s::text[])",
+}
+_TEXT_COLUMNS = {
+    "uid": "uid",
+    "hash": "hash",
+    "name": "name",
+    "description": "description",
+    "version": "version",
+    "project_id": "project_id",
+    "group_id": "group_id",
+}
+_ORDER_OPS = {"$gt": " > ", "$gte": " >= ", "$lt": " < ", "$lte": " <= "}
+
+
+def _numeric_text(x: int | float) -> str:
+    """A number as numeric literal text (a bound value, never SQL): floats by their shortest repr."""
+    if isinstance(x, float) and math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    return repr(x)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+_Clause = tuple[str, list[Any], bool]  # SQL (constant fragments only), its parameters, whether it is exact
+
+
+def _text_clause(column: str, cond: Condition) -> _Clause | None:
+    """A condition on a text column; None when it is left to Python."""
+    op, operand = cond.op, cond.operand
+    if op == "$exists":  # a column is always there
+        return ("TRUE" if operand else "FALSE", [], True)
+    if op in ("$eq", "$ne"):
+        if isinstance(operand, str):
+            sql_text = column + " = %s" if op == "$eq" else column + " IS DISTINCT FROM %s"
+            return (sql_text, [operand], True)
+        if operand is None:
+            return (column + (" IS NULL" if op == "$eq" else " IS NOT NULL"), [], True)
+        if isinstance(operand, (bool, int, float)):  # a str or None never equals a number or a bool
+            return ("FALSE" if op == "$eq" else "TRUE", [], True)
+        return None
+    if op in ("$in", "$nin"):
+        if not all(isinstance(x, str) for x in operand):
+            return None
+        if op == "$in":
+            return ("COALESCE(" + column + " = ANY(%s::text[]), FALSE)", [list(operand)], True)
+        return ("NOT COALESCE(" + column + " = ANY(%s::text[]), FALSE)", [list(operand)], True)
+    if op in _ORDER_OPS:
+        if isinstance(operand, str):  # Python compares code points: so does the C collation
+            return ("(" + column + ' COLLATE "C")' + _ORDER_OPS[op] + '(%s COLLATE "C")', [operand], True)
+        return ("FALSE", [], True)
+    return None
+
+
+def _status_clause(cond: Condition) -> _Clause | None:
+    op, operand = cond.op, cond.operand
+    if op == "$eq" and isinstance(operand, str):
+        return ("status_key = %s", [operand.lower()], True)
+    if op == "$ne" and isinstance(operand, str):
+        return ("status_key <> %s", [operand.lower()], True)
+    if op in ("$in", "$nin") and all(isinstance(x, str) for x in operand):
+        keys = [x.lower() for x in operand]
+        return (
+            "status_key = ANY(%s::text[])" if op == "$in" else "NOT status_key = ANY(%s::text[])",
+            [keys],
+            True,
+        )
+    if op == "$exists":
+        return ("TRUE" if operand else "FALSE", [], True)
+    return None
+
+
+def _json_clause(expr: str, path: list[str], cond: Condition) -> _Clause | None:
+    """A condition on a value inside a JSONB field. Equality is only a pre-filter (inexact), because Python
+    also matches a list holding the value; ordering and ``$exists`` are exact."""
+    op, operand = cond.op, cond.operand
+    if op == "$exists":
+        return (expr + (" IS NOT NULL" if operand else " IS NULL"), [path], True)
+    if op in _ORDER_OPS:
+        if _is_number(operand):
+            if isinstance(operand, float) and math.isnan(operand):
+                return ("FALSE", [], True)  # every comparison with NaN is false
+            # CASE, not AND: PostgreSQL may evaluate AND's operands in any order, and the cast fails on a
+            # non-number.
+            sql_text = (
+                "(CASE WHEN jsonb_typeof("
+                + expr
+                + ") = 'number' THEN ("
+                + expr
+                + ")::numeric"
+                + _ORDER_OPS[op]
+                + "%s::numeric ELSE FALSE END)"
+            )
+            return (sql_text, [path, path, _numeric_text(operand)], True)
+        if isinstance(operand, str):
+            sql_text = (
+                "(CASE WHEN jsonb_typeof("
+                + expr
+                + ") = 'string' THEN (("
+                + expr
+                + " #>> '{}') COLLATE \"C\")"
+                + _ORDER_OPS[op]
+                + '(%s COLLATE "C") ELSE FALSE END)'
+            )
+            return (sql_text, [path, path, operand], True)
+        return ("FALSE", [], True)
+    scalars = (operand,) if op in ("$eq", "$ne") else operand if op in ("$in", "$nin") else None
+    if scalars is None or not all(x is None or isinstance(x, (str, bool, int, float)) for x in scalars):
+        return None
+    if any(isinstance(x, float) and not math.isfinite(x) for x in scalars):
+        return None  # JSONB holds no NaN or infinity; leave such operands to Python
+    if op in ("$eq", "$in"):
+        # A row can only match when the value equals one operand, or is a list (checked in Python).
+        parts = ["jsonb_typeof(" + expr + ") = 'array'"]
+        params: list[Any] = [path]
+        for x in scalars:
+            if x is None:
+                parts.append(expr + " IS NULL")
+                parts.append(expr + " = 'null'::jsonb")
+                params += [path, path]
+            else:
+                parts.append(expr + " = %s::jsonb")
+                params += [path, _jsonb("query operand", x)]
+        return ("COALESCE(" + " OR ".join(parts) + ", FALSE)", params, False)
+    # $ne / $nin: a value equal to an operand never matches (a missing value is None).
+    parts = []
+    params = []
+    for x in scalars:
+        if x is None:
+            parts.append(expr + " IS NOT NULL AND " + expr + " <> 'null'::jsonb")
+            params += [path, path]
+        else:
+            parts.append("NOT COALESCE(" + expr + " = %s::jsonb, FALSE)")
+            params += [path, _jsonb("query operand", x)]
+    return ("(" + " AND ".join(parts) + ")", params, False)
+
+
+def _trial_clause(cond: Condition) -> _Clause | None:
+    head, rest = cond.path[0], list(cond.path[1:])
+    if head in _TEXT_COLUMNS and not rest:
+        return _text_clause(_TEXT_COLUMNS[head], cond)
+    if head == "status" and not rest:
+        return _status_clause(cond)
+    if head in _JSON_FIELDS and rest and not any(_INDEX_LIKE.fullmatch(p) for p in rest):
+        return _json_clause(_JSON_FIELDS[head], rest, cond)
+    return None
+
+
+def _plan(query: Query) -> tuple[sql.Composable, list[Any], list[Condition]]:
+    """Split a query into a WHERE clause, its parameters, and the conditions Python must still check."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    remaining: list[Condition] = []
+    for cond in normalize_query(query):
+        clause = _trial_clause(cond)
+        if clause is None:
+            remaining.append(cond)
+            continue
+        text, values, exact = clause
+        clauses.append(text)
+        params += values
+        if not exact:
+            remaining.append(cond)
+    # Every clause is made of this module's constant fragments; values travel in ``params`` only.
+    where = sql.SQL(" AND ").join([sql.SQL(c) for c in clauses]) if clauses else sql.SQL("TRUE")
+    return where, params, remaining
+
+
+def _matcher(conditions: Sequence[Condition]) -> Any:
+    """A predicate for the conditions SQL did not decide (compile_query over (path, {op: operand}) pairs)."""
+    if not conditions:
+        return None
+    return compile_query([(".".join(c.path), {c.op: c.operand}) for c in conditions])
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=True, separators=(",", ":"))
+
+
+def _json_text(where: str, value: Any) -> str:
+    """JSON text for plain data, with every float written so that JSONB gives a float back.
+
+    JSONB keeps numbers as ``numeric``, which prints ``1e+20`` as ``100000000000000000000``: read back, that
+    is an int. Floats written in exponent form are spelled out with a trailing ``.0`` instead.
+
+    Raises:
+        SchemaError: for what JSONB cannot hold: NaN, infinity, a NUL character in text.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SchemaError(
+                f"{where} = {value!r}: postgresql:// cannot store NaN or infinity in JSON; store it as a string "
+                "or log it as a metric."
+            )
+        text = repr(value)
+        return format(Decimal(text), "f") + ".0" if "e+" in text else text
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise SchemaError(f"{where} holds a NUL character, which postgresql:// cannot store in JSON.")
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_json_text(where, v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ",".join(_json_text(where, str(k)) + ":" + _json_text(where, v) for k, v in value.items())
+            + "}"
+        )
+    raise SchemaError(f"{where} = {value!r} has type {type(value).__name__}, which cannot be stored as JSON.")
+
+
+def _jsonb(where: str, value: Any) -> Jsonb:
+    """Wrap plain data for a JSONB column (checked and encoded once, by :func:`_json_text`)."""
+    text = _json_text(where, value)
+    return Jsonb(value, dumps=lambda _: text)
+
+
+def _value_columns(value: int | float) -> tuple[float, Decimal | None]:
+    if isinstance(value, int):
+        return float(value), Decimal(value)
+    return value, None
+
+
+def _read_value(value: float, value_int: Decimal | None) -> int | float:
+    return int(value_int) if value_int is not None else value
+
+
+def _status_row(s: StatusLike) -> tuple[str, int, str]:
+    return s.name, int(s.value), str(s)
+
+
+def _point_arrays(points: Sequence[MetricPoint]) -> list[list[Any]]:
+    """Columns of the points to insert, then of the latest values (bound as arrays: one statement per batch).
+
+    A step logged twice in one batch keeps its first position and its last value, as in memory (and ON
+    CONFLICT may not touch one row twice in a statement).
+    """
+    rows: list[list[Any]] = []
+    at_step: dict[tuple[str, float], int] = {}
+    last: dict[str, int | float] = {}
+    for p in points:
+        value, value_int = _value_columns(p.value)
+        last[p.name] = p.value
+        if p.step is not None:
+            key = (p.name, float(p.step))
+            i = at_step.get(key)
+            if i is not None:
+                rows[i][3], rows[i][4] = value, value_int
+                continue
+            at_step[key] = len(rows)
+        rows.append(
+            [p.name, None if p.step is None else float(p.step), isinstance(p.step, int), value, value_int]
+        )
+    columns = [list(col) for col in zip(*rows, strict=True)]
+    latest = [_value_columns(v) for v in last.values()]
+    return [*columns, list(last), [v for v, _ in latest], [i for _, i in latest]]
+
+
+def _changes_row(update: TrialUpdate) -> bool:
+    """Whether ``update`` changes the trial's row (anything but metric points)."""
+    return bool(
+        update.parameters
+        or update.metadata
+        or update.tags
+        or update.errors
+        or update.chronos
+        or update.status is not None
+        or update.project_id is not None
+        or update.group_id is not None
+    )
+
+
+class SQLProtocol(Protocol):
+    """Projects, groups and trials in PostgreSQL (or CockroachDB), safe across threads and processes.
+
+    Args:
+        uri: ``postgresql://[user[:password]@]host[:port]/db[?schema=name&pool_max_size=4&...]``; other
+            options are passed to libpq (e.g. ``sslmode=require``).
+        strict: check that a trial's project and group exist.
+
+    Raises:
+        ConfigError: for a malformed schema name or option.
+        StorageError: when the database cannot be reached or migrated.
+    """
+
+    def __init__(self, uri: str | ParsedURI = "postgresql://localhost/unitrack", strict: bool = True) -> None:
+        super().__init__()
+        self.uri = as_uri(uri)
+        self.strict = strict
+        options = dict(self.uri.options)
+        self.schema = options.pop("schema", None)
+        if self.schema is not None and not _SCHEMA_NAME.fullmatch(self.schema):
+            raise ConfigError(
+                f"schema={self.schema!r} in {self.uri} is not a plain SQL name; use letters, digits and '_'."
+            )
+        try:
+            max_size = int(options.pop("pool_max_size", "4"))
+        except ValueError as exc:
+            raise ConfigError(f"pool_max_size in {self.uri} must be an int.") from exc
+        params: dict[str, Any] = {
+            "host": self.uri.host or None,
+            "port": self.uri.port,
+            "user": self.uri.username,
+            "password": self.uri.password,
+            "dbname": self.uri.path.lstrip("/") or None,
+        }
+        params.update(options)  # libpq options, e.g. ?host=/var/run/postgresql for a unix socket folder
+        if self.schema is not None:
+            params["options"] = "-csearch_path=" + self.schema
+        self._conninfo = make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+        self._closed = False
+        self._lock = threading.Lock()
+        try:
+            self._migrate()
+            self._pool = psycopg_pool.ConnectionPool(
+                self._conninfo,
+                min_size=1,
+                max_size=max(1, max_size),
+                open=True,
+                timeout=30.0,
+                kwargs={"autocommit": True},
+            )
+        except psycopg.Error as exc:
+            raise StorageError(f"Cannot open {self.uri}: {exc}") from exc
+
+    # ------------------------------------------------------------------------------------ connections
+    def _migrate(self) -> None:
+        with psycopg.connect(self._conninfo) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            if self.schema is not None:
+                # The one identifier taken from the URI: checked against _SCHEMA_NAME and quoted by psycopg.
+                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            cur.execute("CREATE TABLE IF NOT EXISTS unitrack_schema_version (version integer NOT NULL)")
+            cur.execute("SELECT max(version) FROM unitrack_schema_version")
+            row = cur.fetchone()
+            current = row[0] if row and row[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.uri} holds unitrack tables of version {current}; this unitrack knows up to "
+                    f"{SCHEMA_VERSION}. Upgrade unitrack."
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version - 1]:
+                    cur.execute(statement)
+                cur.execute("INSERT INTO unitrack_schema_version (version) VALUES (%s)", (version,))
+
+    @contextmanager
+    def _cursor(self, transaction: bool = True) -> Iterator[psycopg.Cursor[Any]]:
+        """One transaction: committed when the block ends, rolled back when it raises.
+
+        Connections are in autocommit mode, so ``transaction=False`` runs a single statement (atomic by itself)
+        without the extra round trips of BEGIN and COMMIT.
+        """
+        if self._closed:
+            raise StorageError(f"{self.uri} backend is closed; open a new one with get_protocol.")
+        try:
+            with self._pool.connection() as conn:
+                if transaction:
+                    with conn.transaction(), conn.cursor() as cur:
+                        yield cur
+                else:
+                    with conn.cursor() as cur:
+                        yield cur
+        except psycopg.errors.DataError as exc:
+            raise SchemaError(f"{self.uri} refused a value: {exc}") from exc
+        except psycopg_pool.PoolTimeout as exc:
+            raise StorageError(f"No connection to {self.uri} within 30 s: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.uri} failed: {exc}") from exc
+
+    # ---------------------------------------------------------------------------------------- inserts
+    def insert_project(self, project: Project) -> Project | None:
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO unitrack_projects (uid, name, description, metadata) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING uid",
+                (
+                    project.uid,
+                    project.name,
+                    project.description,
+                    _jsonb("project metadata", dict(project.metadata)),
+                ),
+            )
+            if cur.fetchone() is None:
+                return None
+        return self.find_projects({"uid": project.uid})[0]
+
+    def _check_project(self, cur: psycopg.Cursor[Any], project_id: str | None, what: str) -> None:
+        if not self.strict or project_id is None:
+            return
+        # FOR SHARE: the project cannot vanish before this transaction commits.
+        cur.execute("SELECT 1 FROM unitrack_projects WHERE uid = %s FOR SHARE", (project_id,))
+        if cur.fetchone() is None:
+            raise NotFoundError(
+                f"Project {project_id!r} of {what} does not exist; create it first (new_project)."
+            )
+
+    def insert_group(self, group: TrialGroup) -> TrialGroup | None:
+        with self._cursor() as cur:
+            self._check_project(cur, group.project_id, f"group {group.name!r}")
+            cur.execute(
+                "INSERT INTO unitrack_groups (uid, name, description, project_id, metadata) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING uid",
+                (
+                    group.uid,
+                    group.name,
+                    group.description,
+                    group.project_id,
+                    _jsonb("group metadata", dict(group.metadata)),
+                ),
+            )
+            if cur.fetchone() is None:
+                return None
+        return self.find_groups({"uid": group.uid})[0]
+
+    def insert_trial(self, trial: Trial, auto_increment: bool = False) -> Trial | None:
+        name = f"trial {trial.name!r}"
+        row = (
+            trial.hash,
+            trial.name,
+            trial.description,
+            trial.version,
+            trial.group_id,
+            trial.project_id,
+            _jsonb("tags", dict(trial.tags)),
+            _jsonb("parameters", dict(trial.parameters)),
+            _jsonb("metadata", dict(trial.metadata)),
+            _dumps(dict(trial.chronos)),
+            *_status_row(trial.status),
+            _jsonb("errors", list(trial.errors)),
+        )
+        with self._cursor() as cur:
+            self._check_project(cur, trial.project_id, name)
+            if self.strict and trial.group_id is not None:
+                cur.execute("SELECT 1 FROM unitrack_groups WHERE uid = %s FOR SHARE", (trial.group_id,))
+                if cur.fetchone() is None:
+                    raise NotFoundError(
+                        f"Group {trial.group_id!r} of {name} does not exist; create it first."
+                    )
+            if auto_increment:
+                # Revisions of one hash are numbered one at a time (released at commit).
+                cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (trial.hash,))
+            revision = trial.revision
+            cur.execute(_INSERT_TRIAL, (f"{trial.hash}_{revision}", row[0], revision, *row[1:]))
+            if cur.fetchone() is None:
+                if not auto_increment:
+                    return None
+                cur.execute("SELECT max(revision) FROM unitrack_trials WHERE hash = %s", (trial.hash,))
+                found = cur.fetchone()
+                revision = (found[0] if found and found[0] is not None else trial.revision) + 1
+                cur.execute(_INSERT_TRIAL, (f"{trial.hash}_{revision}", row[0], revision, *row[1:]))
+                if cur.fetchone() is None:  # pragma: no cover - the advisory lock rules this out
+                    raise StorageError(f"Revision {revision} of {name} appeared concurrently; retry.")
+            uid = f"{trial.hash}_{revision}"
+            points = [MetricPoint(n, s, v) for n, m in trial.metrics.items() for s, v in m]
+            if points:
+                self._write_points(cur, uid, points)
+        return self._load_trials(_BY_UID, [uid])[0]
+
+    # ------------------------------------------------------------------------------------------ reads
+    def find_projects(self, query: Query) -> list[Project]:
+        match = compile_query(query)
+        with self._cursor() as cur:
+            cur.execute("SELECT uid, name, description, metadata FROM unitrack_projects ORDER BY ord")
+            rows = cur.fetchall()
+            cur.execute("SELECT project_id, uid FROM unitrack_groups WHERE project_id IS NOT NULL")
+            groups: dict[str, set[str]] = {}
+            for pid, uid in cur.fetchall():
+                groups.setdefault(pid, set()).add(uid)
+            cur.execute("SELECT project_id, uid FROM unitrack_trials WHERE project_id IS NOT NULL")
+            trials: dict[str, set[str]] = {}
+            for pid, uid in cur.fetchall():
+                trials.setdefault(pid, set()).add(uid)
+        out = []
+        for uid, pname, description, metadata in rows:
+            project = Project(
+                _uid=uid,
+                name=pname,
+                description=description,
+                metadata=metadata,
+                groups=frozenset(groups.get(uid, ())),
+                trials=frozenset(trials.get(uid, ())),
+            )
+            if match(project):
+                out.append(project)
+        return out
+
+    def _groups(self, cur: psycopg.Cursor[Any], lock_uid: str | None = None) -> list[TrialGroup]:
+        if lock_uid is None:
+            cur.execute(
+                "SELECT uid, name, description, project_id, metadata FROM unitrack_groups ORDER BY ord"
+            )
+        else:
+            cur.execute(
+                "SELECT uid, name, description, project_id, metadata FROM unitrack_groups WHERE uid = %s "
+                "FOR UPDATE SKIP LOCKED",
+                (lock_uid,),
+            )
+        rows = cur.fetchall()
+        if lock_uid is None:
+            cur.execute("SELECT group_id, uid FROM unitrack_trials WHERE group_id IS NOT NULL")
+        else:
+            cur.execute("SELECT group_id, uid FROM unitrack_trials WHERE group_id = %s", (lock_uid,))
+        members: dict[str, set[str]] = {}
+        for gid, uid in cur.fetchall():
+            members.setdefault(gid, set()).add(uid)
+        return [
+            TrialGroup(
+                _uid=uid,
+                name=gname,
+                description=description,
+                project_id=project_id,
+                metadata=metadata,
+                trials=frozenset(members.get(uid, ())),
+            )
+            for uid, gname, description, project_id, metadata in rows
+        ]
+
+    def find_groups(self, query: Query) -> list[TrialGroup]:
+        match = compile_query(query)
+        with self._cursor() as cur:
+            return [g for g in self._groups(cur) if match(g)]
+
+    def _load_trials(
+        self,
+        where: sql.Composable,
+        params: Sequence[Any],
+        cur: psycopg.Cursor[Any] | None = None,
+        lock: sql.Composable = _NO_LOCK,
+    ) -> list[Trial]:
+        if cur is None:
+            with self._cursor() as fresh:
+                return self._load_trials(where, params, fresh, lock)
+        cur.execute(_SELECT_TRIALS.format(where=where, lock=lock), params)
+        rows = cur.fetchall()
+        if not rows:
+            return []
+        uids = [r[0] for r in rows]
+        series: dict[str, dict[str, tuple[list[Any], list[Any]]]] = {}
+        cur.execute(
+            "SELECT trial_uid, name, step, step_is_int, value, value_int FROM unitrack_metric_points "
+            "WHERE trial_uid = ANY(%s::text[]) ORDER BY seq",
+            (uids,),
+        )
+        for uid, mname, step, step_is_int, value, value_int in cur.fetchall():
+            steps, values = series.setdefault(uid, {}).setdefault(mname, ([], []))
+            steps.append(int(step) if step_is_int and step is not None else step)
+            values.append(_read_value(value, value_int))
+        cur.execute(
+            "SELECT trial_uid, name, value, value_int FROM unitrack_metric_latest "
+            "WHERE trial_uid = ANY(%s::text[]) ORDER BY first_seq",
+            (uids,),
+        )
+        latest: dict[str, dict[str, Any]] = {}
+        for uid, mname, value, value_int in cur.fetchall():
+            latest.setdefault(uid, {})[mname] = None if value is None else _read_value(value, value_int)
+        out = []
+        for (
+            uid,
+            thash,
+            revision,
+            tname,
+            description,
+            version,
+            group_id,
+            project_id,
+            tags,
+            parameters,
+            metadata,
+            chronos,
+            status_name,
+            status_value,
+            errors,
+        ) in rows:
+            per_trial = series.get(uid, {})
+            metrics = {
+                k: Metric(k, tuple(s), tuple(v), latest.get(uid, {}).get(k, v[-1] if v else None))
+                for k, (s, v) in per_trial.items()
+            }
+            for k, v in latest.get(uid, {}).items():
+                if k not in metrics:
+                    metrics[k] = Metric(k, (), (), v)
+            out.append(
+                Trial(
+                    _hash=thash,
+                    revision=revision,
+                    name=tname,
+                    description=description,
+                    version=version,
+                    group_id=group_id,
+                    project_id=project_id,
+                    tags=tags,
+                    parameters=parameters,
+                    metadata=metadata,
+                    metrics=metrics,
+                    chronos=json.loads(chronos),
+                    status=status_from_json({"name": status_name, "value": status_value}),
+                    errors=tuple(errors),
+                )
+            )
+        return out
+
+    def find_trials(self, query: Query) -> list[Trial]:
+        where, params, remaining = _plan(query)
+        match = _matcher(remaining)
+        trials = self._load_trials(where, params)
+        return trials if match is None else [t for t in trials if match(t)]
+
+    # ----------------------------------------------------------------------------------------- writes
+    def _write_points(self, cur: psycopg.Cursor[Any], uid: str, points: Sequence[MetricPoint]) -> None:
+        names, steps, is_int, values, ints, lnames, lvalues, lints = _point_arrays(points)
+        cur.execute(_INSERT_POINTS, (uid, names, steps, is_int, values, ints))
+        cur.execute(_UPSERT_LATEST, (uid, lnames, lvalues, lints))
+
+    def _apply(
+        self, cur: psycopg.Cursor[Any], uid: str, update: TrialUpdate, chronos_text: str | None
+    ) -> None:
+        """Apply ``update`` to the locked trial ``uid`` (whose chronos JSON is ``chronos_text``)."""
+        if update.writer is not None and update.seq is not None:
+            cur.execute(
+                "INSERT INTO unitrack_writers (trial_uid, writer, seq) VALUES (%s, %s, %s) "
+                "ON CONFLICT (trial_uid, writer) DO UPDATE SET seq = EXCLUDED.seq "
+                "WHERE unitrack_writers.seq < EXCLUDED.seq RETURNING seq",
+                (uid, update.writer, update.seq),
+            )
+            if cur.fetchone() is None:
+                return  # a replayed batch: applied before
+        new_chronos = None
+        if update.chronos:
+            chronos = json.loads(chronos_text or "{}")
+            for obs in update.chronos:
+                state = chronos.get(obs.name)
+                agg = aggregator_from_json(
+                    dict(state) if isinstance(state, dict) and "kind" in state else dict(obs.aggregator)
+                )
+                agg.append(obs.seconds)
+                chronos[obs.name] = agg.to_json()
+            new_chronos = _dumps(chronos)
+        if new_chronos is not None or _changes_row(update):
+            name, value, key = _status_row(update.status) if update.status is not None else (None, None, None)
+            cur.execute(
+                _UPDATE_TRIAL,
+                (
+                    _jsonb("parameters", dict(update.parameters)),
+                    _jsonb("metadata", dict(update.metadata)),
+                    _jsonb("tags", dict(update.tags)),
+                    _jsonb("errors", list(update.errors)),
+                    name,
+                    value,
+                    key,
+                    update.project_id,
+                    update.group_id,
+                    new_chronos,
+                    uid,
+                ),
+            )
+        if update.metrics:
+            self._write_points(cur, uid, update.metrics)
+
+    def update_trial(self, uid: str, update: TrialUpdate) -> None:
+        if update.writer is None and update.metrics and not _changes_row(update):
+            with self._cursor(transaction=False) as cur:
+                cur.execute(_APPEND_POINTS, (uid, *_point_arrays(update.metrics)))
+                found = cur.fetchone()
+            if not found or not found[0]:
+                raise NotFoundError(f"No trial with uid {uid!r}; create it with new_trial first.")
+            return
+        with self._cursor() as cur:
+            # The row lock orders concurrent writers of one trial (chronos read-modify-write, point order).
+            cur.execute("SELECT chronos FROM unitrack_trials WHERE uid = %s FOR UPDATE", (uid,))
+            row = cur.fetchone()
+            if row is None:
+                raise NotFoundError(f"No trial with uid {uid!r}; create it with new_trial first.")
+            self._apply(cur, uid, update, row[0])
+
+    def update_group(self, uid: str, update: GroupUpdate) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "UPDATE unitrack_groups SET metadata = metadata || %s WHERE uid = %s RETURNING uid",
+                (_jsonb("group metadata", dict(update.metadata)), uid),
+            )
+            if cur.fetchone() is None:
+                raise NotFoundError(f"No group with uid {uid!r}; create it with new_trial_group first.")
+
+    def find_and_update_trial(self, query: Query, update: TrialUpdate) -> Trial | None:
+        where, params, remaining = _plan(query)
+        match = _matcher(remaining)
+        with self._cursor() as cur:
+            if match is None:
+                # Exact in SQL: take the first matching trial nobody else holds.
+                cur.execute(_TAKE_TRIAL.format(where=where), params)
+                row = cur.fetchone()
+                if row is None:
+                    return None
+                self._apply(cur, row[0], update, row[1])
+                return self._load_trials(_BY_UID, [row[0]], cur)[0]
+            # Part of the query is checked in Python: lock candidates one by one, re-check under the lock.
+            for candidate in self._load_trials(where, params, cur):
+                locked = self._load_trials(_BY_UID, [candidate.uid], cur, _LOCK)
+                if not locked or not compile_query(query)(locked[0]):
+                    continue
+                cur.execute("SELECT chronos FROM unitrack_trials WHERE uid = %s", (candidate.uid,))
+                chronos = cur.fetchone()
+                self._apply(cur, candidate.uid, update, chronos[0] if chronos else None)
+                return self._load_trials(_BY_UID, [candidate.uid], cur)[0]
+        return None
+
+    def find_and_update_group(self, query: Query, update: GroupUpdate) -> TrialGroup | None:
+        match = compile_query(query)
+        with self._cursor() as cur:
+            for group in self._groups(cur):
+                locked = self._groups(cur, lock_uid=group.uid)
+                if not locked or not match(locked[0]):
+                    continue
+                cur.execute(
+                    "UPDATE unitrack_groups SET metadata = metadata || %s WHERE uid = %s",
+                    (_jsonb("group metadata", dict(update.metadata)), group.uid),
+                )
+                return self._groups(cur, lock_uid=group.uid)[0]
+        return None
+
+    def commit(self, **kwargs: Any) -> None:
+        """Nothing to do: every call commits its own transaction before returning."""
+
+    def close(self) -> None:
+        """Close the connection pool; further calls raise StorageError."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._pool.close()
