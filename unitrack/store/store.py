@@ -131,6 +131,7 @@ class Store:
         self.tables: dict[str, Table] = {}
         self._codecs: dict[str, RowCodec] = {}
         self._rows_since_h5 = 0
+        self._tables_since_h5 = False
         self._h5_due = 1 << 62
         self._mode = Mode.parse(mode)
         if exp_id is None:
@@ -196,6 +197,8 @@ class Store:
         if created or not os.path.exists(self._h5_path):
             # A complete store.h5 from the start, so pandas tooling never finds a missing or partial file.
             write_empty_h5(self._h5_path)
+        # An existing store.h5 may predate rows in the journal (a writer killed before closing): rebuild it.
+        self._tables_since_h5 = not created
 
     def _reset_journal(self) -> None:
         tmp = self._journal_path + ".tmp"
@@ -252,6 +255,7 @@ class Store:
         codec = RowCodec(table_id, columns, kinds)
         writer.append(schema_payload(table_name, table_id, columns, kinds))
         table._attach(codec, [])
+        self._tables_since_h5 = True
         self.tables[table_name] = table
         self._codecs[table_name] = codec
         return table
@@ -348,15 +352,21 @@ class Store:
         write_h5(self._h5_path, tables)
         total = sum(t.nrows for t in self.tables.values())
         self._rows_since_h5 = 0
+        self._tables_since_h5 = False
         self._h5_due = max(self._h5_every_rows, total)
 
-    def close(self) -> None:
-        """Write ``store.h5``, close the journal and TensorBoard writer, and release the lock (idempotent)."""
+    def close(self, rebuild_h5: bool = True) -> None:
+        """Write ``store.h5``, close the journal and TensorBoard writer, and release the lock (idempotent).
+
+        Args:
+            rebuild_h5: Rebuild ``store.h5`` when rows or tables were added since it was last written. With
+                False the journal alone holds them (every reader here reads it) until the next writer closes.
+        """
         if self._closed:
             return
         self._closed = True
         try:
-            if self._writer is not None:
+            if self._writer is not None and rebuild_h5 and (self._rows_since_h5 or self._tables_since_h5):
                 self._write_h5()
         finally:
             if self._tb is not None:

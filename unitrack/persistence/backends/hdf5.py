@@ -178,6 +178,12 @@ class HDF5Protocol(Protocol):
         self._mutex = threading.RLock()
         self._writing: OrderedDict[str, _Writing] = OrderedDict()
         self._summaries: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        # .unitrack/trials.log: one "uid<TAB>folder" line per trial, appended under the index lock, so
+        # inserts and writes find a trial without scanning every folder.
+        self._trials_log = index_dir / "trials.log"
+        self._known: dict[str, str] = {}
+        self._known_offset = 0
+        self._max_revision: dict[str, int] = {}
         self._closed = False
 
     # -------------------------------------------------------------------------------------------- locks
@@ -204,6 +210,76 @@ class HDF5Protocol(Protocol):
 
     def _save_index(self, db: Database) -> None:
         atomic_write(self._index_path, json.dumps(db.to_json(), indent=1).encode("utf-8"), fsync=self.fsync)
+
+    # ----------------------------------------------------------------------------------- trial index
+    def _learn(self, uid: str, folder: str) -> None:
+        self._known[uid] = folder
+        head, _, revision = uid.rpartition("_")
+        if revision.isdigit():
+            self._max_revision[head] = max(self._max_revision.get(head, -1), int(revision))
+
+    def _read_known(self) -> None:
+        """Read the lines other processes appended to the trial index since we last looked."""
+        try:
+            with open(self._trials_log, "rb") as fh:
+                fh.seek(self._known_offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1  # a line being written is read next time
+        for line in data[:end].decode("utf-8").splitlines():
+            uid, tab, folder = line.partition("\t")
+            if not tab or not uid or not folder:
+                raise CorruptStoreError(str(self._trials_log), self._known_offset, f"bad index line {line!r}")
+            self._learn(uid, folder)
+        self._known_offset += end
+
+    def _record_known(self, uid: str, folder: str) -> None:
+        """Append a trial to the index (caller holds the index lock and has read the index to its end)."""
+        line = f"{uid}\t{folder}\n".encode()
+        fd = os.open(self._trials_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._known_offset += len(line)
+        self._learn(uid, folder)
+
+    def _folder_of(self, uid: str) -> str:
+        """The folder of trial ``uid``; a full scan only for trials the index does not list (copied in).
+
+        Raises:
+            NotFoundError: when there is no such trial.
+        """
+        if uid not in self._known:
+            self._read_known()
+        if uid not in self._known:
+            for found, (folder, _) in self._scan().items():
+                self._known.setdefault(found, folder)
+        folder = self._known.get(uid)
+        if folder is None:
+            raise NotFoundError(f"No trial with uid {uid!r} in {self.root}; create it with new_trial first.")
+        return folder
+
+    def _read_summary(self, folder: str) -> dict[str, Any]:
+        path = os.path.join(self.root, folder, SUMMARY)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"Trial folder {path} has no summary; was it deleted?") from exc
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._summaries.get(folder)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            with open(path, "rb") as fh:
+                summary: dict[str, Any] = json.loads(fh.read())
+        except ValueError as exc:
+            raise CorruptStoreError(path, getattr(exc, "pos", 0), "summary is not valid JSON") from exc
+        self._summaries[folder] = (key, summary)
+        return summary
 
     # --------------------------------------------------------------------------------------- summaries
     def _summary_of(self, writing: _Writing) -> dict[str, Any]:
@@ -240,24 +316,9 @@ class HDF5Protocol(Protocol):
         for entry in entries:
             if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                 continue
-            path = os.path.join(entry.path, SUMMARY)
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
+            if not os.path.exists(os.path.join(entry.path, SUMMARY)):
                 continue  # a cox store or any other folder: not a trial
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
-            cached = self._summaries.get(entry.name)
-            if cached is not None and cached[0] == key:
-                summary = cached[1]
-            else:
-                try:
-                    with open(path, "rb") as fh:
-                        summary = json.loads(fh.read())
-                except ValueError as exc:
-                    raise CorruptStoreError(
-                        path, getattr(exc, "pos", 0), "summary is not valid JSON"
-                    ) from exc
-                self._summaries[entry.name] = (key, summary)
+            summary = self._read_summary(entry.name)
             found.append((int(summary.get("created", 0)), entry.name, str(summary["uid"]), summary))
         found.sort()
         return {uid: (folder, summary) for _, folder, uid, summary in found}
@@ -302,15 +363,13 @@ class HDF5Protocol(Protocol):
         return record.snapshot()
 
     # ---------------------------------------------------------------------------------------- writing
-    def _writer(self, uid: str, scanned: dict[str, tuple[str, dict[str, Any]]] | None = None) -> _Writing:
+    def _writer(self, uid: str) -> _Writing:
         writing = self._writing.get(uid)
         if writing is not None:
             self._writing.move_to_end(uid)
             return writing
-        trials = scanned if scanned is not None else self._scan()
-        if uid not in trials:
-            raise NotFoundError(f"No trial with uid {uid!r} in {self.root}; create it with new_trial first.")
-        folder, summary = trials[uid]
+        folder = self._folder_of(uid)
+        summary = self._read_summary(folder)
         store = Store(self.root, folder, fsync=self.fsync)
         try:
             store.add_table(METRICS, METRICS_SCHEMA)
@@ -363,41 +422,32 @@ class HDF5Protocol(Protocol):
     def insert_trial(self, trial: Trial, auto_increment: bool = False) -> Trial | None:
         with self._mutex, self._locked():
             self._check_open()
-            index = self._index()
-            trials = self._scan()
-            for uid, (_, summary) in trials.items():  # the index knows revisions, not folders
-                index._revisions[summary["hash"]] = max(
-                    index._revisions.get(summary["hash"], -1), int(summary["revision"])
-                )
-                if uid == trial.uid:
-                    index.trials[uid] = _TrialRecord(self._view(summary))
-            stored = index.prepare_trial(trial, auto_increment)
-            if stored is None:
-                return None
-            folder = self._folder_for(stored, {f for f, _ in trials.values()})
+            index = self._index()  # projects and groups, for the strictness checks
+            index.strict = self.strict
+            self._read_known()
+            if trial.uid in self._known:
+                if not auto_increment:
+                    return None
+                trial = replace(trial, revision=self._max_revision.get(trial.hash, trial.revision) + 1)
+            stored = index.prepare_trial(trial, False)
+            assert stored is not None  # the index holds no trials, so nothing collides there
+            folder = self._folder_for(stored, set(self._known.values()))
             store = Store(self.root, folder, new=True, fsync=self.fsync)
             try:
                 schema, row = _parameter_row(dict(stored.parameters))
                 store.add_table(PARAMETERS, schema).append_row(row)
                 store.add_table(METRICS, METRICS_SCHEMA)
                 store.add_table(LOG, LOG_SCHEMA)
-                record = _TrialRecord(stored)
                 for name, metric in stored.metrics.items():  # a trial may arrive with points (e.g. a copy)
-                    store[METRICS].append_rows(
-                        [
-                            {
-                                "step": math.nan if s is None else float(s),
-                                "name": name,
-                                "value": float(v),
-                                "time": 0.0,
-                            }
-                            for s, v in metric
-                        ]
+                    store[METRICS].append_tuples(
+                        [(math.nan if s is None else float(s), name, float(v), 0.0) for s, v in metric]
                     )
-                writing = _Writing(folder, store, record, 0, time.time_ns())
-                self._write_summary(writing)
+                record = _TrialRecord(stored)
+                self._write_summary(_Writing(folder, store, record, 0, time.time_ns()))
+                self._record_known(stored.uid, folder)
             finally:
-                store.close()
+                # The journal holds every row; store.h5 is rebuilt when this trial's writer closes.
+                store.close(rebuild_h5=False)
             return record.snapshot()
 
     def find_projects(self, query: Query) -> list[Project]:
@@ -487,10 +537,9 @@ class HDF5Protocol(Protocol):
     def find_and_update_trial(self, query: Query, update: TrialUpdate) -> Trial | None:
         with self._mutex, self._locked():
             self._check_open()
-            scanned = self._scan()
             for uid, _, _ in self._matching(query):
                 try:
-                    writing = self._writer(uid, scanned)
+                    writing = self._writer(uid)
                 except StoreLockedError:
                     continue  # another process is writing this trial: not ours to take
                 self._apply(writing, update)
