@@ -34,15 +34,19 @@ _LAZY: dict[str, str] = {
     "Trial": "unitrack.persistence.structure",
     "Status": "unitrack.persistence.structure",
     "UnitrackError": "unitrack.errors",
+    "Experiment": "unitrack.experiment",
+    "Root": "unitrack.experiment",
     "Monitor": "unitrack.monitor",
     "TorchMonitor": "unitrack.monitor",
 }
 
 __all__ = [
+    "Experiment",
     "Monitor",
     "Project",
     "Protocol",
     "ProtocolMultiplexer",
+    "Root",
     "Status",
     "TorchMonitor",
     "TrackClient",
@@ -56,6 +60,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from unitrack.errors import UnitrackError
+    from unitrack.experiment import Experiment, Root
     from unitrack.monitor import Monitor, TorchMonitor
     from unitrack.persistence.multiplexer import ProtocolMultiplexer
     from unitrack.persistence.protocol import Protocol
