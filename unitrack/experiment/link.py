@@ -136,7 +136,11 @@ class TrialLink:
         if trial is None:  # pragma: no cover - auto_increment always inserts
             raise RuntimeError(f"backend {self.uri} did not create trial {name!r}")
         self.uid = trial.uid
-        self.step = 0
+        # A restarted trial continues its step counter, so new points never replace old ones.
+        self.step = max(
+            (int(s) for m in trial.metrics.values() for s in m.steps if isinstance(s, int)),
+            default=0,
+        )
         self.protocol.update_trial(self.uid, TrialUpdate(metadata=metadata, tags=tags))
 
     def set_status(self, xmen_status: str, error: str | None = None, **metadata: Any) -> None:

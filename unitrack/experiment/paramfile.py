@@ -59,7 +59,9 @@ __all__ = [
     "now_iso",
     "parse_user_yaml",
     "save_param",
+    "set_keys",
     "to_iso",
+    "to_yaml_value",
 ]
 
 logger = logging.getLogger(__name__)
@@ -270,6 +272,16 @@ def to_yaml_value(value: Any) -> Any:
 
 
 def set_keys(doc: MutableMapping[str, Any], values: Mapping[str, Any]) -> None:
-    """Assign ``values`` into ``doc`` in place (a CommentedMap keeps its comments on existing keys)."""
+    """Assign ``values`` into ``doc`` in place, recursing into mappings, so a CommentedMap keeps its comments.
+
+    (ruamel attaches a comment line to the last item before it, often inside a nested mapping: replacing the
+    nested mapping wholesale would drop it.)
+    """
     for key, value in values.items():
-        doc[key] = value
+        current = doc.get(key)
+        if isinstance(current, CommentedMap) and isinstance(value, Mapping):
+            set_keys(current, value)
+            for stale in [k for k in current if k not in value]:
+                del current[stale]
+        elif current != value or key not in doc:
+            doc[key] = value
