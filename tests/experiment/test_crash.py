@@ -52,6 +52,17 @@ def start(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], s
     return proc, uri
 
 
+def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Read what is left of stdout (through the same buffered reader as readline: communicate() would skip
+    lines already buffered there) and stderr, and wait for the exit."""
+    rest = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+    return rest, err
+
+
 def read_back(uri: str):
     # A writer killed mid-line leaves a torn journal tail, which the file backend drops with a warning.
     with warnings.catch_warnings():
@@ -72,7 +83,7 @@ def test_sigkill_at_a_random_moment_keeps_every_acknowledged_message(tmp_path, s
             acknowledged.append(int(line))
     finally:
         proc.send_signal(signal.SIGKILL)
-        rest, err = proc.communicate(timeout=30)
+        rest, err = finish(proc)
     acknowledged += [int(x) for x in rest.split()]
     assert proc.returncode == -signal.SIGKILL, err
     params = tmp_path / "root" / "ex1" / "params.yml"
@@ -92,12 +103,13 @@ def test_sigterm_leaves_a_stopped_status_with_data_flushed(tmp_path, subprocess_
     first = proc.stdout.readline()
     assert first, proc.stderr.read()
     proc.send_signal(signal.SIGTERM)
-    rest, err = proc.communicate(timeout=30)
+    rest, err = finish(proc)
     assert proc.returncode == 128 + signal.SIGTERM, err
     acknowledged = [int(first), *(int(x) for x in rest.split())]
     state = YAML(typ="safe").load((tmp_path / "root" / "ex1" / "params.yml").read_text())
     assert state["_status"] == "stopped" and state["_timestamps"]["stopped"]
-    assert state["_messages"]["i"] == acknowledged[-1]
+    # the message in flight when the signal came is completed (durable) but was not acknowledged yet
+    assert state["_messages"]["i"] in (acknowledged[-1], acknowledged[-1] + 1)
     (trial,) = read_back(uri)
     assert trial.status == Status.Interrupted and trial.metadata["status"] == "stopped"
     assert set(acknowledged) <= set(trial.metrics["i"].steps)

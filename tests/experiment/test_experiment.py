@@ -255,7 +255,7 @@ def test_from_yml_without_status_infers_it_from_the_file_name(tmp_path):
 
 
 def test_from_yml_keeps_comments_of_a_loaded_params_file(tmp_path):
-    ex = AnExperiment(str(tmp_path), "ex1")
+    AnExperiment(str(tmp_path), "ex1")
     path = tmp_path / "ex1" / "params.yml"
     path.write_text(path.read_text().replace("a: Hello", "# written by a manager\na: Hello"))
     again = AnExperiment().register(str(tmp_path), "ex1", restart=True)

@@ -45,7 +45,10 @@ def test_typed_meta_works_on_any_class():
         a: int = 3  # @p My first attribute
         b: int = 5  # @p My second attribute
 
-    assert MyClass.__doc__.splitlines()[-2:] == ["    a: int=3 ~ My first attribute", "    b: int=5 ~ My second attribute"]
+    assert MyClass.__doc__.splitlines()[-2:] == [
+        "    a: int=3 ~ My first attribute",
+        "    b: int=5 ~ My second attribute",
+    ]
     assert get_attribute_helps(MyClass) == {"a": "My first attribute", "b": "My second attribute"}
     assert get_docs(MyClass) == ["This class is bound to do something..."]
 
@@ -76,7 +79,9 @@ def test_coerce_accepts_and_casts(type_text, value, expected):
     assert coerce(Param("p", type_text, 0, "", "C"), value) == expected
 
 
-@pytest.mark.parametrize(("type_text", "value"), [("float", "abc"), ("int", 1.5), ("int", True), ("bool", 1), ("str", 3)])
+@pytest.mark.parametrize(
+    ("type_text", "value"), [("float", "abc"), ("int", 1.5), ("int", True), ("bool", 1), ("str", 3)]
+)
 def test_coerce_names_parameter_and_expected_type(type_text, value):
     with pytest.raises(InvalidParameterError, match=rf"Parameter 'p' expects {type_text}, got"):
         coerce(Param("p", type_text, 0, "", "C"), value)

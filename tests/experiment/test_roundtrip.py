@@ -30,7 +30,9 @@ VALUES = {
 
 @st.composite
 def declarations(draw):
-    names = draw(st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True), min_size=1, max_size=5, unique=True))
+    names = draw(
+        st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True), min_size=1, max_size=5, unique=True)
+    )
     out = []
     for name in names:
         type_name = draw(st.sampled_from(sorted(VALUES)))
@@ -42,7 +44,14 @@ def declarations(draw):
 
 
 def build_class(folder: Path, decls):
-    lines = ["from unitrack.experiment import Experiment", "", "", "class Gen(Experiment):", '    """Generated."""', ""]
+    lines = [
+        "from unitrack.experiment import Experiment",
+        "",
+        "",
+        "class Gen(Experiment):",
+        '    """Generated."""',
+        "",
+    ]
     for name, type_name, default, _, help_text in decls:
         lines.append(f"    {name}: {type_name} = {default!r}  # @p {help_text}")
     module_name = f"_generated_experiment_{next(_counter)}"

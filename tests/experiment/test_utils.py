@@ -89,6 +89,6 @@ def test_get_git_and_version(tmp_path):
 
 def test_get_run_script_quotes_and_validates():
     script = get_run_script("pkg.mod", "Exp")
-    assert script.startswith("#!/bin/sh\n") and "-m unitrack.experiment.launch pkg.mod:Exp \"$@\"" in script
+    assert script.startswith("#!/bin/sh\n") and '-m unitrack.experiment.launch pkg.mod:Exp "$@"' in script
     with pytest.raises(ValueError, match="not a Python identifier"):
         get_run_script('x"); import os; os.system("id', "Exp")

@@ -233,6 +233,8 @@ class Experiment(metaclass=ExperimentMeta):
             _is_debug=False,
             _catch_sigterm=False,
             _previous_sigterm=None,
+            _in_message=False,
+            _term_pending=False,
             _tee=None,
             _pending=(root, name, purpose, dict(kwargs), backend),
         )
@@ -466,6 +468,9 @@ class Experiment(metaclass=ExperimentMeta):
         doc = self._new_doc(self._state(defaults=True))
         atomic_write_text(os.path.join(defaults_dir, "defaults.yml"), dic_to_yaml(doc))
 
+    #: The seed's example spelling of :meth:`to_defaults` (``MyExperiment().to_yaml('/dir/to/defaults/root')``).
+    to_yaml = to_defaults
+
     def from_yml(self, path: str | os.PathLike[str], copy: bool = False) -> Experiment:
         """Load parameters and state from a params.yml or defaults.yml file.
 
@@ -680,11 +685,19 @@ class Experiment(metaclass=ExperimentMeta):
             for key, value in values.items():
                 if _wins(stored, key, value, keep):
                     stored[key] = value
-        link = self._link
-        if link is not None:
-            link.message(stored, values, step)
-        if time.monotonic() - self.__dict__["_last_save"] >= SAVE_INTERVAL_S:
-            self._save(force=False)
+        state = self.__dict__
+        state["_in_message"] = True  # SIGTERM waits until this write is complete (see _on_sigterm)
+        try:
+            link = self._link
+            if link is not None:
+                link.message(stored, values, step)
+            if time.monotonic() - state["_last_save"] >= SAVE_INTERVAL_S:
+                self._save(force=False)
+        finally:
+            state["_in_message"] = False
+        if state["_term_pending"]:
+            state["_term_pending"] = False
+            raise Terminated("received SIGTERM")
 
     # ------------------------------------------------------------------------------------------- running
     def catch_sigterm(self, enable: bool = True) -> Experiment:
@@ -696,6 +709,11 @@ class Experiment(metaclass=ExperimentMeta):
         return self
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        # Never interrupt a backend write halfway (a lock or a journal line could be left half done):
+        # inside message() the signal is noted and raised when the write has completed.
+        if self.__dict__["_in_message"]:
+            self.__dict__["_term_pending"] = True
+            return
         raise Terminated(f"received signal {signum}")
 
     def __enter__(self) -> Experiment:
