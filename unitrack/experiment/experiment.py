@@ -21,13 +21,12 @@ SIGTERM when :meth:`Experiment.catch_sigterm` or :meth:`Experiment.main` install
 while messages arrive, and on every status change.
 
 Example:
-    >>> import tempfile
     >>> class Exp(Experiment):
     ...     pass
     >>> ex = Exp()
     >>> ex.status
     'default'
-    >>> ex.register(tempfile.mkdtemp(), 'ex1', backend='ephemeral://').status
+    >>> ex.register('runs', 'ex1', backend='ephemeral://').status
     'registered'
     >>> ex.message({'acc': 0.5}); ex.messages
     {'acc': 0.5}
