@@ -82,6 +82,15 @@ def test_execute_a_registered_params_file(tmp_path):
     assert ex.status == "finished" and ex.i == 4 and ex.trial_uid == registered.trial_uid
 
 
+def test_execute_a_moved_params_file_uses_its_folder(tmp_path):
+    Typed(str(tmp_path / "old"), "ex1", i=4)
+    (tmp_path / "old").rename(tmp_path / "new")
+    ex = Typed()
+    ex.main(["-x", str(tmp_path / "new" / "ex1" / "params.yml")])
+    assert ex.root == str(tmp_path / "new" / "ex1") and ex.status == "finished"
+    assert read_yaml(tmp_path / "new" / "ex1" / "params.yml")["_root"] == str(tmp_path / "new" / "ex1")
+
+
 def test_execute_a_finished_params_file_is_refused(tmp_path, capsys):
     Typed(str(tmp_path), "ex1")()
     with pytest.raises(SystemExit):

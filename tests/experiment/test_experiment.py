@@ -309,3 +309,12 @@ class Fraction:
 
     def __float__(self):
         return self.value
+
+
+def test_an_experiment_is_a_monitor_message_sink(tmp_path):
+    from unitrack.monitor.sink import MessageSink
+
+    ex = AnExperiment(str(tmp_path), "ex1", backend="ephemeral://")
+    assert isinstance(ex, MessageSink)
+    ex.message({"last": "01:17PM 18/11/20", "wall": "0:00:01"}, keep="latest", leader=None)
+    assert ex.messages["wall"] == "0:00:01" and trial_of(ex).metrics == {}

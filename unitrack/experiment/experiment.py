@@ -965,8 +965,8 @@ def configure(ex: Experiment, ns: argparse.Namespace) -> None:
         ex.from_yml(ns.execute)
         if ex.status not in ("registered", "detached", "timeout", "requeue"):
             raise ConfigError(f"File {ns.execute} is not a valid params.yml file (status {ex.status!r}).")
-        directory = ex.directory or os.path.dirname(os.path.abspath(ns.execute))
-        root, name = os.path.split(os.path.abspath(directory))
+        # The folder holding the file is the experiment, even when it was moved since _root was written.
+        root, name = os.path.split(os.path.dirname(os.path.abspath(ns.execute)))
         ex.__dict__["_root"] = os.path.join(root, name)
         ex.__dict__["_status"] = "registered"
         _attach(ex, root, name, purpose)
