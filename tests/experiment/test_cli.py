@@ -91,6 +91,27 @@ def test_execute_a_moved_params_file_uses_its_folder(tmp_path):
     assert read_yaml(tmp_path / "new" / "ex1" / "params.yml")["_root"] == str(tmp_path / "new" / "ex1")
 
 
+def test_execute_a_params_file_with_python_tags_runs_nothing(tmp_path, capsys):
+    (tmp_path / "ex1").mkdir()
+    marker = tmp_path / "PWNED"
+    (tmp_path / "ex1" / "params.yml").write_text(
+        f"_status: registered\ni: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
+    with pytest.raises(SystemExit):
+        Typed().main(["-x", str(tmp_path / "ex1" / "params.yml")])
+    assert not marker.exists()
+    assert "Parameter 'i' expects int" in capsys.readouterr().err
+
+
+def test_update_from_a_file_with_python_tags_is_refused(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    (tmp_path / "defaults.yml").write_text(f"i: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(SystemExit):
+        Typed().main(["-u", str(tmp_path / "defaults.yml"), "-x", str(tmp_path / "ex1")])
+    assert not marker.exists() and not (tmp_path / "ex1").exists()
+    assert "not safe YAML" in capsys.readouterr().err
+
+
 def test_execute_a_finished_params_file_is_refused(tmp_path, capsys):
     Typed(str(tmp_path), "ex1")()
     with pytest.raises(SystemExit):
