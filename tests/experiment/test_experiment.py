@@ -318,3 +318,13 @@ def test_an_experiment_is_a_monitor_message_sink(tmp_path):
     assert isinstance(ex, MessageSink)
     ex.message({"last": "01:17PM 18/11/20", "wall": "0:00:01"}, keep="latest", leader=None)
     assert ex.messages["wall"] == "0:00:01" and trial_of(ex).metrics == {}
+
+
+def test_a_message_the_backend_refuses_changes_nothing(tmp_path):
+    from unitrack.errors import SchemaError
+
+    ex = AnExperiment(str(tmp_path), "ex1", backend="ephemeral://")
+    ex.message({"ok": 1.0})
+    with pytest.raises(SchemaError):
+        ex.message({"ok": 2.0, "a/../b": 1.0})
+    assert ex.messages == {"ok": 1.0} and trial_of(ex).metrics["ok"].values == (1.0,)

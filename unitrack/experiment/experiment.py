@@ -674,7 +674,8 @@ class Experiment(metaclass=ExperimentMeta):
         if keep not in ("latest", "min", "max"):
             raise ConfigError(f"keep={keep!r}; use 'latest', 'min' or 'max'.")
         values = {k: _convert_message(v) for k, v in messages.items()}
-        stored = self._messages
+        # Work on a copy: a value the backend refuses (e.g. a metric name with '..') changes nothing.
+        stored = dict(self._messages)
         if leader is not None:
             if leader not in values:
                 raise ConfigError(f"leader {leader!r} is not among the messages {sorted(values)}.")
@@ -690,6 +691,7 @@ class Experiment(metaclass=ExperimentMeta):
             link = self._link
             if link is not None:
                 link.message(stored, values, step)
+            state["_messages"] = stored
             if time.monotonic() - state["_last_save"] >= SAVE_INTERVAL_S:
                 self._save(force=False)
         finally:
