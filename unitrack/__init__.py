@@ -37,16 +37,20 @@ _LAZY: dict[str, str] = {
     "Store": "unitrack.store",
     "Table": "unitrack.store",
     "CollectionReader": "unitrack.store.readers",
+    "Experiment": "unitrack.experiment",
+    "Root": "unitrack.experiment",
     "Monitor": "unitrack.monitor",
     "TorchMonitor": "unitrack.monitor",
 }
 
 __all__ = [
     "CollectionReader",
+    "Experiment",
     "Monitor",
     "Project",
     "Protocol",
     "ProtocolMultiplexer",
+    "Root",
     "Status",
     "Store",
     "Table",
@@ -62,6 +66,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from unitrack.errors import UnitrackError
+    from unitrack.experiment import Experiment, Root
     from unitrack.monitor import Monitor, TorchMonitor
     from unitrack.persistence.multiplexer import ProtocolMultiplexer
     from unitrack.persistence.protocol import Protocol

@@ -12,7 +12,10 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     ├── InvalidSpecError
     │     ├── UnknownTriggerError (NotImplementedError)   Monitor trigger that is not step ... supereon
     │     ├── NotCheckpointableError (TypeError)          an object without state_dict() given to checkpoint
-    │     └── InvalidQueryError
+    │     ├── InvalidQueryError
+    │     ├── InvalidParameterError (TypeError)   an experiment override of the wrong type or an unknown name
+    │     └── IncompatibleYmlException            YAML text or file that cannot be read as a mapping
+    │           └── UnsafeYAMLError                 YAML with python/object tags (nothing in it is run)
     ├── SchemaError (ValueError)          a row or value that does not fit the table's schema
     │     └── InvalidNameError            a name with '/', '..', NUL, ... (checked before any file is touched)
     ├── NotFoundError (LookupError)       project, group, trial, table, stored object
@@ -49,7 +52,9 @@ __all__ = [
     "ConnectionLostError",
     "CorruptStoreError",
     "FrameError",
+    "IncompatibleYmlException",
     "InvalidNameError",
+    "InvalidParameterError",
     "InvalidQueryError",
     "InvalidSpecError",
     "InvalidURIError",
@@ -66,6 +71,7 @@ __all__ = [
     "UnitrackError",
     "UnknownSchemeError",
     "UnknownTriggerError",
+    "UnsafeYAMLError",
     "error_from_wire",
 ]
 
@@ -187,6 +193,34 @@ class InvalidQueryError(ConfigError):
 
     def __init__(self, query: str, reason: str) -> None:
         super().__init__(f"Invalid query {query}: {reason}", query=query, reason=reason)
+
+
+class InvalidParameterError(ConfigError, TypeError):
+    """An experiment parameter override with an unknown name or a value of the wrong type."""
+
+    def __init__(self, name: str, reason: str, expected: str | None = None, value: object = None) -> None:
+        super().__init__(
+            f"Parameter {name!r} {reason}",
+            parameter=name,
+            expected=expected,
+            value=repr(value),
+        )
+
+
+class IncompatibleYmlException(ConfigError):
+    """YAML (a string or a params.yml/defaults.yml file) that cannot be read as expected (xmen's name)."""
+
+
+class UnsafeYAMLError(IncompatibleYmlException):
+    """YAML that is not plain data (e.g. ``!!python/object`` tags); nothing in it was run."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        shown = source if len(source) <= 80 else source[:77] + "..."
+        super().__init__(
+            f"{shown!r} is not safe YAML: {reason}. Use plain mappings, lists, strings and numbers only.",
+            source=source,
+            reason=reason,
+        )
 
 
 # --------------------------------------------------------------------------------------------------- schema

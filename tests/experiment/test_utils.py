@@ -1,0 +1,94 @@
+"""xmen's utils at unitrack.experiment.utils."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from unitrack.errors import IncompatibleYmlException, UnsafeYAMLError
+from unitrack.experiment import utils
+from unitrack.experiment.utils import (
+    dic_from_yml,
+    dic_to_yaml,
+    dics_to_pandas,
+    flatten,
+    get_git,
+    get_meta,
+    get_run_script,
+    get_size,
+    get_version,
+    load_param,
+    load_params,
+    save_param,
+)
+
+
+def test_every_seed_name_is_exported():
+    for name in ("load_param", "save_param", "load_params", "flatten", "dic_to_yaml", "dic_from_yml", "get_size",
+                 "get_meta", "get_git", "get_version", "get_run_script", "dics_to_pandas",
+                 "IncompatibleYmlException", "TypedMeta", "get_attribute_helps", "get_docs"):  # fmt: skip
+        assert hasattr(utils, name), name
+
+
+def test_get_size():
+    assert get_size(1253656) == "1.20MB" and get_size(1253656678) == "1.17GB" and get_size(10) == "10.00B"
+
+
+def test_flatten_and_dics_to_pandas():
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a_b": 1, "a_c_d": 2, "e": 3}
+    frame = dics_to_pandas([{"a": {"b": 1}, "x": 0}, {"a": {"b": 2}, "x": 1}], "a_")
+    assert list(frame.columns) == ["a_b"] and list(frame["a_b"]) == [1, 2]
+
+
+def test_yaml_round_trip_keeps_comments(tmp_path):
+    text = "a: 1  # the a\nb: [1, 2]\n"
+    (tmp_path / "params.yml").write_text(text)
+    loaded = load_param(str(tmp_path))
+    loaded["a"] = 2
+    save_param(loaded, str(tmp_path))
+    assert (tmp_path / "params.yml").read_text() == "a: 2  # the a\nb: [1, 2]\n"
+    assert load_params([str(tmp_path)]) == [{"a": 2, "b": (1, 2)}]
+    assert dic_to_yaml({"a": 1}) == "a: 1\n"
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_dic_from_yml_errors(tmp_path):
+    assert dic_from_yml(string="{a: 1}") == {"a": 1}
+    (tmp_path / "d.yml").write_text("b: 2\n")
+    assert dic_from_yml(path=str(tmp_path / "d.yml")) == {"b": 2}
+    with pytest.raises(IncompatibleYmlException):
+        dic_from_yml(string="a", path="b")
+    with pytest.raises(IncompatibleYmlException, match="does not hold a mapping"):
+        dic_from_yml(string="[1]")
+    with pytest.raises(IncompatibleYmlException, match="Cannot read"):
+        dic_from_yml(path=str(tmp_path / "missing.yml"))
+    with pytest.raises(UnsafeYAMLError):
+        dic_from_yml(string="!!python/object/apply:os.system ['touch PWNED']")
+
+
+def test_get_meta_never_returns_the_environment(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert set(get_meta()) == {"mac", "host", "user", "home"}
+    with pytest.warns(UserWarning, match="never records the whole environment"):
+        meta = get_meta(get_environ=True, get_slurm=True, get_platform=True, get_cpu=True, get_memory=True)
+    assert meta["environ"] == {"SLURM_JOB_ID": "42"} and meta["slurm"] == {"SLURM_JOB_ID": "42"}
+    assert "hunter2" not in repr(meta)
+
+
+def test_get_git_and_version(tmp_path):
+    assert get_git(str(tmp_path)) == {}
+    here = get_version(path=os.path.dirname(__file__))
+    assert set(here["git"]) == {"local", "remote", "commit", "branch"}
+    from tests.experiment.experiments_for_tests import Typed
+
+    version = get_version(cls=Typed)
+    assert version["module"] == "tests.experiment.experiments_for_tests" and version["class"] == "Typed"
+
+
+def test_get_run_script_quotes_and_validates():
+    script = get_run_script("pkg.mod", "Exp")
+    assert script.startswith("#!/bin/sh\n") and '-m unitrack.experiment.launch pkg.mod:Exp "$@"' in script
+    with pytest.raises(ValueError, match="not a Python identifier"):
+        get_run_script('x"); import os; os.system("id', "Exp")

@@ -1,0 +1,998 @@
+"""``Experiment``: parameters from ``# @p`` comments, a folder with ``params.yml``, and a trial in a backend.
+
+An experiment is defined by its parameters (class attributes tagged ``# @p``) and its ``run`` method::
+
+    class AnExperiment(Experiment):
+        '''Say hello.'''
+        a: str = 'Hello'   # @p a parameter
+        b: str = 'World!'  # @p another parameter
+
+        def run(self):
+            print(f'{self.a} {self.b}')
+
+    if __name__ == '__main__':
+        AnExperiment().main()   # python an_experiment.py --update "{a: Bye}" --execute runs/ex1
+
+Registering (``register(root, name)`` or ``Experiment(root, name)``) creates ``{root}/{name}/params.yml`` and a
+trial in the backend (:mod:`unitrack.experiment.link`); running it (``with ex:`` or ``ex()``) records the status
+``running`` then ``finished``, ``error`` (traceback kept in the trial's errors) or ``stopped`` (Ctrl-C, and
+SIGTERM when :meth:`Experiment.catch_sigterm` or :meth:`Experiment.main` installed the handler).
+``message()`` is durable in the backend when it returns; ``params.yml`` is refreshed at most about once a second
+while messages arrive, and on every status change.
+
+Example:
+    >>> class Exp(Experiment):
+    ...     pass
+    >>> ex = Exp()
+    >>> ex.status
+    'default'
+    >>> ex.register('runs', 'ex1', backend='ephemeral://').status
+    'registered'
+    >>> ex.message({'acc': 0.5}); ex.messages
+    {'acc': 0.5}
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import re
+import shlex
+import signal
+import socket
+import sys
+import textwrap
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any, ClassVar, Literal
+
+from ruamel.yaml.comments import CommentedMap
+
+from unitrack.errors import AlreadyExistsError, ConfigError, InvalidParameterError
+from unitrack.experiment.link import TrialLink
+from unitrack.experiment.meta import _user, get_meta, get_version, version_string
+from unitrack.experiment.paramfile import (
+    atomic_write_text,
+    commented_to_py,
+    dic_from_yml,
+    dic_to_yaml,
+    load_param,
+    now_iso,
+    parse_user_yaml,
+    set_keys,
+    to_iso,
+    to_yaml_value,
+)
+from unitrack.experiment.params import Param, TypedMeta, coerce
+from unitrack.persistence.structure import check_name
+
+__all__ = ["STATUSES", "Experiment", "Terminated"]
+
+logger = logging.getLogger(__name__)
+
+#: Every status an experiment can have (xmen's strings).
+STATUSES = (
+    "default",
+    "registered",
+    "running",
+    "finished",
+    "error",
+    "stopped",
+    "timeout",
+    "detached",
+    "requeue",
+    "deleted",
+    "debug",
+)
+_EDITABLE = ("default", "detached")
+_TIMESTAMPS = ("created", "start", "stopped", "last", "registered")
+_SPECIAL_HELP = {
+    "_host": "The host the experiment was registered on",
+    "_messages": "Messages left by the experiment (the kept values)",
+    "_meta": "The machine the experiment last ran on (never the environment)",
+    "_notes": "Notes attached to the experiment",
+    "_purpose": "The purpose of the experiment",
+    "_root": "The directory of the experiment",
+    "_status": "One of " + ", ".join(STATUSES),
+    "_timestamps": "Times the experiment was created, registered, started, stopped and last saved",
+    "_user": "The user who registered the experiment",
+    "_version": "The code the experiment runs (module, class, path, git)",
+}
+#: Seconds between params.yml refreshes caused by messages (status changes always write).
+SAVE_INTERVAL_S = 1.0
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the SIGTERM handler; the experiment ends with status ``stopped``."""
+
+
+def _read_only(name: str, doc: str) -> property:
+    def getter(self: Experiment) -> Any:
+        return getattr(self, f"_get_{name}")()
+
+    def setter(self: Experiment, value: Any) -> None:
+        raise AttributeError(f"Property {name} cannot be set.")
+
+    return property(getter, setter, doc=doc)
+
+
+def _convert_message(value: Any) -> Any:
+    if isinstance(value, (str, int, float)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _wins(stored: Mapping[str, Any], key: str, value: Any, keep: str) -> bool:
+    if key not in stored or keep == "latest":
+        return True
+    try:
+        return bool(value < stored[key]) if keep == "min" else bool(value > stored[key])
+    except TypeError:  # e.g. a str compared with a float: the newer value is kept
+        return True
+
+
+class _Tee:
+    """Write to a stream and to a file (``stdout_to_txt``)."""
+
+    def __init__(self, stream: IO[str], file: IO[str]) -> None:
+        self.stream = stream
+        self.file = file
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        self.file.flush()
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.file.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+class ExperimentMeta(TypedMeta):
+    """Finish construction after the subclass ``__init__``: apply overrides, then register when asked.
+
+    A subclass ``__init__`` that sets ``self.x = 3  # @p`` after ``super().__init__()`` would otherwise overwrite
+    the overrides given to the constructor (and fail once registered).
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = super().__call__(*args, **kwargs)
+        finish = getattr(obj, "_finish_init", None)
+        if finish is not None:
+            finish()
+        return obj
+
+
+class Experiment(metaclass=ExperimentMeta):
+    """Base class of experiments: ``# @p`` parameters and a ``run`` method.
+
+    Args:
+        root: when given, register the experiment to ``{root}/{name}`` (see :meth:`register`).
+        name: the experiment folder's name inside ``root`` (None: ``root`` is the experiment folder).
+        purpose: why the experiment is run.
+        copy_params: deep-copy mutable defaults to the instance, so instances never share a list or dict.
+        backend: the backend URI (default ``$UNITRACK_URI``, then the embedded default at ``root``).
+        **kwargs: parameter overrides (checked against the annotations).
+
+    Raises:
+        InvalidParameterError: for an unknown parameter or a value of the wrong type.
+        InvalidNameError: for a name with ``/``, ``..`` or control characters.
+    """
+
+    _params: ClassVar[dict[str, Param]]
+    _root: str | None
+    _status: str
+    _messages: dict[str, Any]
+    _notes: list[str]
+    _timestamps: dict[str, Any]
+    _meta: dict[str, Any] | None
+    _link: TrialLink | None
+    _purpose: str
+    _version: dict[str, Any] | None
+    _user: str
+    _host: str
+    _is_debug: bool
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        purpose: str = "",
+        copy_params: bool = True,
+        *,
+        backend: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        state = self.__dict__
+        state.update(
+            _root=None,
+            _status="default",
+            _purpose=purpose or "",
+            _messages={},
+            _notes=[],
+            _timestamps={},
+            _version=None,
+            _meta=None,
+            _user=_user(),
+            _host=socket.gethostname(),
+            _link=None,
+            _doc=None,
+            _last_save=0.0,
+            _is_debug=False,
+            _catch_sigterm=False,
+            _previous_sigterm=None,
+            _in_message=False,
+            _term_pending=False,
+            _tee=None,
+            _pending=(root, name, purpose, dict(kwargs), backend),
+        )
+        if copy_params:
+            cls = type(self)
+            for key, param in self._params.items():
+                if not param.in_init and hasattr(cls, key):
+                    state[key] = copy.deepcopy(getattr(cls, key))
+
+    def _finish_init(self) -> None:
+        pending = self.__dict__.pop("_pending", None)
+        if pending is None:
+            return
+        root, name, purpose, overrides, backend = pending
+        if overrides:
+            self.update(overrides)
+        if root is not None:
+            self.register(root, name, purpose=purpose, backend=backend)
+        elif name is not None:
+            raise ConfigError(f"Experiment(name={name!r}) needs a root to register into; pass root too.")
+
+    # --------------------------------------------------------------------------------------- properties
+    start = _read_only("start", "The time the experiment last started running.")
+    registered = _read_only("registered", "The time the experiment was last registered.")
+    stopped = _read_only("stopped", "The time the experiment was last stopped.")
+    last = _read_only("last", "The time the experiment state was last saved.")
+    created = _read_only("created", "The time the experiment was first registered (or its defaults written).")
+    notes = _read_only("notes", "The notes attached to the experiment (a list), or None.")
+    root = _read_only("root", "The experiment's directory ``{root}/{name}`` (None until registered).")
+    directory = _read_only("directory", "The experiment's directory (the same as root).")
+    status = _read_only("status", "One of " + ", ".join(STATUSES) + ".")
+    purpose = _read_only("purpose", "Why the experiment is run.")
+    messages = _read_only("messages", "The kept messages, ``{subject: value}``.")
+    version = _read_only("version", "The code the experiment runs: module, class, path and git information.")
+    user = _read_only("user", "The user who created the experiment.")
+    host = _read_only("host", "The host the experiment was created on.")
+    is_debug = _read_only("is_debug", "True when run with ``--debug``.")
+    trial_uid = _read_only(
+        "trial_uid", "The uid of the experiment's trial in the backend (None until registered)."
+    )
+    backend = _read_only(
+        "backend", "The backend ``Protocol`` the experiment writes to (None until registered)."
+    )
+
+    def _get_start(self) -> str | None:
+        return self._timestamps.get("start")
+
+    def _get_registered(self) -> str | None:
+        return self._timestamps.get("registered")
+
+    def _get_stopped(self) -> str | None:
+        return self._timestamps.get("stopped")
+
+    def _get_last(self) -> str | None:
+        return self._timestamps.get("last")
+
+    def _get_created(self) -> str | None:
+        return self._timestamps.get("created")
+
+    def _get_notes(self) -> list[str] | None:
+        return list(self._notes) or None
+
+    def _get_root(self) -> str | None:
+        return self._root
+
+    def _get_directory(self) -> str | None:
+        return self._root
+
+    def _get_status(self) -> str:
+        return self._status
+
+    def _get_purpose(self) -> str:
+        return self._purpose
+
+    def _get_messages(self) -> dict[str, Any]:
+        return dict(self._messages)
+
+    def _get_version(self) -> dict[str, Any] | None:
+        return self._version
+
+    def _get_user(self) -> str:
+        return self._user
+
+    def _get_host(self) -> str:
+        return self._host
+
+    def _get_is_debug(self) -> bool:
+        return self._is_debug
+
+    def _get_trial_uid(self) -> str | None:
+        link = self.__dict__["_link"]
+        return link.uid if link is not None else None
+
+    def _get_backend(self) -> Any:
+        link = self.__dict__["_link"]
+        return link.protocol if link is not None else None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key in self._params and self.__dict__.get("_status", "default") not in _EDITABLE:
+            raise AttributeError('Parameters can only be changed when status = "default" or "detached"')
+        super().__setattr__(key, value)
+
+    # -------------------------------------------------------------------------------------- parameters
+    def param_keys(self) -> list[str]:
+        """The names of the parameters, in declaration order (bases first)."""
+        return list(self._params)
+
+    def params(self) -> dict[str, Any]:
+        """The current parameter values."""
+        return {k: getattr(self, k, None) for k in self._params}
+
+    def get_param_helps(self) -> dict[str, str]:
+        """Return the help of every parameter (inherited included) and of the private specials."""
+        helps = {k: p.help for k, p in self._params.items()}
+        helps.update(_SPECIAL_HELP)
+        return helps
+
+    def update(self, kwargs: Mapping[str, Any]) -> None:
+        """Set parameters from a mapping (only while the status is ``default`` or ``detached``).
+
+        Raises:
+            ValueError: when the experiment is registered or running.
+            InvalidParameterError: for an unknown name or a value of the wrong type (naming the expected type).
+        """
+        if self._status not in _EDITABLE:
+            raise ValueError("Parameters of a created experiment cannot be updated.")
+        checked = {}
+        for key, value in kwargs.items():
+            param = self._params.get(key)
+            if param is None:
+                known = ", ".join(self._params) or "none"
+                raise InvalidParameterError(
+                    str(key), f"is not a parameter of {type(self).__name__}; known: {known}."
+                )
+            checked[key] = coerce(param, value)
+        for key, value in checked.items():
+            setattr(self, key, value)
+
+    def debug(self) -> Experiment:
+        """Shrink the experiment for a quick check; called by ``--debug`` before registration. Override it."""
+        return self
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The experiment itself. Override it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement run().")
+
+    # ------------------------------------------------------------------------------------------- notes
+    def note(self, string: str, remove: bool = False) -> None:
+        """Attach a note (``remove=True`` removes it); saved to params.yml and the trial's tags."""
+        if remove:
+            if string in self._notes:
+                self._notes.remove(string)
+        else:
+            self._notes.append(string)
+        if self._link is not None:
+            self._link.update(tags={"notes": list(self._notes)})
+        self._save()
+
+    # ----------------------------------------------------------------------------------------- files
+    def _state(self, *, defaults: bool = False) -> dict[str, Any]:
+        """The specials and parameters as plain data, in xmen's layout (SEED_NOTES A10)."""
+        if defaults:
+            specials: dict[str, Any] = {
+                "_created": self._timestamps.get("created"),
+                "_host": self.host,
+                "_meta": self._meta or {},
+                "_user": self.user,
+                "_version": self.__dict__["_version"] or {},
+            }
+        else:
+            specials = {
+                "_host": self.host,
+                "_messages": dict(self._messages),
+                "_meta": self._meta or {},
+                "_notes": list(self._notes),
+                "_purpose": self.purpose,
+                "_root": self._root,
+                "_status": self._status,
+                "_timestamps": {k: self._timestamps.get(k) for k in _TIMESTAMPS},
+                "_user": self.user,
+                "_version": self.__dict__["_version"] or {},
+            }
+        for key in self._params:
+            specials[key] = to_yaml_value(getattr(self, key, None))
+        return specials
+
+    def _new_doc(self, state: Mapping[str, Any]) -> CommentedMap:
+        doc = CommentedMap()
+        for key, value in state.items():
+            doc[key] = value
+            param = self._params.get(key)
+            if param is not None:
+                comment = f"{param.help} (default={param.default!s})" if param.help else ""
+                if comment and "\n" not in comment:
+                    doc.yaml_add_eol_comment(comment, key)
+            elif key in _SPECIAL_HELP:
+                doc.yaml_add_eol_comment(_SPECIAL_HELP[key], key)
+        return doc
+
+    def as_yaml(self, as_string: bool = True) -> str | CommentedMap:
+        """The params.yml content (a string, or the CommentedMap)."""
+        doc = self._new_doc(self._state())
+        return dic_to_yaml(doc) if as_string else doc
+
+    def _save(self, force: bool = True) -> None:
+        """Rewrite params.yml atomically (when registered and not detached)."""
+        if self._root is None or self._status in ("default", "detached"):
+            return
+        self._timestamps["last"] = now_iso()
+        state = self._state()
+        doc = self.__dict__["_doc"]
+        if doc is None:
+            doc = self.__dict__["_doc"] = self._new_doc(state)
+        else:
+            set_keys(doc, state)
+        atomic_write_text(os.path.join(self._root, "params.yml"), dic_to_yaml(doc), fsync=force)
+        self.__dict__["_last_save"] = time.monotonic()
+
+    def to_defaults(self, defaults_dir: str | os.PathLike[str]) -> None:
+        """Write ``{defaults_dir}/defaults.yml`` (parameters with their help as comments, version and meta).
+
+        Raises:
+            ValueError: unless the status is ``default``.
+        """
+        if self._status != "default":
+            raise ValueError(f"to_defaults needs status 'default'; the experiment is {self._status!r}.")
+        os.makedirs(defaults_dir, exist_ok=True)
+        self.__dict__["_version"] = get_version(cls=type(self))
+        self.__dict__["_meta"] = get_meta()
+        self._timestamps.setdefault("created", now_iso())
+        doc = self._new_doc(self._state(defaults=True))
+        atomic_write_text(os.path.join(defaults_dir, "defaults.yml"), dic_to_yaml(doc))
+
+    #: The seed's example spelling of :meth:`to_defaults` (``MyExperiment().to_yaml('/dir/to/defaults/root')``).
+    to_yaml = to_defaults
+
+    def from_yml(self, path: str | os.PathLike[str], copy: bool = False) -> Experiment:
+        """Load parameters and state from a params.yml or defaults.yml file.
+
+        Only parameters the experiment declares are taken. ``copy=True`` takes the parameters only. Without a
+        ``_status`` in the file, the status is ``default`` for a defaults.yml and ``registered`` otherwise.
+        xmen's older keys (``_name`` joined into ``_root``, ``_created``) and date format are read.
+
+        Raises:
+            IncompatibleYmlException: for a file that cannot be read.
+            InvalidParameterError: for a value of the wrong type.
+        """
+        folder, file = os.path.split(os.path.abspath(os.fspath(path)))
+        doc = load_param(folder, file)
+        values = {k: commented_to_py(v) for k, v in doc.items()}
+        for key, value in values.items():
+            param = self._params.get(key)
+            if param is not None:
+                self.__dict__[key] = coerce(param, value)
+        if copy:
+            return self
+        state = self.__dict__
+        timestamps = {k: to_iso(v) for k, v in (values.get("_timestamps") or {}).items()}
+        if "_created" in values and not timestamps.get("created"):
+            timestamps["created"] = to_iso(values["_created"])
+        root = values.get("_root")
+        if root is not None and values.get("_name"):
+            root = os.path.join(str(root), str(values["_name"]))
+        state.update(
+            _root=root,
+            _messages=dict(values.get("_messages") or {}),
+            _notes=list(values.get("_notes") or []),
+            _purpose=str(values.get("_purpose") or ""),
+            _timestamps=timestamps,
+            _version=values.get("_version") or None,
+            _meta=values.get("_meta") or None,
+        )
+        for key in ("_user", "_host"):
+            if values.get(key):
+                state[key] = str(values[key])
+        status = values.get("_status") or ("default" if file == "defaults.yml" else "registered")
+        if status not in STATUSES:
+            raise ConfigError(f"{path} has _status {status!r}; expected one of {', '.join(STATUSES)}.")
+        state["_status"] = status
+        if file != "defaults.yml":
+            state["_doc"] = doc  # later saves keep this file's comments
+        return self
+
+    # ------------------------------------------------------------------------------------- registration
+    def register(
+        self,
+        root: str | os.PathLike[str],
+        name: str | None = None,
+        purpose: str = "",
+        force: bool = True,
+        same_names: int = 100,
+        restart: bool = False,
+        *,
+        backend: str | None = None,
+        **_: Any,
+    ) -> Experiment:
+        """Register the experiment to ``{root}/{name}``: status ``registered``, params.yml and a trial.
+
+        ``name=None`` registers to ``root`` itself. When ``{root}/{name}/params.yml`` exists: ``restart=True``
+        loads it (status back to registered, messages kept, the same trial continued); else ``force=True``
+        tries ``{name}_1``, ``{name}_2``, … up to ``same_names``; else an error.
+
+        Raises:
+            InvalidNameError: for a name with ``/``, ``..`` or control characters.
+            AlreadyExistsError: (a ValueError) when the folder is taken and ``force`` is False, or all
+                ``same_names`` alternatives are taken.
+            ValueError: when the experiment is already registered or running.
+        """
+        if self._status not in (*_EDITABLE, "debug"):
+            raise ValueError(f"The experiment is already {self._status!r}; register a new instance instead.")
+        root_path = os.path.abspath(os.fspath(root))
+        if name is None:
+            root_path, name = os.path.split(root_path)
+        check_name("experiment", name)
+        directory = os.path.join(root_path, name)
+        params_file = os.path.join(directory, "params.yml")
+        if os.path.exists(params_file):
+            if restart:
+                self.from_yml(params_file)
+            elif force:
+                for i in range(1, same_names + 1):
+                    candidate = f"{name}_{i}"
+                    if not os.path.exists(os.path.join(root_path, candidate, "params.yml")):
+                        name, directory = candidate, os.path.join(root_path, candidate)
+                        break
+                else:
+                    raise AlreadyExistsError(
+                        f"{directory} and {name}_1 … {name}_{same_names} all hold a params.yml; "
+                        "choose another name or pass restart=True."
+                    )
+            else:
+                raise AlreadyExistsError(
+                    f"{directory} already holds a params.yml; pass force=True for a new name or restart=True."
+                )
+        os.makedirs(directory, exist_ok=True)
+        state = self.__dict__
+        state["_root"] = directory
+        state["_status"] = "registered"
+        if purpose:
+            state["_purpose"] = purpose
+        now = now_iso()
+        self._timestamps.setdefault("created", now)
+        self._timestamps["registered"] = now
+        version = get_version(cls=type(self))
+        state["_version"] = version
+        if state["_meta"] is None:
+            state["_meta"] = get_meta()
+        state["_link"] = TrialLink(
+            backend,
+            root_path,
+            name,
+            parameters={k: to_yaml_value(v) for k, v in self.params().items()},
+            version=version_string(version),
+            description=self.purpose,
+            metadata=self._trial_metadata(),
+            tags={"notes": list(self._notes), "user": self.user, "host": self.host},
+            restart=restart,
+        )
+        state["_link"].set_status("registered")
+        self._save()
+        return self
+
+    link = register
+
+    def _trial_metadata(self) -> dict[str, Any]:
+        return {
+            "messages": dict(self._messages),
+            "timestamps": dict(self._timestamps),
+            "version": self.__dict__["_version"] or {},
+            "meta": self._meta or {},
+            "status": self._status,
+            "directory": self._root,
+        }
+
+    def detach(self) -> Experiment:
+        """Run without a folder or a backend (``--execute`` without a value): nothing is written."""
+        self.__dict__.update(_root=None, _status="detached", _link=None)
+        return self
+
+    def to_root(self, root_dir: str | os.PathLike[str], shell: str = "/bin/bash") -> None:
+        """Write ``defaults.yml`` and an executable ``script.sh`` (run with a params.yml path) into ``root_dir``.
+
+        The script runs ``python <file of the class> --execute "$1"`` when the class lives in a script, else
+        ``python -m unitrack.experiment.launch module:Class --execute "$1"``; every value is shell-quoted and
+        no Python is generated (xmen's launcher interpolated paths into Python source).
+        """
+        self.to_defaults(root_dir)
+        lines = [f"#!{shell}", f"# unitrack: run {type(self).__qualname__} with the params.yml given as $1"]
+        lines.append(f'exec {" ".join(shlex.quote(p) for p in self._launch_command())} --execute "$1"')
+        script = os.path.join(os.fspath(root_dir), "script.sh")
+        atomic_write_text(script, "\n".join(lines) + "\n")
+        os.chmod(script, 0o755)  # noqa: S103 - a script the user runs, like xmen's
+
+    def _launch_command(self) -> list[str]:
+        cls = type(self)
+        target = cls.__dict__.get("fn")  # functional experiments: (module, function name)
+        if isinstance(target, tuple) and len(target) == 2:
+            module, qualname = target
+        else:
+            module, qualname = cls.__module__, cls.__qualname__
+        module_obj = sys.modules.get(module)
+        file = getattr(module_obj, "__file__", None)
+        if module == "__main__" or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
+            if not file:
+                raise ValueError(
+                    f"Cannot tell which file defines {qualname}; run to_root from a script or module."
+                )
+            return [sys.executable, os.path.abspath(file)]
+        if not re.fullmatch(r"[A-Za-z_]\w*", qualname):
+            raise ValueError(f"{qualname} is not a module-level class or function; to_root cannot launch it.")
+        command = [sys.executable, "-m", "unitrack.experiment.launch", f"{module}:{qualname}"]
+        if file:
+            depth = module.count(".") + (1 if os.path.basename(file) == "__init__.py" else 0)
+            top = Path(os.path.abspath(file)).parents[depth]
+            command = ["env", f"PYTHONPATH={top}", *command]
+        return command
+
+    # ---------------------------------------------------------------------------------------- messages
+    def message(
+        self,
+        messages: Mapping[str, Any],
+        keep: str = "latest",
+        leader: str | None = None,
+        *,
+        step: Any = None,
+    ) -> None:
+        """Leave messages: keep the latest, min or max value per subject; store every number as a metric.
+
+        A no-op until the experiment is registered. Values that are not str, int or float become float when
+        possible, else str. With ``leader``, all messages are kept only when the leader's value is kept. When
+        this returns the messages are durable in the backend; params.yml is refreshed about once a second.
+
+        Raises:
+            ConfigError: for an unknown ``keep`` or a ``leader`` missing from ``messages``.
+        """
+        if self._root is None:
+            return
+        if keep not in ("latest", "min", "max"):
+            raise ConfigError(f"keep={keep!r}; use 'latest', 'min' or 'max'.")
+        values = {k: _convert_message(v) for k, v in messages.items()}
+        # Work on a copy: a value the backend refuses (e.g. a metric name with '..') changes nothing.
+        stored = dict(self._messages)
+        if leader is not None:
+            if leader not in values:
+                raise ConfigError(f"leader {leader!r} is not among the messages {sorted(values)}.")
+            if _wins(stored, leader, values[leader], keep):
+                stored.update(values)
+        else:
+            for key, value in values.items():
+                if _wins(stored, key, value, keep):
+                    stored[key] = value
+        state = self.__dict__
+        state["_in_message"] = True  # SIGTERM waits until this write is complete (see _on_sigterm)
+        try:
+            link = self._link
+            if link is not None:
+                link.message(stored, values, step)
+            state["_messages"] = stored
+            if time.monotonic() - state["_last_save"] >= SAVE_INTERVAL_S:
+                self._save(force=False)
+        finally:
+            state["_in_message"] = False
+        if state["_term_pending"]:
+            state["_term_pending"] = False
+            raise Terminated("received SIGTERM")
+
+    # ------------------------------------------------------------------------------------------- running
+    def catch_sigterm(self, enable: bool = True) -> Experiment:
+        """Turn SIGTERM into a ``stopped`` status (data flushed) while the experiment runs (``with ex:``).
+
+        Off by default: a library does not take over process-wide signals unless asked. :meth:`main` asks.
+        """
+        self.__dict__["_catch_sigterm"] = enable
+        return self
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        # Never interrupt a backend write halfway (a lock or a journal line could be left half done):
+        # inside message() the signal is noted and raised when the write has completed.
+        if self.__dict__["_in_message"]:
+            self.__dict__["_term_pending"] = True
+            return
+        raise Terminated(f"received signal {signum}")
+
+    def __enter__(self) -> Experiment:
+        if self._status == "default":
+            raise ValueError(
+                "An experiment must be registered before it runs: call register(root, name) or use --execute."
+            )
+        if self._status not in (
+            "registered",
+            "detached",
+            "timeout",
+            "requeue",
+            "stopped",
+            "error",
+            "finished",
+        ):
+            raise ValueError(f"Cannot start an experiment whose status is {self._status!r}.")
+        state = self.__dict__
+        if self._root is not None:
+            state["_meta"] = get_meta(
+                get_platform=True,
+                get_cpu=True,
+                get_memory=True,
+                get_disk=True,
+                get_slurm=True,
+                get_conda=True,
+                get_gpu=True,
+                disk_path=self._root,
+            )
+        state["_status"] = "running"
+        self._timestamps["start"] = now_iso()
+        if state["_catch_sigterm"] and _in_main_thread():
+            state["_previous_sigterm"] = signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self._link is not None:
+            self._link.set_status(
+                "running", timestamps=dict(self._timestamps), meta=self._meta or {}, start_time=time.time()
+            )
+        self._save()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
+        state = self.__dict__
+        previous = state.pop("_previous_sigterm", None)
+        state["_previous_sigterm"] = None
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        error = None
+        if exc_type is None:
+            status = "finished"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "stopped"
+        elif issubclass(exc_type, SystemExit) and getattr(exc, "code", None) in (0, None):
+            status = "finished"
+        else:
+            status = "error"
+            error = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip()
+        state["_status"] = status
+        self._timestamps["stopped"] = now_iso()
+        if self._link is not None:
+            self._link.set_status(status, error, timestamps=dict(self._timestamps), end_time=time.time())
+        self._save()
+        if self._link is not None:
+            self._link.commit()
+        self._restore_stdout()
+        return False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the experiment inside its context (status running → finished/error/stopped).
+
+        Raises:
+            ValueError: when the experiment is not registered (status ``default``).
+        """
+        if self._status == "default":
+            raise ValueError("An experiment must be registered before it is run (register or --execute).")
+        with self:
+            return self.run(*args, **kwargs)
+
+    def stdout_to_txt(self) -> None:
+        """Also write stdout and stderr to ``{directory}/out.txt`` (appended) until the experiment stops."""
+        if self._root is None or self.__dict__["_tee"] is not None:
+            return
+        file = open(os.path.join(self._root, "out.txt"), "a", encoding="utf-8")  # noqa: SIM115 - closed in _restore_stdout
+        self.__dict__["_tee"] = (sys.stdout, sys.stderr, file)
+        sys.stdout = _Tee(sys.stdout, file)
+        sys.stderr = _Tee(sys.stderr, file)
+
+    def _restore_stdout(self) -> None:
+        tee = self.__dict__["_tee"]
+        if tee is None:
+            return
+        sys.stdout, sys.stderr, file = tee
+        file.close()
+        self.__dict__["_tee"] = None
+
+    # --------------------------------------------------------------------------------------- command line
+    def _parser(self) -> argparse.ArgumentParser:
+        cls = type(self)
+        return build_parser(cls.__name__, cls.__doc__ or "")
+
+    def parse_args(self, args: Sequence[str] | None = None) -> argparse.Namespace:
+        """Parse the command line and configure the experiment: debug → update → execute/register.
+
+        On a bad value (unsafe or invalid YAML, an unknown parameter, a wrong type, a bad name) the parser
+        prints the error and exits with status 2; nothing runs.
+        """
+        parser = self._parser()
+        ns = parser.parse_args(args)
+        try:
+            configure(self, ns)
+        except (ConfigError, ValueError) as exc:
+            parser.error(str(exc))
+        ns.configured = True
+        return ns
+
+    def main(self, args: Sequence[str] | argparse.Namespace | None = None) -> Experiment:
+        """Run the experiment's command line (see :func:`build_parser` for the flags).
+
+        ``args`` may be a list of strings (default ``sys.argv[1:]``) or the namespace returned by
+        :meth:`parse_args`. SIGTERM stops a run cleanly (status ``stopped``), exiting with status 143.
+        """
+        ns = args if isinstance(args, argparse.Namespace) else self.parse_args(args)
+        if not getattr(ns, "configured", False):
+            configure(self, ns)
+        if not any(
+            getattr(ns, f, None) for f in ("update", "to_root", "debug", "txt", "restart", "purpose")
+        ) and (ns.execute is None):
+            sys.stdout.write(f"{type(self).__doc__ or ''}\n\nFor more help use --help.\n")
+            return self
+        if ns.to_root:
+            sys.stdout.write(f"Generating experiment root at {ns.to_root}\n")
+            self.to_root(ns.to_root)
+        if ns.execute is not None:
+            if type(self).run is Experiment.run:
+                sys.stderr.write(
+                    f"WARNING: The --execute flag was passed but run is not implemented for {type(self).__name__}\n"
+                )
+                return self
+            self.catch_sigterm()
+            try:
+                self()
+            except Terminated:
+                sys.exit(128 + signal.SIGTERM)
+        return self
+
+    def __repr__(self) -> str:
+        lines = []
+        for key, value in self._state().items():
+            if key.startswith("_") and value not in (None, {}, [], ""):
+                lines.append(f"{key[1:]}: {value}")
+        lines.append("parameters:")
+        lines += [f"  {k}: {v!r}" for k, v in self.params().items()]
+        return "\n".join(lines)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ------------------------------------------------------------------------------------------- command line
+_USAGE = "%(prog)s [-h] [-u YML [YML ...]] [-p PURPOSE] [-x [DIR|PARAMS]] [-r DIR] [-d] [-t] [-f]"
+
+
+def build_parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The command line of an experiment; its epilog is the class docstring with every parameter's type,
+    default and help.
+
+    Flags: ``--update/-u YML...`` (YAML mappings, or paths to params.yml/defaults.yml), ``--purpose/-p``,
+    ``--execute/-x [DIR|params.yml]`` (no value: run detached, writing nothing), ``--to_root/-r DIR``,
+    ``--debug/-d``, ``--txt/-t`` (tee stdout/stderr to out.txt), ``--restart/-f`` (with ``-x DIR``: continue
+    the experiment in DIR).
+    """
+    parser = argparse.ArgumentParser(
+        description=f"Run the experiment {name}.",
+        usage=_USAGE,
+        epilog=textwrap.dedent(doc),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--update",
+        "-u",
+        nargs="+",
+        metavar="YML",
+        help='Parameter overrides: YAML mappings such as "{lr: 0.01}" or paths to a params.yml/defaults.yml '
+        "(parameter values only are copied). Applied in order.",
+    )
+    parser.add_argument("--purpose", "-p", nargs="+", metavar="PURPOSE", help="Why the experiment is run.")
+    parser.add_argument(
+        "--execute",
+        "-x",
+        nargs="?",
+        const="",
+        metavar="DIR|PARAMS",
+        help="Run the experiment: registered to DIR, or from a registered params.yml, or (no value) detached, "
+        "writing nothing.",
+    )
+    parser.add_argument(
+        "--to_root",
+        "-r",
+        metavar="DIR",
+        help="Write defaults.yml and script.sh into DIR (an experiment root).",
+    )
+    parser.add_argument("--debug", "-d", action="store_true", help="Call debug() before anything else.")
+    parser.add_argument("--txt", "-t", action="store_true", help="Also write stdout and stderr to out.txt.")
+    parser.add_argument(
+        "--restart",
+        "-f",
+        action="store_true",
+        help="With --execute DIR: continue the experiment already in DIR.",
+    )
+    return parser
+
+
+def read_update(item: str, param_names: Sequence[str]) -> dict[str, Any]:
+    """Read one ``--update`` item: a path to a params.yml/defaults.yml (parameters only) or a YAML mapping.
+
+    Raises:
+        UnsafeYAMLError: for YAML with python tags (nothing is constructed).
+        IncompatibleYmlException: for anything that is neither.
+    """
+    from unitrack.errors import IncompatibleYmlException
+
+    if os.path.isfile(item):
+        data = dic_from_yml(path=item)
+        return {k: v for k, v in data.items() if not str(k).startswith("_") and k in param_names}
+    data = parse_user_yaml(item, what="--update value")
+    if not isinstance(data, dict):
+        raise IncompatibleYmlException(
+            f"{item!r} is either not a valid yaml string or is not a path to a defaults.yml or params.yml file"
+        )
+    return data
+
+
+def configure(ex: Experiment, ns: argparse.Namespace) -> None:
+    """Apply parsed flags to ``ex`` in xmen's order: debug → update → execute (register/load)."""
+    if ns.debug:
+        ex.__dict__["_is_debug"] = True
+        ex.debug()
+    for item in ns.update or ():
+        ex.update(read_update(item, ex.param_keys()))
+    purpose = " ".join(ns.purpose) if ns.purpose else ""
+    if ns.execute is None:
+        return
+    if ns.execute == "":
+        ex.detach()
+    elif os.path.isfile(ns.execute):
+        ex.from_yml(ns.execute)
+        if ex.status not in ("registered", "detached", "timeout", "requeue"):
+            raise ConfigError(f"File {ns.execute} is not a valid params.yml file (status {ex.status!r}).")
+        # The folder holding the file is the experiment, even when it was moved since _root was written.
+        root, name = os.path.split(os.path.dirname(os.path.abspath(ns.execute)))
+        ex.__dict__["_root"] = os.path.join(root, name)
+        ex.__dict__["_status"] = "registered"
+        _attach(ex, root, name, purpose)
+    else:
+        ex.register(ns.execute, purpose=purpose, restart=ns.restart)
+    if ns.txt:
+        ex.stdout_to_txt()
+
+
+def _attach(ex: Experiment, root: str, name: str, purpose: str) -> None:
+    """Link an experiment loaded from a registered params.yml to its trial (created when missing)."""
+    state = ex.__dict__
+    if purpose:
+        state["_purpose"] = purpose
+    version = state["_version"] or get_version(cls=type(ex))
+    state["_version"] = version
+    state["_link"] = TrialLink(
+        None,
+        root,
+        name,
+        parameters={k: to_yaml_value(v) for k, v in ex.params().items()},
+        version=version_string(version),
+        description=ex.purpose,
+        metadata=ex._trial_metadata(),
+        tags={"notes": list(ex._notes), "user": ex.user, "host": ex.host},
+        restart=True,
+    )

@@ -1,0 +1,51 @@
+"""Run an experiment's command line by reference: ``python -m unitrack.experiment.launch module:Name [FLAGS]``.
+
+``Name`` is an :class:`~unitrack.experiment.Experiment` subclass or a functional experiment (a function whose
+first argument is a ``Root``). This is what ``script.sh`` written by ``to_root`` and launchers written by
+``get_run_script`` call, instead of generated Python.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from collections.abc import Sequence
+
+from unitrack.experiment.experiment import Experiment
+from unitrack.experiment.functional import functional_experiment
+
+__all__ = ["load_experiment", "main"]
+
+_TARGET = re.compile(r"(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<name>[A-Za-z_]\w*)")
+
+
+def load_experiment(target: str) -> type[Experiment]:
+    """Import ``module:Name`` and return the experiment class (a function is wrapped).
+
+    Raises:
+        ValueError: for a malformed target or a name that is neither an Experiment subclass nor a function.
+    """
+    match = _TARGET.fullmatch(target)
+    if match is None:
+        raise ValueError(f"{target!r} is not 'module:Name' with Python identifiers.")
+    obj = getattr(importlib.import_module(match["module"]), match["name"])
+    if inspect.isclass(obj) and issubclass(obj, Experiment):
+        return obj
+    if inspect.isfunction(obj):
+        return functional_experiment(obj)
+    raise ValueError(f"{target} is neither an Experiment subclass nor a function.")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: the first argument names the experiment, the rest are its flags."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write("usage: python -m unitrack.experiment.launch module:Name [FLAGS ...]\n")
+        return
+    load_experiment(args[0])().main(args[1:])
+
+
+if __name__ == "__main__":
+    main()

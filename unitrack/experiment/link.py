@@ -1,0 +1,175 @@
+"""An Experiment IS a Trial: write an experiment's lifecycle through the persistence ``Protocol``.
+
+Mapping (DESIGN.md §2, SEED_NOTES C24–C26):
+
+- **Project**: ``$UNITRACK_PROJECT``, else ``default``.
+- **TrialGroup**: the experiment's root folder (the parent of ``{root}/{name}``), named by its absolute path with
+  the separators replaced by ``:`` (``/runs/lr`` → ``runs:lr``; see :func:`group_name`). Two roots with the
+  same basename therefore never share a group.
+- **Trial**: name = the experiment folder's name, parameters = the ``@p`` parameters, version = the git commit
+  (else ``module:Class``), description = purpose; tags = notes, user and host; metadata = messages (the kept
+  values), timestamps, version, meta (never the environment), the xmen status string and the folder.
+- **Status** (C25): registered → ``CustomStatus('registered', 1)``, running → Running, finished → Completed,
+  error → Exception, stopped → Interrupted, timeout/requeue/deleted → custom; default/detached/debug are not
+  persisted.
+- **Messages** (C26): every numeric message value is appended to the trial's metric series (step = the step
+  passed in, else a per-trial counter) in the same write that stores the kept values in ``metadata['messages']``
+  — one atomic, durable write per ``message()``.
+
+The backend is ``get_protocol(resolve_uri(uri, root))``: an explicit URI, then ``$UNITRACK_URI``, then the
+embedded default at the experiment's root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from unitrack.persistence.protocol import Protocol
+from unitrack.persistence.registry import get_protocol, resolve_uri
+from unitrack.persistence.structure import (
+    MAX_NAME_CHARS,
+    CustomStatus,
+    MetricPoint,
+    Project,
+    Status,
+    StatusLike,
+    Trial,
+    TrialGroup,
+    TrialUpdate,
+)
+
+__all__ = ["PROJECT_ENV", "TrialLink", "group_name", "project_name", "to_status"]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming the project experiments are filed under.
+PROJECT_ENV = "UNITRACK_PROJECT"
+
+_STATUS: dict[str, StatusLike] = {
+    "registered": CustomStatus("registered", 1),
+    "running": Status.Running,
+    "finished": Status.Completed,
+    "error": Status.Exception,
+    "stopped": Status.Interrupted,
+    "timeout": CustomStatus("timeout", 204),
+    "requeue": CustomStatus("requeue", 205),
+    "deleted": CustomStatus("deleted", 303),
+}
+
+
+def to_status(xmen_status: str) -> StatusLike | None:
+    """The track status for an xmen status string; None for those never persisted (default, detached, debug)."""
+    return _STATUS.get(xmen_status)
+
+
+def project_name() -> str:
+    """``$UNITRACK_PROJECT`` or ``'default'``."""
+    return os.environ.get(PROJECT_ENV) or "default"
+
+
+def group_name(root: str | os.PathLike[str]) -> str:
+    """Name the group of experiments in folder ``root``: its absolute path with separators replaced by ``:``.
+
+    Paths longer than the name limit keep their last 200 characters and a hash of the whole path.
+
+    Example:
+        >>> group_name("/runs/lr-sweep")
+        'runs:lr-sweep'
+    """
+    path = os.path.abspath(os.fspath(root))
+    name = path.replace(os.sep, ":").replace("\\", ":").strip(":") or ":"
+    if len(name) > MAX_NAME_CHARS:
+        digest = hashlib.sha256(path.encode("utf-8")).hexdigest()[:16]
+        name = f"{digest}~{name[-200:]}"
+    return name
+
+
+class TrialLink:
+    """The trial of one registered experiment in one backend.
+
+    Args:
+        uri: backend URI (None: ``$UNITRACK_URI``, then the default at ``root``).
+        root: the folder holding the experiment folder (the group).
+        name: the experiment folder's name (the trial name).
+        parameters, version, description, metadata, tags: the trial's fields.
+        restart: reuse the newest trial of this group with this name when there is one.
+    """
+
+    def __init__(
+        self,
+        uri: str | None,
+        root: str,
+        name: str,
+        *,
+        parameters: Mapping[str, Any],
+        version: str,
+        description: str,
+        metadata: Mapping[str, Any],
+        tags: Mapping[str, Any],
+        restart: bool = False,
+    ) -> None:
+        self.uri = resolve_uri(uri, root)
+        self.protocol: Protocol = get_protocol(self.uri)
+        project = self.protocol.new_project(Project(name=project_name()))
+        group = TrialGroup(name=group_name(root), project_id=project.uid)
+        self.protocol.new_trial_group(group)  # None when it exists: fine, it is the same group
+        trial: Trial | None = None
+        if restart:
+            found = self.protocol.fetch_trials({"group_id": group.uid, "name": name})
+            trial = max(found, key=lambda t: t.revision) if found else None
+        if trial is None:
+            trial = self.protocol.new_trial(
+                Trial(
+                    name=name,
+                    version=version,
+                    parameters=parameters,
+                    description=description,
+                    project_id=project.uid,
+                    group_id=group.uid,
+                ),
+                auto_increment=True,  # a folder registered again (or elsewhere) is a new revision
+            )
+        if trial is None:  # pragma: no cover - auto_increment always inserts
+            raise RuntimeError(f"backend {self.uri} did not create trial {name!r}")
+        self.uid = trial.uid
+        # A restarted trial continues its step counter, so new points never replace old ones.
+        self.step = max(
+            (int(s) for m in trial.metrics.values() for s in m.steps if isinstance(s, int)),
+            default=0,
+        )
+        self.protocol.update_trial(self.uid, TrialUpdate(metadata=metadata, tags=tags))
+
+    def set_status(self, xmen_status: str, error: str | None = None, **metadata: Any) -> None:
+        """Record a status change (and metadata such as timestamps) in one write."""
+        status = to_status(xmen_status)
+        metadata["status"] = xmen_status
+        self.protocol.update_trial(
+            self.uid,
+            TrialUpdate(status=status, metadata=metadata, errors=(error,) if error else ()),
+        )
+
+    def message(self, kept: Mapping[str, Any], values: Mapping[str, Any], step: Any = None) -> None:
+        """Append the numeric ``values`` to the metric series and store the ``kept`` messages, in one write."""
+        if step is None:
+            self.step += 1
+            step = self.step
+        points = tuple(
+            MetricPoint(k, step, v)
+            for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        )
+        self.protocol.update_trial(self.uid, TrialUpdate(metrics=points, metadata={"messages": dict(kept)}))
+
+    def update(
+        self, *, metadata: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None
+    ) -> None:
+        """Merge metadata and tags."""
+        self.protocol.update_trial(self.uid, TrialUpdate(metadata=metadata or {}, tags=tags or {}))
+
+    def commit(self) -> None:
+        """Fold buffered writes into the backend's main storage (at exit)."""
+        self.protocol.commit()
