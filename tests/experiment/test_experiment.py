@@ -176,7 +176,7 @@ def test_trial_fields_follow_the_mapping(tmp_path, monkeypatch):
     monkeypatch.setenv("SECRET_TOKEN", "hunter2")
     ex = Typed(str(tmp_path / "root"), "ex1", purpose="a purpose")
     ex()
-    protocol = get_protocol(f"file://{tmp_path}/root/unitrack.json")
+    protocol = get_protocol(f"hdf5://{tmp_path}/root")
     (trial,) = protocol.fetch_trials({"name": "ex1"})
     assert trial.project_id == "vision" and trial.description == "a purpose"
     assert trial.parameters == {"i": 3, "f": 0.5, "s": "x", "flag": False, "items": [1, 2], "opts": {"k": 1},
@@ -185,8 +185,9 @@ def test_trial_fields_follow_the_mapping(tmp_path, monkeypatch):
     assert trial.status == Status.Completed and trial.metadata["status"] == "finished"
     group = protocol.get_trial_group(trial.group_id)
     assert group.name == str(tmp_path / "root").strip("/").replace("/", ":")
-    assert "hunter2" not in (tmp_path / "root" / "unitrack.json").read_text()
-    assert "hunter2" not in (tmp_path / "root" / "ex1" / "params.yml").read_text()
+    for path in (tmp_path / "root").rglob("*"):
+        if path.is_file():
+            assert b"hunter2" not in path.read_bytes(), f"a secret from the environment reached {path}"
 
 
 def test_statuses_map_to_track_statuses(tmp_path):
@@ -291,7 +292,7 @@ def test_uri_from_environment_is_used(tmp_path, monkeypatch):
     AnExperiment(str(tmp_path / "root"), "ex1")()
     trials = get_protocol(f"file://{tmp_path}/elsewhere.json").fetch_trials({"parameters.a": "Hello"})
     assert [t.name for t in trials] == ["ex1"]
-    assert not (tmp_path / "root" / "unitrack.json").exists()
+    assert not (tmp_path / "root" / ".unitrack").exists()  # nothing of the default backend under the root
 
 
 def test_stdout_to_txt_tees_until_the_run_ends(tmp_path, capsys):

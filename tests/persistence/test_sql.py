@@ -156,8 +156,6 @@ def test_no_sql_text_is_built_by_formatting() -> None:
     assert not problems, problems
 
 
-# Parsed at import: CPython 3.11's ast.parse can fail ("AST constructor recursion depth mismatch") later in a
-# process where another test's code caught a RecursionError (the Monitor spec fuzz compiles deep regexes).
 _BAD = ast.parse('cur.execute(f"SELECT {x}")\ncur.execute("SELECT %s" % x)\ncur.execute("{}".format(x))')
 
 

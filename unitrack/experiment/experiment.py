@@ -593,6 +593,7 @@ class Experiment(metaclass=ExperimentMeta):
             restart=restart,
         )
         state["_link"].set_status("registered")
+        state["_link"].commit()  # registered, not running: hdf5:// then lets the process that runs it write
         self._save()
         return self
 

@@ -10,10 +10,12 @@ Layout of ``storage_folder/exp_id``::
 
 from __future__ import annotations
 
+import atexit
 import enum
 import logging
 import os
 import uuid
+import weakref
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -71,6 +73,27 @@ class Mode(enum.Enum):
         raise ConfigError(
             f"Invalid store mode {mode!r}; use 'r' (read), 'a' (append) or 'w' (write).", mode=mode
         )
+
+
+_open_writers: weakref.WeakSet[Store] | None = None
+
+
+def _track_open(store: Store) -> None:
+    """Remember a writing Store, so stores their scripts never closed (as cox's walkthroughs do) still get an
+    up-to-date store.h5 when the interpreter exits."""
+    global _open_writers
+    if _open_writers is None:
+        _open_writers = weakref.WeakSet()
+        atexit.register(_at_exit)
+    _open_writers.add(store)
+
+
+def _at_exit() -> None:
+    for store in list(_open_writers or ()):
+        try:
+            store.close()
+        except (OSError, StorageError) as exc:
+            logger.error("closing store %s at exit failed: %s", store.path, exc)
 
 
 class Store:
@@ -172,6 +195,7 @@ class Store:
             self._lock.release()
             self._lock = None
             raise
+        _track_open(self)
 
     def _open_writer(self, created: bool) -> None:
         # We hold the lock, so any temporary store.h5 left here belongs to a writer that was killed.
@@ -388,12 +412,13 @@ class Store:
         self.close()
 
     def __del__(self) -> None:
-        # cox closed its HDFStore when the Store was collected, and its walkthroughs never call close();
-        # keep that, so store.h5 is brought up to date. The journal already holds every row.
+        # Garbage collection can run anywhere, even inside another ast.parse (rebuilding store.h5 parses numpy
+        # dtype strings with ast.literal_eval, and a nested parse corrupts CPython 3.11's AST state), so only
+        # release here; the journal already holds every row, and store.h5 is rebuilt at exit (see _at_exit).
         if getattr(self, "_closed", True) or getattr(self, "_writer", None) is None:
             return
         try:
-            self.close()
+            self.close(rebuild_h5=False)
         except (OSError, StorageError) as exc:
             logger.error("closing store %s on garbage collection failed: %s", self.path, exc)
 

@@ -72,6 +72,7 @@ from unitrack.persistence.structure import (
 )
 from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
 from unitrack.store import Store
+from unitrack.store.contents import is_store_dir
 from unitrack.store.names import validate_hdf5_name
 
 __all__ = ["HDF5Protocol"]
@@ -256,12 +257,12 @@ class HDF5Protocol(Protocol):
         if uid not in self._known:
             self._read_known()
         if uid not in self._known:
-            for found, (folder, _) in self._scan().items():
-                self._known.setdefault(found, folder)
-        folder = self._known.get(uid)
-        if folder is None:
+            for found, (found_folder, _) in self._scan().items():
+                self._known.setdefault(found, found_folder)
+        known = self._known.get(uid)
+        if known is None:
             raise NotFoundError(f"No trial with uid {uid!r} in {self.root}; create it with new_trial first.")
-        return folder
+        return known
 
     def _read_summary(self, folder: str) -> dict[str, Any]:
         path = os.path.join(self.root, folder, SUMMARY)
@@ -393,9 +394,18 @@ class HDF5Protocol(Protocol):
             writing.store.close()
 
     def _folder_for(self, trial: Trial, taken: set[str]) -> str:
+        """The trial's folder: its name, or ``name_1``, ``name_2``... when that is another trial or store.
+
+        A folder that exists but holds no store (an xmen experiment folder with its ``params.yml``, made before
+        the trial) is used as it is: the experiment and the trial share ``{root}/{name}``.
+        """
         base = trial.name if trial.name is not None else f"{trial.hash[:16]}_{trial.revision}"
         folder, n = base, 0
-        while folder in taken or (self.root / folder).exists():
+        while (
+            folder in taken
+            or is_store_dir(str(self.root / folder))
+            or (self.root / folder / SUMMARY).exists()
+        ):
             n += 1
             folder = f"{base}_{n}"
         return folder
@@ -423,7 +433,6 @@ class HDF5Protocol(Protocol):
         with self._mutex, self._locked():
             self._check_open()
             index = self._index()  # projects and groups, for the strictness checks
-            index.strict = self.strict
             self._read_known()
             if trial.uid in self._known:
                 if not auto_increment:
@@ -432,7 +441,7 @@ class HDF5Protocol(Protocol):
             stored = index.prepare_trial(trial, False)
             assert stored is not None  # the index holds no trials, so nothing collides there
             folder = self._folder_for(stored, set(self._known.values()))
-            store = Store(self.root, folder, new=True, fsync=self.fsync)
+            store = Store(self.root, folder, fsync=self.fsync)
             try:
                 schema, row = _parameter_row(dict(stored.parameters))
                 store.add_table(PARAMETERS, schema).append_row(row)
@@ -559,10 +568,16 @@ class HDF5Protocol(Protocol):
             return self._groups({"uid": found[0].uid})[0]
 
     def commit(self, **kwargs: Any) -> None:
-        """Write the summary of every trial this object writes."""
+        """Bring every trial this object writes up to date on disk and let go of it.
+
+        Summaries are written and the trials' Stores closed (rebuilding their ``store.h5``), so another process
+        may write them now; this object reopens a Store on its next write to it.
+        """
         with self._mutex:
             self._check_open()
-            self._flush_summaries()
+            while self._writing:
+                _, writing = self._writing.popitem(last=False)
+                self._release(writing)
 
     def close(self) -> None:
         """Write summaries and close every Store (which rewrites its ``store.h5``)."""
