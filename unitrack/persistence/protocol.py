@@ -54,7 +54,7 @@ from unitrack.persistence.structure import (
     status_from_json,
 )
 
-__all__ = ["PRIMITIVES", "Protocol", "Query", "TrialRef"]
+__all__ = ["PRIMITIVES", "Protocol", "Query", "TrialRef", "trial_uid"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ TRIAL_UPDATERS = frozenset(
 GROUP_UPDATERS = frozenset({"set_group_metadata"})
 
 
-def _uid(trial: TrialRef) -> str:
+def trial_uid(trial: TrialRef) -> str:
+    """The uid of a Trial, or the uid string itself."""
     if isinstance(trial, Trial):
         return trial.uid
     if isinstance(trial, str) and trial:
@@ -294,7 +295,7 @@ class Protocol(abc.ABC):
         uid = project.uid if isinstance(project, Project) else project
         if self.get_project(uid) is None:
             raise NotFoundError(f"Project {uid!r} does not exist; create it first (new_project).")
-        self.update_trial(_uid(trial), TrialUpdate(project_id=uid))
+        self.update_trial(trial_uid(trial), TrialUpdate(project_id=uid))
 
     def add_group_trial(self, group: GroupRef, trial: TrialRef) -> None:
         """Attach a trial to a group (sets ``trial.group_id``, and its project when it has none).
@@ -307,7 +308,7 @@ class Protocol(abc.ABC):
             raise NotFoundError(
                 f"Group {_group_uid(group)!r} does not exist; create it first (new_trial_group)."
             )
-        self.update_trial(_uid(trial), TrialUpdate(group_id=stored.uid, project_id=stored.project_id))
+        self.update_trial(trial_uid(trial), TrialUpdate(group_id=stored.uid, project_id=stored.project_id))
 
     def fetch_and_update_trial(self, query: Query, attr: str, *args: Any, **kwargs: Any) -> Trial:
         """Atomically take the first trial matching ``query`` and apply the update method ``attr`` to it.
@@ -350,7 +351,7 @@ class Protocol(abc.ABC):
     # ------------------------------------------------------------------------------------ trial updates
     def log_trial_arguments(self, trial: TrialRef, **kwargs: Any) -> None:
         """Merge ``kwargs`` into the trial's parameters (its hash is not recomputed)."""
-        self.update_trial(_uid(trial), TrialUpdate(parameters=kwargs))
+        self.update_trial(trial_uid(trial), TrialUpdate(parameters=kwargs))
 
     def log_trial_metadata(
         self, trial: TrialRef, aggregator: Callable[[], Aggregator] | None = None, **kwargs: Any
@@ -359,7 +360,7 @@ class Protocol(abc.ABC):
 
         ``aggregator`` is accepted for track compatibility; metadata always keeps the latest value.
         """
-        self.update_trial(_uid(trial), TrialUpdate(metadata=kwargs))
+        self.update_trial(trial_uid(trial), TrialUpdate(metadata=kwargs))
 
     def log_trial_metrics(
         self,
@@ -378,19 +379,19 @@ class Protocol(abc.ABC):
         """
         step = check_step(step)
         points = tuple(MetricPoint.checked(name, step, value) for name, value in kwargs.items())
-        self.update_trial(_uid(trial), TrialUpdate.of_metrics(points))
+        self.update_trial(trial_uid(trial), TrialUpdate.of_metrics(points))
 
     def log_trial_metric_points(self, trial: TrialRef, points: Sequence[MetricPoint]) -> None:
         """Append many points at once (one write; what batching clients call)."""
-        self.update_trial(_uid(trial), TrialUpdate(metrics=tuple(points)))
+        self.update_trial(trial_uid(trial), TrialUpdate(metrics=tuple(points)))
 
     def add_trial_tags(self, trial: TrialRef, **kwargs: Any) -> None:
         """Merge ``kwargs`` into the trial's tags."""
-        self.update_trial(_uid(trial), TrialUpdate(tags=kwargs))
+        self.update_trial(trial_uid(trial), TrialUpdate(tags=kwargs))
 
     def set_trial_status(self, trial: TrialRef, status: Any, error: Any = None) -> None:
         """Set the trial's status; ``error`` (any object) is appended to its errors as text."""
-        self.update_trial(_uid(trial), self._status_update(status, error))
+        self.update_trial(trial_uid(trial), self._status_update(status, error))
 
     @staticmethod
     def _status_update(status: Any, error: Any = None) -> TrialUpdate:
@@ -402,7 +403,7 @@ class Protocol(abc.ABC):
         """Mark the trial running and start its ``runtime`` timer."""
         self.log_trial_chrono_start(trial, "runtime", aggregator=StatAggregator.lazy(0))
         self.update_trial(
-            _uid(trial), TrialUpdate(status=Status.Running, metadata={"start_time": time.time()})
+            trial_uid(trial), TrialUpdate(status=Status.Running, metadata={"start_time": time.time()})
         )
 
     def log_trial_finish(self, trial: TrialRef, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
@@ -411,7 +412,7 @@ class Protocol(abc.ABC):
         ``Completed`` without an exception, ``Interrupted`` for KeyboardInterrupt/SystemExit, else
         ``Exception`` with the traceback recorded in ``errors``.
         """
-        uid = _uid(trial)
+        uid = trial_uid(trial)
         chrono = self._chrono_stop(uid, "runtime")
         if exc_type is None:
             final: StatusLike = Status.Completed
@@ -439,7 +440,7 @@ class Protocol(abc.ABC):
         end_callback: Callable[[], Any] | None = None,
     ) -> None:
         """Start the timer ``name`` for the trial (timing happens in this process)."""
-        uid = _uid(trial)
+        uid = trial_uid(trial)
         spec = aggregator().spec()
         ChronoObservation(name, 0.0, spec)  # checks the name now, not at finish
         if start_callback is not None:
@@ -454,7 +455,7 @@ class Protocol(abc.ABC):
         Raises:
             NotFoundError: when the timer was not started.
         """
-        uid = _uid(trial)
+        uid = trial_uid(trial)
         observations = self._chrono_stop(uid, name)
         if not observations:
             raise NotFoundError(f"Timer {name!r} of trial {uid} was not started (log_trial_chrono_start).")

@@ -39,8 +39,11 @@ __all__ = [
     "Trial",
     "TrialGroup",
     "TrialUpdate",
+    "check_metric_name",
     "check_name",
+    "check_number",
     "check_plain",
+    "check_step",
     "compute_hash",
     "status",
 ]
@@ -299,6 +302,18 @@ def _check_metric_name(name: str) -> str:
     return check_name("metric", name, allow_slash=True)
 
 
+def check_metric_name(name: object) -> str:
+    """Check a metric name (``/`` allowed, as in ``train/loss``); names repeat every step, so str names are
+    checked once and remembered.
+
+    Raises:
+        InvalidNameError: naming the value.
+    """
+    if type(name) is str:
+        return _check_metric_name(name)
+    return check_name("metric", name, allow_slash=True)
+
+
 @dataclass(frozen=True)
 class MetricPoint:
     """One logged value: metric ``name`` at ``step`` (None when logged without a step)."""
@@ -310,10 +325,7 @@ class MetricPoint:
     @classmethod
     def checked(cls, name: str, step: Step, value: Any) -> MetricPoint:
         """Build a point from a step already checked by :func:`check_step` (the per-call fast path)."""
-        if type(name) is str:
-            _check_metric_name(name)
-        else:
-            check_name("metric", name, allow_slash=True)
+        check_metric_name(name)
         point = object.__new__(cls)
         object.__setattr__(point, "name", name)
         object.__setattr__(point, "step", step)

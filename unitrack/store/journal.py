@@ -314,7 +314,12 @@ class JournalWriter:
 
     def append_many(self, payloads: Iterable[bytes]) -> None:
         """Append several records with one write."""
-        self._write(b"".join(frame(p) for p in payloads))
+        pack, crc = FRAME.pack, zlib.crc32
+        chunks = []
+        for payload in payloads:
+            chunks.append(pack(len(payload), crc(payload)))
+            chunks.append(payload)
+        self._write(b"".join(chunks))
 
     def close(self) -> None:
         """Close the file (idempotent)."""

@@ -231,6 +231,7 @@ class Table:
             raise ReadOnlyStoreError(store.path, f"write to table {self._name!r}")
         converters = [self._converters[column] for column in self._columns]
         width = len(converters)
+        pack = codec.pack
         payloads = []
         for row in rows:
             if len(row) != width:
@@ -239,7 +240,7 @@ class Table:
                     f"({', '.join(self._columns)}); nothing was written.",
                     table=self._name,
                 )
-            payloads.append(codec.pack([convert(v) for convert, v in zip(converters, row, strict=True)]))
+            payloads.append(pack([convert(v) for convert, v in zip(converters, row)]))  # noqa: B905 - checked
         if not payloads:
             return
         writer.append_many(payloads)

@@ -42,8 +42,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,10 @@ from unitrack.errors import (
     StorageError,
     StoreLockedError,
 )
+from unitrack.persistence.aggregators import Aggregator
 from unitrack.persistence.backends.file import atomic_write
 from unitrack.persistence.memory import Database, _MetricRecord, _TrialRecord
-from unitrack.persistence.protocol import Protocol
+from unitrack.persistence.protocol import Protocol, trial_uid
 from unitrack.persistence.query import Query, compile_query
 from unitrack.persistence.serialization import from_json, to_json
 from unitrack.persistence.structure import (
@@ -69,6 +70,9 @@ from unitrack.persistence.structure import (
     Trial,
     TrialGroup,
     TrialUpdate,
+    check_metric_name,
+    check_number,
+    check_step,
 )
 from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
 from unitrack.store import Store
@@ -86,6 +90,7 @@ PARAMETERS = "metadata"
 LOG = "trial_log"
 METRICS_SCHEMA = {"step": float, "name": str, "value": float, "time": float}
 LOG_SCHEMA = {"update": str}
+H5_EVERY_ROWS = 1_000_000
 
 
 @dataclass
@@ -97,6 +102,9 @@ class _Writing:
     record: _TrialRecord
     log_rows: int
     created: int
+    #: Latest value of each metric. The points themselves live only in the store's ``metrics`` table (read
+    #: back when a snapshot is asked for), so logging costs no memory beyond the table's own rows.
+    latest: dict[str, float] = field(default_factory=dict)
     summary_at: float = 0.0
     dirty: bool = False
 
@@ -286,8 +294,7 @@ class HDF5Protocol(Protocol):
     def _summary_of(self, writing: _Writing) -> dict[str, Any]:
         data = writing.record.to_json()
         data["metrics"] = {
-            name: {"steps": [], "values": [], "latest": m.latest, "count": len(m.values)}
-            for name, m in writing.record.metrics.items()
+            name: {"steps": [], "values": [], "latest": v} for name, v in writing.latest.items()
         }
         data["log_rows"] = writing.log_rows
         data["created"] = writing.created
@@ -332,9 +339,9 @@ class HDF5Protocol(Protocol):
         return trial
 
     # ------------------------------------------------------------------------------------ full reads
-    def _load(self, folder: str, summary: dict[str, Any], store: Store) -> tuple[_TrialRecord, int]:
-        """Rebuild a trial from its summary plus the rows of its store written after it."""
-        record = _TrialRecord.from_json({**summary, "metrics": {}})
+    @staticmethod
+    def _metric_records(store: Store) -> dict[str, _MetricRecord]:
+        """Every metric series of a trial, from its store's ``metrics`` rows (a later point at a step wins)."""
         metrics: dict[str, _MetricRecord] = {}
         if METRICS in store.tables:
             for step, name, value, _ in store[METRICS].iter_rows():
@@ -342,7 +349,11 @@ class HDF5Protocol(Protocol):
                 if rec is None:
                     rec = metrics[name] = _MetricRecord()
                 rec.add(_step_out(step), value)
-        record.metrics = metrics
+        return metrics
+
+    def _load(self, summary: dict[str, Any], store: Store) -> tuple[_TrialRecord, int]:
+        """Rebuild a trial (without its metric points) from its summary plus the log rows written after it."""
+        record = _TrialRecord.from_json({**summary, "metrics": {}})
         log_rows = 0
         if LOG in store.tables:
             table = store[LOG]
@@ -355,13 +366,18 @@ class HDF5Protocol(Protocol):
             log_rows = table.nrows
         return record, log_rows
 
+    def _full(self, record: _TrialRecord, store: Store) -> Trial:
+        trial = record.snapshot()
+        metrics = self._metric_records(store)
+        return replace(trial, metrics={name: rec.snapshot(name) for name, rec in metrics.items()})
+
     def _snapshot(self, uid: str, folder: str, summary: dict[str, Any]) -> Trial:
         writing = self._writing.get(uid)
         if writing is not None:
-            return writing.record.snapshot()
+            return self._full(writing.record, writing.store)
         with Store(self.root, folder, mode="r") as store:
-            record, _ = self._load(folder, summary, store)
-        return record.snapshot()
+            record, _ = self._load(summary, store)
+            return self._full(record, store)
 
     # ---------------------------------------------------------------------------------------- writing
     def _writer(self, uid: str) -> _Writing:
@@ -371,15 +387,20 @@ class HDF5Protocol(Protocol):
             return writing
         folder = self._folder_of(uid)
         summary = self._read_summary(folder)
-        store = Store(self.root, folder, fsync=self.fsync)
+        # store.h5 is rebuilt at commit/close and every H5_EVERY_ROWS rows: this backend and CollectionReader
+        # read the journal, so the HDF5 view need not follow every step of a long run.
+        store = Store(self.root, folder, fsync=self.fsync, h5_every_rows=H5_EVERY_ROWS)
         try:
             store.add_table(METRICS, METRICS_SCHEMA)
             store.add_table(LOG, LOG_SCHEMA)
-            record, log_rows = self._load(folder, summary, store)
+            record, log_rows = self._load(summary, store)
+            latest = {name: rec.latest for name, rec in self._metric_records(store).items()}
         except BaseException:
             store.close()
             raise
-        writing = _Writing(folder, store, record, log_rows, int(summary.get("created", 0)), time.monotonic())
+        writing = _Writing(
+            folder, store, record, log_rows, int(summary.get("created", 0)), latest, time.monotonic()
+        )
         self._writing[uid] = writing
         while len(self._writing) > self.max_open:
             _, oldest = self._writing.popitem(last=False)
@@ -451,13 +472,14 @@ class HDF5Protocol(Protocol):
                     store[METRICS].append_tuples(
                         [(math.nan if s is None else float(s), name, float(v), 0.0) for s, v in metric]
                     )
-                record = _TrialRecord(stored)
-                self._write_summary(_Writing(folder, store, record, 0, time.time_ns()))
+                record = _TrialRecord(replace(stored, metrics={}))
+                latest = {name: float(m.latest) for name, m in stored.metrics.items() if m.latest is not None}
+                self._write_summary(_Writing(folder, store, record, 0, time.time_ns(), latest))
                 self._record_known(stored.uid, folder)
             finally:
                 # The journal holds every row; store.h5 is rebuilt when this trial's writer closes.
                 store.close(rebuild_h5=False)
-            return record.snapshot()
+            return stored
 
     def find_projects(self, query: Query) -> list[Project]:
         match = compile_query(query)
@@ -509,6 +531,40 @@ class HDF5Protocol(Protocol):
             self._check_open()
             self._apply(self._writer(uid), update)
 
+    def _append_points(self, writing: _Writing, rows: list[tuple[float, str, float, float]]) -> None:
+        """Write ``(step, name, value, time)`` rows (one journal write) and remember each latest value."""
+        writing.store[METRICS].append_tuples(rows)
+        latest = writing.latest
+        for _, name, value, _ in rows:
+            latest[name] = value
+
+    def _touched(self, writing: _Writing, status_changed: bool = False) -> None:
+        writing.dirty = True
+        if status_changed or time.monotonic() - writing.summary_at >= self.summary_interval_s:
+            self._write_summary(writing)
+
+    def log_trial_metrics(
+        self,
+        trial: Trial | str,
+        step: Any = None,
+        aggregator: Callable[[], Aggregator] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """As :meth:`Protocol.log_trial_metrics`, with the rows going straight to the trial's ``metrics`` table
+        (the per-step path of a training loop)."""
+        checked = check_step(step)
+        step_value = math.nan if checked is None else float(checked)
+        now = time.time()
+        rows = [
+            (step_value, check_metric_name(name), float(check_number(f"metric {name!r}", value)), now)
+            for name, value in kwargs.items()
+        ]
+        with self._mutex:
+            self._check_open()
+            writing = self._writer(trial_uid(trial))
+            self._append_points(writing, rows)
+            self._touched(writing)
+
     def _apply(self, writing: _Writing, update: TrialUpdate) -> None:
         record = writing.record
         if (
@@ -520,21 +576,20 @@ class HDF5Protocol(Protocol):
         if update.metrics:
             now = time.time()
             nan = math.nan
-            writing.store[METRICS].append_tuples(
+            self._append_points(
+                writing,
                 [
                     (nan if p.step is None else float(p.step), p.name, float(p.value), now)
                     for p in update.metrics
-                ]
+                ],
             )
         if _beyond_metrics(update):
             rest = replace(update, metrics=()) if update.metrics else update
             # After the points: a retried batch torn in between may repeat step-less points, never lose any.
             writing.store[LOG].append_row({"update": json.dumps(to_json(rest), allow_nan=True)})
             writing.log_rows += 1
-        record.apply(update)
-        writing.dirty = True
-        if update.status is not None or time.monotonic() - writing.summary_at >= self.summary_interval_s:
-            self._write_summary(writing)
+            record.apply(rest)
+        self._touched(writing, status_changed=update.status is not None)
 
     def update_group(self, uid: str, update: GroupUpdate) -> None:
         with self._mutex, self._locked():
@@ -553,7 +608,7 @@ class HDF5Protocol(Protocol):
                     continue  # another process is writing this trial: not ours to take
                 self._apply(writing, update)
                 self._write_summary(writing)
-                return writing.record.snapshot()
+                return self._full(writing.record, writing.store)
             return None
 
     def find_and_update_group(self, query: Query, update: GroupUpdate) -> TrialGroup | None:
