@@ -6,6 +6,11 @@ import time
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
+
+# Property tests check behaviour, not speed: on a loaded 2-core machine a slow example is not a failure.
+settings.register_profile("unitrack", deadline=None)
+settings.load_profile("unitrack")
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
