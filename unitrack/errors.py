@@ -24,6 +24,7 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     └── CorruptStoreError           a file's bytes are not what was written
     ├── RemoteError                       the server or the connection to it
     │     ├── AuthenticationError
+    │     │     └── PermissionDeniedError   logged in, but the role or ownership forbids the call
     │     ├── FrameError
     │     └── ConnectionLostError
     └── MissingDependencyError (ImportError)
@@ -55,6 +56,7 @@ __all__ = [
     "ItemNotFound",
     "MissingDependencyError",
     "NotFoundError",
+    "PermissionDeniedError",
     "RemoteError",
     "SchemaError",
     "StorageError",
@@ -270,6 +272,10 @@ class RemoteError(UnitrackError):
 
 class AuthenticationError(RemoteError):
     """Unknown user or wrong password (deliberately the same message for both), or a missing permission."""
+
+
+class PermissionDeniedError(AuthenticationError):
+    """A logged-in user whose role (reader, writer, admin) or trial ownership forbids the call."""
 
 
 class FrameError(RemoteError):

@@ -86,6 +86,9 @@ _KNOWN: dict[str, Backend] = {
     "pickled": Backend(
         "unitrack.persistence.backends.pickled:PickledProtocol", description="track compatibility only"
     ),
+    "socket": Backend(
+        "unitrack.persistence.client:SocketProtocol", description="client of a 'unitrack serve' server"
+    ),
 }
 _ALIASES: dict[str, str] = {}
 _entry_points_loaded = False
