@@ -8,8 +8,8 @@ URI: ``socket://user[:password]@host:port[?fingerprint=HEX&cafile=F&batch_size=N
 - **Transport**: ``?fingerprint=`` pins the server certificate's SHA-256 (the self-signed case), ``?cafile=``
   verifies against a CA (hostname checked), ``?tls=true`` uses the system CAs. Plaintext is allowed only to a
   loopback host unless ``?insecure=true``. ``security_layer=AES`` is refused: use TLS.
-- **Batching**: ``update_trial`` calls on trials this client already knows (it inserted them, or updated them
-  once synchronously) are buffered and sent by a background thread every ``batch_size`` updates or
+- **Batching**: ``update_trial`` calls that only log (metrics, chronos, metadata) on trials this client already
+  knows (it inserted them, or updated them once synchronously) are buffered and sent by a background thread every ``batch_size`` updates or
   ``flush_interval_s`` seconds, coalesced per trial. Each sent update carries ``(writer, seq)``, so a batch resent
   after a lost connection is applied exactly once. The buffer is bounded (``max_buffer``; a full buffer blocks
   the caller, with a warning). Reads and inserts flush first (read-your-writes); ``commit``/``close`` flush.
@@ -60,6 +60,7 @@ from unitrack.persistence.wire import (
     Login,
     Message,
     Ping,
+    Pong,
     Reply,
     recv_frame,
     send_frame,
@@ -216,8 +217,7 @@ class SocketProtocol(Protocol):
         self._failed: UnitrackError | None = None
         self._warned_full = False
         self._closed = False
-        with self._io_lock:
-            self._sock = self._connect()
+        self._request(Ping(id=next(self._ids)))  # connect and log in now (retried like any request)
         self._flusher = threading.Thread(target=self._flush_loop, name="unitrack-socket-flush", daemon=True)
         self._flusher.start()
 
@@ -334,6 +334,8 @@ class SocketProtocol(Protocol):
                     continue
                 if isinstance(reply, ErrorReply):
                     raise self._error(reply)
+                if isinstance(reply, Pong) and isinstance(message, Ping):
+                    return None, attempt > 0
                 if not isinstance(reply, Reply):
                     self._drop()
                     raise FrameError(f"unexpected {type(reply).__name__} from the server")
@@ -449,7 +451,7 @@ class SocketProtocol(Protocol):
         if not isinstance(update, TrialUpdate):
             raise SchemaError(f"Expected a TrialUpdate, not {update!r}")
         self._check_failed()
-        if update.writer is not None or uid not in self._known:
+        if update.writer is not None or uid not in self._known or not _is_log_only(update):
             with self._io_lock:  # ordered after every buffered update, stamped so a resend applies once
                 self.flush()
                 if update.writer is None:
@@ -553,6 +555,18 @@ _UPDATE_FIELDS = (
     "project_id",
     "group_id",
 )
+
+
+def _is_log_only(update: TrialUpdate) -> bool:
+    """Metrics, timings and metadata are batched; status, tags, parameters, errors and moves are sent at once."""
+    return not (
+        update.parameters
+        or update.tags
+        or update.errors
+        or update.status is not None
+        or update.project_id is not None
+        or update.group_id is not None
+    )
 
 
 def _plain_operand(value: Any) -> Any:

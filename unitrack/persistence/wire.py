@@ -242,7 +242,8 @@ def decode_payload(payload: bytes, max_depth: int = MAX_DEPTH) -> Message:
         FrameError: for anything that is not a well-formed message (never another exception).
     """
     try:
-        data = json.loads(payload, parse_constant=_reject_constant, object_hook=_object_hook)
+        text = payload.decode("utf-8")  # strictly UTF-8 (json.loads would sniff UTF-16/32 and import codecs)
+        data = json.loads(text, parse_constant=_reject_constant, object_hook=_object_hook)
     except FrameError:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -361,7 +362,7 @@ def to_obj(message: bytes) -> Any:
         FrameError: for bytes that are not valid JSON or nest too deeply.
     """
     try:
-        data = json.loads(message, parse_constant=_reject_constant, object_hook=_object_hook)
+        data = json.loads(message.decode("utf-8"), parse_constant=_reject_constant, object_hook=_object_hook)
     except FrameError:
         raise
     except (ValueError, RecursionError) as exc:
