@@ -24,7 +24,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import wait_until
 from tests.persistence.conftest import ADMIN, ADMIN_PASSWORD, make_users
 from unitrack.errors import (
     AuthenticationError,
