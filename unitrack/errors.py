@@ -26,6 +26,7 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     ├── AuthenticationError
     │     │     └── PermissionDeniedError   logged in, but the role or ownership forbids the call
     │     ├── FrameError
+    │     ├── RPCCallFailure                track's name for a failed remote call
     │     └── ConnectionLostError
     └── MissingDependencyError (ImportError)
 
@@ -58,6 +59,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RemoteError",
+    "RPCCallFailure",
     "SchemaError",
     "StorageError",
     "UnitrackError",
@@ -280,6 +282,13 @@ class PermissionDeniedError(AuthenticationError):
 
 class FrameError(RemoteError):
     """A wire frame that is too large, truncated or not valid data."""
+
+
+class RPCCallFailure(RemoteError):
+    """track's name for a failed remote call; ``trace`` is kept as an attribute (servers never send theirs)."""
+
+    def __init__(self, message: str, trace: str | None = None) -> None:
+        super().__init__(message, trace=trace)
 
 
 class ConnectionLostError(RemoteError):

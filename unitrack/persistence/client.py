@@ -34,7 +34,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,10 +47,11 @@ from unitrack.errors import (
     UnitrackError,
     error_from_wire,
 )
-from unitrack.persistence.protocol import Protocol
+from unitrack.persistence.aggregators import Aggregator
+from unitrack.persistence.protocol import Protocol, TrialRef
 from unitrack.persistence.query import Query, normalize_query
 from unitrack.persistence.serialization import from_json, to_json
-from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
+from unitrack.persistence.structure import GroupUpdate, MetricPoint, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
 from unitrack.persistence.wire import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -106,9 +107,12 @@ def _password_from_file(user: str, host: str, port: int) -> str | None:
     return fallback
 
 
-def merge_updates(updates: list[TrialUpdate]) -> TrialUpdate:
-    """One update with the effect of applying ``updates`` in order (mappings merge, sequences append)."""
-    if len(updates) == 1:
+def merge_updates(updates: Sequence[TrialUpdate | tuple[MetricPoint, ...]]) -> TrialUpdate:
+    """One update with the effect of applying ``updates`` in order (mappings merge, sequences append).
+
+    A tuple of metric points stands for ``TrialUpdate(metrics=points)`` (the fast path of logging).
+    """
+    if len(updates) == 1 and isinstance(updates[0], TrialUpdate):
         return updates[0]
     parameters: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
@@ -118,6 +122,9 @@ def merge_updates(updates: list[TrialUpdate]) -> TrialUpdate:
     errors: list[str] = []
     status = project_id = group_id = None
     for u in updates:
+        if isinstance(u, tuple):
+            metrics.extend(u)
+            continue
         parameters.update(u.parameters)
         metadata.update(u.metadata)
         tags.update(u.tags)
@@ -212,7 +219,7 @@ class SocketProtocol(Protocol):
         self._sock: socket.socket | None = None
         self._io_lock = threading.RLock()
         self._cond = threading.Condition()
-        self._pending: list[tuple[str, TrialUpdate]] = []
+        self._pending: list[tuple[str, TrialUpdate | tuple[MetricPoint, ...]]] = []
         self._known: set[str] = set()
         self._failed: UnitrackError | None = None
         self._warned_full = False
@@ -381,7 +388,7 @@ class SocketProtocol(Protocol):
                     take = self._pending[: self.batch_size]
                     del self._pending[: self.batch_size]
                     self._cond.notify_all()
-                by_uid: dict[str, list[TrialUpdate]] = {}
+                by_uid: dict[str, list[TrialUpdate | tuple[MetricPoint, ...]]] = {}
                 for uid, update in take:
                     by_uid.setdefault(uid, []).append(update)
                 items = []
@@ -463,6 +470,24 @@ class SocketProtocol(Protocol):
                 self._request(Call(method="update_trial", args=[uid, to_json(update)], id=next(self._ids)))
             self._known.add(uid)
             return
+        self._enqueue(uid, update)
+
+    def log_trial_metrics(
+        self,
+        trial: TrialRef,
+        step: Any = None,
+        aggregator: Callable[[], Aggregator] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """As :meth:`Protocol.log_trial_metrics`; points of a known trial go straight to the buffer."""
+        uid = trial.uid if isinstance(trial, Trial) else trial
+        if not isinstance(uid, str) or uid not in self._known:
+            super().log_trial_metrics(trial, step, aggregator, **kwargs)
+            return
+        self._check_failed()
+        self._enqueue(uid, tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
+
+    def _enqueue(self, uid: str, item: TrialUpdate | tuple[MetricPoint, ...]) -> None:
         with self._cond:
             while len(self._pending) >= self.max_buffer and not self._closed:
                 if not self._warned_full:
@@ -474,7 +499,7 @@ class SocketProtocol(Protocol):
                     )
                 self._cond.notify_all()
                 self._cond.wait(1.0)
-            self._pending.append((uid, update))
+            self._pending.append((uid, item))
             if len(self._pending) >= self.batch_size:
                 self._cond.notify_all()
 

@@ -16,8 +16,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
+import re
 import socket
 import struct
 from collections.abc import Mapping
@@ -223,16 +225,18 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def _check_depth(value: Any, limit: int) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            raise FrameError(f"payload nests deeper than {limit} levels")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DELTA = [0] * 128
+_DELTA[ord("[")] = _DELTA[ord("{")] = 1
+_DELTA[ord("]")] = _DELTA[ord("}")] = -1
+
+
+def _check_depth(text: str, limit: int) -> None:
+    """Refuse JSON text nesting deeper than ``limit``, before parsing it (C-speed scans, no recursion)."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).encode("ascii")
+    if brackets and max(itertools.accumulate(map(_DELTA.__getitem__, brackets))) > limit:
+        raise FrameError(f"payload nests deeper than {limit} levels")
 
 
 def decode_payload(payload: bytes, max_depth: int = MAX_DEPTH) -> Message:
@@ -243,6 +247,7 @@ def decode_payload(payload: bytes, max_depth: int = MAX_DEPTH) -> Message:
     """
     try:
         text = payload.decode("utf-8")  # strictly UTF-8 (json.loads would sniff UTF-16/32 and import codecs)
+        _check_depth(text, max_depth)
         data = json.loads(text, parse_constant=_reject_constant, object_hook=_object_hook)
     except FrameError:
         raise
@@ -250,7 +255,6 @@ def decode_payload(payload: bytes, max_depth: int = MAX_DEPTH) -> Message:
         raise FrameError(f"payload is not valid UTF-8 JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise FrameError(f"payload is a JSON {type(data).__name__}, not an object with a 'kind'")
-    _check_depth(data, max_depth)
     kind = data.get("kind")
     cls = MESSAGES.get(kind) if isinstance(kind, str) else None
     if cls is None:
@@ -362,10 +366,11 @@ def to_obj(message: bytes) -> Any:
         FrameError: for bytes that are not valid JSON or nest too deeply.
     """
     try:
-        data = json.loads(message.decode("utf-8"), parse_constant=_reject_constant, object_hook=_object_hook)
+        text = message.decode("utf-8")
+        _check_depth(text, MAX_DEPTH)
+        data = json.loads(text, parse_constant=_reject_constant, object_hook=_object_hook)
     except FrameError:
         raise
     except (ValueError, RecursionError) as exc:
         raise FrameError(f"not valid UTF-8 JSON: {type(exc).__name__}") from None
-    _check_depth(data, MAX_DEPTH)
     return data
