@@ -52,6 +52,7 @@ from unitrack.persistence.wire import (
     decode_payload,
     encode_frame,
     encode_payload,
+    read_frame,
     recv_frame,
     send_frame,
 )
@@ -143,6 +144,26 @@ def test_replies_round_trip_including_nan_and_infinity(result: object) -> None:
     assert json.dumps(decoded.result, sort_keys=True) == json.dumps(
         result, sort_keys=True
     )  # NaN-aware compare
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_byte_stream_gives_messages_a_frame_error_or_the_end_never_a_hang(data: bytes) -> None:
+    async def consume() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        while True:
+            try:
+                payload = await read_frame(reader, max_frame_bytes=1024, idle_timeout_s=5, read_timeout_s=5)
+            except FrameError:
+                return
+            if payload is None:
+                return
+            with contextlib.suppress(FrameError):
+                decode_payload(payload)
+
+    asyncio.run(consume())
 
 
 @pytest.mark.parametrize(
@@ -503,6 +524,28 @@ def test_server_errors_are_raised_as_the_same_class(server: ServerThread) -> Non
             client.update_trial("nope_0", TrialUpdate(tags={"a": 1}))
         with pytest.raises(ConfigError, match="no arguments"):
             client.commit(file_name_override="/tmp/x")
+
+
+def test_ping_before_login_and_calls_before_login_are_refused(server: ServerThread) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        send_frame(sock, Ping(id=1))
+        assert recv_frame(sock) == Pong(id=1)
+        send_frame(sock, Call(method="find_trials", id=2))
+        reply = recv_frame(sock)
+        assert (
+            isinstance(reply, ErrorReply)
+            and reply.error == "AuthenticationError"
+            and "log in first" in reply.message
+        )
+
+
+def test_connections_beyond_the_limit_are_refused(users: UserStore) -> None:
+    with ServerThread(EphemeralProtocol(), users, max_connections=1) as srv:
+        with SocketProtocol(_uri(ADMIN, srv.port)) as first:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as second:
+                reply = recv_frame(second)
+                assert isinstance(reply, ErrorReply) and "too many connections" in reply.message
+            assert first.ping() >= 0
 
 
 # ------------------------------------------------------------------------------------------------- security
