@@ -526,6 +526,23 @@ def test_server_errors_are_raised_as_the_same_class(server: ServerThread) -> Non
             client.commit(file_name_override="/tmp/x")
 
 
+def test_a_batch_over_the_frame_limit_is_split_not_lost(server: ServerThread) -> None:
+    uri = _uri(ADMIN, server.port, "?max_frame_bytes=1500&batch_size=1000&flush_interval_s=60")
+    with SocketProtocol(uri) as client:
+        client.new_project(Project(name="p"))
+        trials = [client.new_trial(Trial(name=f"t{i}", project_id="p")) for i in range(4)]
+        for trial in trials:
+            assert trial is not None
+            client.log_trial_metrics(trial, v=-1.0)
+        for i in range(25):
+            for trial in trials:
+                assert trial is not None
+                client.log_trial_metrics(trial, v=float(i))
+        client.flush()
+        for i in range(4):
+            assert _values(client, f"t{i}") == [-1.0, *map(float, range(25))]
+
+
 def test_ping_before_login_and_calls_before_login_are_refused(server: ServerThread) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         send_frame(sock, Ping(id=1))

@@ -351,6 +351,8 @@ class SocketProtocol(Protocol):
     def _call(self, method: str, *args: Any, resend: bool = True, **kw: Any) -> tuple[Any, bool]:
         self._check_failed()
         self.flush()
+        if not resend:  # make sure the connection is alive, so a stale one is not mistaken for a lost call
+            self._request(Ping(id=next(self._ids)))
         return self._request(
             Call(method=method, args=list(args), kwargs=kw, id=next(self._ids)), resend=resend
         )
@@ -401,13 +403,23 @@ class SocketProtocol(Protocol):
                     )
                     items.append([uid, to_json(stamped)])
                 try:
-                    self._request(Batch(items=items, id=next(self._ids)))
+                    self._send_batch(items)
                 except UnitrackError as exc:
                     logger.error(
                         "a batch of %d updates to %s was lost: %s", len(take), self.uri.redacted(), exc
                     )
                     if self._failed is None:
                         self._failed = exc
+
+    def _send_batch(self, items: list[list[Any]]) -> None:
+        """Send one batch; one that exceeds the frame limit is sent as two halves (seqs keep their order)."""
+        try:
+            self._request(Batch(items=items, id=next(self._ids)))
+        except FrameError as exc:
+            if "limit" not in exc.fields or len(items) < 2:
+                raise
+            self._send_batch(items[: len(items) // 2])
+            self._send_batch(items[len(items) // 2 :])
 
     def flush(self) -> None:
         """Send every buffered update and wait for the server's acknowledgement.

@@ -451,8 +451,12 @@ class SocketServer:
         delay = self._delay_s(*keys)
         if delay:
             await asyncio.sleep(delay)
+        if len(message.user) > 64 or len(message.password) > 1024:  # bounded work per attempt
+            user, password = "", ""
+        else:
+            user, password = message.user, message.password
         try:
-            role = await asyncio.to_thread(self.users.verify, message.user, message.password)
+            role = await asyncio.to_thread(self.users.verify, user, password)
         except UnitrackError as exc:
             logger.error("cannot read the users file: %s", exc)
             return error_reply(RemoteError("the server cannot check passwords now"), message.id), None
