@@ -200,18 +200,26 @@ def test_frame_length_is_checked_before_reading_the_body(server: ServerThread) -
 
 
 # ------------------------------------------------------------------------------------------------- load
-def _workers(uri: str, names: list[str], count: int) -> list[subprocess.Popen[str]]:
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.persistence._socket_worker", uri, name, str(count)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=ENV,
-            cwd=ROOT,
-        )
-        for name in names
-    ]
+def _workers(uri: str, names: list[str], count: int, log: Path | None = None) -> list[subprocess.Popen[str]]:
+    procs = []
+    for name in names:
+        with contextlib.ExitStack() as stack:
+            stderr = (
+                subprocess.PIPE
+                if log is None
+                else stack.enter_context((log.parent / f"{log.name}.{name}").open("w"))
+            )
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.persistence._socket_worker", uri, name, str(count)],
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    text=True,
+                    env=ENV,
+                    cwd=ROOT,
+                )
+            )
+    return procs
 
 
 def _finish(procs: list[subprocess.Popen[str]]) -> None:
@@ -237,7 +245,7 @@ def test_server_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
     proc, port = _serve(tmp_path, users, backend, "--port", "0")
     names = [f"k{i}" for i in range(4)]
     uri = _uri("ada", port, "?batch_size=50&flush_interval_s=0.01&retry_timeout_s=60")
-    procs = _workers(uri, names, 4000)
+    procs = _workers(uri, names, 4000, log=tmp_path / "worker.log")
     try:
         for worker in procs:
             assert worker.stdout is not None and worker.stdout.readline().strip() == "half"
@@ -246,7 +254,11 @@ def test_server_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
         _stop(proc)
         proc, again = _serve(tmp_path, users, backend, "--port", str(port))
         assert again == port
-        _finish(procs)
+        for worker in procs:
+            assert worker.stdout is not None
+            rest = worker.stdout.read()  # what readline() buffered, then the rest
+            worker.stdout.close()
+            assert worker.wait(120) == 0 and "done" in rest, (tmp_path / f"worker.log.{names[0]}").read_text()
     finally:
         for worker in procs:
             if worker.poll() is None:
@@ -303,10 +315,10 @@ class ChaosProxy:
         self._ready.set()
         self.loop.run_forever()
         server.close()
-        tasks = asyncio.all_tasks(self.loop)
-        for task in tasks:
-            task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        while tasks := asyncio.all_tasks(self.loop):  # handlers may start while others are cancelled
+            for task in tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self.loop.run_until_complete(server.wait_closed())
         self.loop.close()
 

@@ -299,6 +299,7 @@ class SocketServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._failures: dict[str, tuple[int, float]] = {}
+        self._closing = False
         self.address: tuple[str, int] | None = None
 
     # ----------------------------------------------------------------------------------------- lifecycle
@@ -331,11 +332,14 @@ class SocketServer:
 
     async def aclose(self) -> None:
         """Stop accepting, drop connections, wait for the backend worker."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
-            for task in list(self._connections):
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
+            while self._connections:  # handlers that started meanwhile are cancelled too
+                pending = list(self._connections)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
             logger.info("server stopped")
@@ -346,13 +350,15 @@ class SocketServer:
         task = asyncio.current_task()
         peer_info = writer.get_extra_info("peername")
         peer = f"{peer_info[0]}:{peer_info[1]}" if isinstance(peer_info, tuple) else str(peer_info)
-        if len(self._connections) >= self.max_connections:
+        if self._closing or len(self._connections) >= self.max_connections:
             logger.warning("connection from %s refused: %d connections open", peer, len(self._connections))
-            await self._send_quietly(
-                writer,
-                ErrorReply(error="RemoteError", message="server busy: too many connections; retry later"),
-            )
-            await self._close_writer(writer)
+            try:
+                await self._send_quietly(
+                    writer,
+                    ErrorReply(error="RemoteError", message="server busy: too many connections; retry later"),
+                )
+            finally:
+                await self._close_writer(writer)
             return
         if task is not None:
             self._connections.add(task)
@@ -555,6 +561,7 @@ class ServerThread:
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._error: BaseException | None = None
+        self._serving: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._main, name="unitrack-server", daemon=True)
 
     def _main(self) -> None:
@@ -565,9 +572,14 @@ class ServerThread:
             self._error = exc
             self._started.set()
             return
+        self._serving = self._loop.create_task(self.server.serve_forever())
         self._started.set()
-        self._loop.run_until_complete(self.server.serve_forever())
+        self._loop.run_until_complete(self._serving)
         self._loop.run_until_complete(self.server.aclose())
+        leftover = asyncio.all_tasks(self._loop)  # e.g. a connection accepted while stopping
+        for task in leftover:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         self._loop.close()
 
     def start(self) -> ServerThread:
@@ -586,9 +598,11 @@ class ServerThread:
 
     def stop(self) -> None:
         """Stop serving and wait for the thread."""
-        if self._thread.is_alive():
-            for task in asyncio.all_tasks(self._loop):
-                self._loop.call_soon_threadsafe(task.cancel)
+        if self._thread.is_alive() and self._serving is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._serving.cancel)  # aclose() then ends the connections
+            except RuntimeError:  # the loop has already finished
+                pass
             self._thread.join(10)
 
     def __enter__(self) -> ServerThread:
