@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import itertools
 import logging
 import os
@@ -63,6 +62,7 @@ from unitrack.persistence.wire import (
     Ping,
     Pong,
     Reply,
+    is_loopback,
     recv_frame,
     send_frame,
 )
@@ -201,7 +201,7 @@ class SocketProtocol(Protocol):
         self._fingerprint = fingerprint.replace(":", "").lower() if fingerprint else None
         self._cafile = u.option("cafile")
         self._tls = bool(self._fingerprint or self._cafile) or option_flag(u, "tls", layer is not None)
-        if not self._tls and not option_flag(u, "insecure", False) and not _is_loopback(self.host):
+        if not self._tls and not option_flag(u, "insecure", False) and not is_loopback(self.host):
             raise ConfigError(
                 f"Refusing plaintext to {self.host}: pass ?fingerprint=<sha256> or ?cafile=<ca.pem> for TLS, "
                 "or ?insecure=true on a trusted network."
@@ -615,12 +615,3 @@ def _plain_operand(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -59,6 +59,7 @@ from unitrack.persistence.wire import (
     Pong,
     Reply,
     decode_payload,
+    is_loopback,
     read_frame,
     write_frame,
 )
@@ -69,7 +70,6 @@ __all__ = [
     "certificate_fingerprint",
     "check_bind_address",
     "generate_self_signed",
-    "is_loopback",
     "server_ssl_context",
     "start_track_server",
 ]
@@ -661,16 +661,6 @@ def start_track_server(
 
 
 # ------------------------------------------------------------------------------------------- security
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind_address(host: str, *, tls: bool, insecure: bool) -> None:
     """Refuse plaintext on a non-loopback address unless ``insecure``.
 

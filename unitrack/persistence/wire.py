@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import math
@@ -42,6 +43,7 @@ __all__ = [
     "decode_payload",
     "encode_frame",
     "encode_payload",
+    "is_loopback",
     "read_frame",
     "recv_frame",
     "send_frame",
@@ -347,6 +349,17 @@ def recv_frame(sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYT
 def send_frame(sock: socket.socket, message: Message, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
     """Send one message on a blocking socket."""
     sock.sendall(encode_frame(message, max_frame_bytes))
+
+
+# ---------------------------------------------------------------------------------------------- addresses
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses: the only hosts frames may reach in clear by default."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------- track names
