@@ -249,6 +249,12 @@ def _deny(session: Session, what: str) -> PermissionDeniedError:
     )
 
 
+def _check_owner_tag(session: Session, update: TrialUpdate) -> None:
+    """Only an admin may set or change a trial's owner."""
+    if session.role != "admin" and OWNER_TAG in update.tags:
+        raise _deny(session, f"set the {OWNER_TAG!r} tag")
+
+
 class SocketServer:
     """Serve ``backend``'s primitives to authenticated clients.
 
@@ -493,8 +499,8 @@ class SocketServer:
         if isinstance(update, TrialUpdate) and message.writer is not None and message.seq is not None:
             args["update"] = update = dataclasses.replace(update, writer=message.writer, seq=message.seq)
         is_writer = session.role == "writer"
-        if is_writer and isinstance(update, TrialUpdate) and OWNER_TAG in update.tags:
-            raise _deny(session, f"set the {OWNER_TAG!r} tag")
+        if isinstance(update, TrialUpdate):
+            _check_owner_tag(session, update)
         if is_writer and method == "insert_trial":
             trial: Trial = args["trial"]
             args["trial"] = dataclasses.replace(trial, tags={**trial.tags, OWNER_TAG: session.user})
@@ -529,10 +535,8 @@ class SocketServer:
             if not isinstance(item, list) or len(item) != 2:
                 raise SchemaError("a batch item is [uid, update]")
             bound = bind_arguments("update_trial", item, {})
-            update = bound["update"]
-            if session.role == "writer" and OWNER_TAG in update.tags:
-                raise _deny(session, f"set the {OWNER_TAG!r} tag")
-            items.append((bound["uid"], update))
+            _check_owner_tag(session, bound["update"])
+            items.append((bound["uid"], bound["update"]))
 
         def work() -> int:
             if session.role == "writer":
