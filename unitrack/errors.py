@@ -30,7 +30,9 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     └── ReadOnlyStoreError          a write on a store opened with mode='r'
     ├── RemoteError                       the server or the connection to it
     │     ├── AuthenticationError
+    │     │     └── PermissionDeniedError   logged in, but the role or ownership forbids the call
     │     ├── FrameError
+    │     ├── RPCCallFailure                track's name for a failed remote call
     │     └── ConnectionLostError
     └── MissingDependencyError (ImportError)
 
@@ -63,7 +65,9 @@ __all__ = [
     "NotCheckpointableError",
     "NotFoundError",
     "ReadOnlyStoreError",
+    "PermissionDeniedError",
     "RemoteError",
+    "RPCCallFailure",
     "SchemaError",
     "StorageError",
     "StoreLockedError",
@@ -312,8 +316,19 @@ class AuthenticationError(RemoteError):
     """Unknown user or wrong password (deliberately the same message for both), or a missing permission."""
 
 
+class PermissionDeniedError(AuthenticationError):
+    """A logged-in user whose role (reader, writer, admin) or trial ownership forbids the call."""
+
+
 class FrameError(RemoteError):
     """A wire frame that is too large, truncated or not valid data."""
+
+
+class RPCCallFailure(RemoteError):
+    """track's name for a failed remote call; ``trace`` is kept as an attribute (servers never send theirs)."""
+
+    def __init__(self, message: str, trace: str | None = None) -> None:
+        super().__init__(message, trace=trace)
 
 
 class ConnectionLostError(RemoteError):

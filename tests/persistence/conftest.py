@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,6 +21,9 @@ from unitrack.persistence.backends.file import FileProtocol
 from unitrack.persistence.backends.hdf5 import HDF5Protocol
 from unitrack.persistence.multiplexer import ProtocolMultiplexer
 from unitrack.persistence.protocol import Protocol
+
+if TYPE_CHECKING:
+    from unitrack.persistence.users import UserStore
 
 
 def _pickled(tmp: Path, strict: bool) -> Protocol:
@@ -36,6 +40,42 @@ def _postgresql(tmp: Path, strict: bool, *, server_uri: str) -> Protocol:
     return SQLProtocol(pg.schema_uri(server_uri, str(tmp)), strict=strict)
 
 
+#: The admin of every test server (scrypt hashing once per session keeps the fixtures fast).
+ADMIN, ADMIN_PASSWORD = "admin", "admin-password-for-tests"
+
+
+def make_users(path: Path, **extra: tuple[str, str]) -> UserStore:
+    """A users file with the test admin plus ``name=(password, role)`` entries."""
+    from unitrack.persistence.users import UserStore
+
+    users = UserStore(path)
+    users.add(ADMIN, ADMIN_PASSWORD, role="admin")
+    for name, (password, role) in extra.items():
+        users.add(name, password, role=role)
+    return users
+
+
+def _socket(tmp: Path, strict: bool) -> Protocol:
+    """A SocketProtocol talking to a real server on 127.0.0.1 in front of an EphemeralProtocol."""
+    from unitrack.persistence.client import SocketProtocol
+    from unitrack.persistence.server import ServerThread
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    users_file = tmp / f"users-{len(list(tmp.glob('users-*')))}.json"
+    server = ServerThread(EphemeralProtocol(strict=strict), make_users(users_file)).start()
+    client = SocketProtocol(f"socket://{ADMIN}:{ADMIN_PASSWORD}@127.0.0.1:{server.port}", strict=strict)
+    close = client.close
+
+    def close_both() -> None:
+        try:
+            close()
+        finally:
+            server.stop()
+
+    client.close = close_both  # type: ignore[method-assign]
+    return client
+
+
 #: scheme (or wrapper name) -> factory(tmp_path, strict) building a fresh, empty backend. Factories that
 #: need a server take it as a keyword (see NEEDS_SERVER).
 BACKENDS: dict[str, Callable[..., Protocol]] = {
@@ -43,6 +83,7 @@ BACKENDS: dict[str, Callable[..., Protocol]] = {
     "file": lambda tmp, strict: FileProtocol(f"file://{tmp}/db.json", strict=strict),
     "hdf5": lambda tmp, strict: HDF5Protocol(f"hdf5://{tmp}/runs", strict=strict),
     "pickled": _pickled,
+    "socket": _socket,
     "multiplexer": lambda tmp, strict: ProtocolMultiplexer(
         FileProtocol(f"file://{tmp}/a.json", strict=strict), EphemeralProtocol(strict=strict)
     ),

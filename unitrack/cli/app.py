@@ -11,6 +11,7 @@ import sys
 import typer
 
 from unitrack.cli import backends as backends_cmd
+from unitrack.cli import serve as serve_cmd
 
 app = typer.Typer(
     name="unitrack",
@@ -32,6 +33,7 @@ def _configure(
 
 
 backends_cmd.add_commands(app)
+serve_cmd.add_commands(app)
 
 
 def main() -> None:

@@ -97,6 +97,9 @@ _KNOWN: dict[str, Backend] = {
         extra="postgres",
         description="PostgreSQL or CockroachDB: many machines, one database",
     ),
+    "socket": Backend(
+        "unitrack.persistence.client:SocketProtocol", description="client of a 'unitrack serve' server"
+    ),
 }
 _ALIASES: dict[str, str] = {}
 _entry_points_loaded = False
