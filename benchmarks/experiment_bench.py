@@ -12,9 +12,12 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from unitrack.experiment import Experiment
-from unitrack.persistence.registry import resolve_uri
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from unitrack.experiment import Experiment  # noqa: E402
+from unitrack.persistence.registry import resolve_uri  # noqa: E402
 
 
 class Bench(Experiment):

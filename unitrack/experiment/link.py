@@ -40,6 +40,7 @@ from unitrack.persistence.structure import (
     Trial,
     TrialGroup,
     TrialUpdate,
+    check_step,
 )
 
 __all__ = ["PROJECT_ENV", "TrialLink", "group_name", "project_name", "to_status"]
@@ -157,8 +158,9 @@ class TrialLink:
         if step is None:
             self.step += 1
             step = self.step
+        step = check_step(step)
         points = tuple(
-            MetricPoint(k, step, v)
+            MetricPoint.checked(k, step, v)
             for k, v in values.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         )

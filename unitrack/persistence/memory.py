@@ -129,8 +129,11 @@ class _TrialRecord:
             errors=tuple(self.errors),
         )
 
-    def apply(self, update: TrialUpdate) -> bool:
-        """Apply an update; False when it is a replayed (writer, seq) batch and was skipped."""
+    def apply(self, update: TrialUpdate, with_metrics: bool = True) -> bool:
+        """Apply an update; False when it is a replayed (writer, seq) batch and was skipped.
+
+        ``with_metrics=False`` leaves the metric points out (a backend that keeps them elsewhere).
+        """
         if update.writer is not None and update.seq is not None:
             if update.seq <= self.writers.get(update.writer, -1):
                 return False
@@ -142,7 +145,7 @@ class _TrialRecord:
         if update.tags:
             self.tags.update(_plain_copy(dict(update.tags)))
         metrics = self.metrics
-        for point in update.metrics:
+        for point in update.metrics if with_metrics else ():
             rec = metrics.get(point.name)
             if rec is None:
                 rec = metrics[point.name] = _MetricRecord()

@@ -584,11 +584,12 @@ class HDF5Protocol(Protocol):
                 ],
             )
         if _beyond_metrics(update):
-            rest = replace(update, metrics=()) if update.metrics else update
+            rest = to_json(update)
+            rest.pop("metrics", None)  # the points are in the metrics table
             # After the points: a retried batch torn in between may repeat step-less points, never lose any.
-            writing.store[LOG].append_row({"update": json.dumps(to_json(rest), allow_nan=True)})
+            writing.store[LOG].append_row({"update": json.dumps(rest, allow_nan=True)})
             writing.log_rows += 1
-            record.apply(rest)
+            record.apply(update, with_metrics=False)
         self._touched(writing, status_changed=update.status is not None)
 
     def update_group(self, uid: str, update: GroupUpdate) -> None:
