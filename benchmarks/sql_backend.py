@@ -17,6 +17,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,14 +29,15 @@ sys.path.insert(0, str(ROOT))
 
 from tests.persistence import pg  # noqa: E402
 from unitrack.persistence.backends.sql import SQLProtocol  # noqa: E402
+from unitrack.persistence.registry import get_protocol  # noqa: E402
 from unitrack.persistence.structure import Trial  # noqa: E402
 
 WRITER = """
 import sys, time
-from unitrack.persistence.backends.sql import SQLProtocol
+from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.structure import MetricPoint
 uri, uid, count, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-db = SQLProtocol(uri, strict=False)
+db = get_protocol(uri, strict=False)
 print("ready", flush=True)
 sys.stdin.readline()
 t0 = time.perf_counter()
@@ -63,9 +65,9 @@ def database(uri: str | None) -> Iterator[str]:
         yield base
 
 
-def load(base: str, writers: int, values: int, batch: int) -> None:
-    uri = pg.schema_uri(base, f"load-{batch}-{time.time()}")
-    with SQLProtocol(uri, strict=False) as db:
+def load(uri: str, writers: int, values: int, batch: int, label: str = "postgresql://") -> None:
+    """16 writer processes, one trial each, into the backend at ``uri``; every value checked exactly once."""
+    with get_protocol(uri, strict=False) as db:
         uids = []
         for w in range(writers):
             trial = db.new_trial(Trial(name=f"load{w}"))
@@ -92,18 +94,18 @@ def load(base: str, writers: int, values: int, batch: int) -> None:
         out, _ = p.communicate()
         times.append(tuple(map(float, out.split())))
     seconds = max(t[1] for t in times) - min(t[0] for t in times)
-    with SQLProtocol(uri) as db:
+    with get_protocol(uri) as db:
         trials = db.fetch_trials(None)
     exact = len(trials) == writers and all(
         Counter(t.metrics["v"].values) == Counter(range(values)) for t in trials
     )
     total = writers * values
     how = f"batched ({batch} values per call)" if batch > 1 else "unbatched (one call per value)"
+    target = "   target >= 50,000" if batch > 1 and label == "postgresql://" else ""
     print(
-        f"load {how}: {writers} processes x {values:,} values = {total:,}; every value exactly once: {exact}"
+        f"{label:<14} load {how}: {writers} x {values:,} = {total:,}; exactly once: {exact}; "
+        f"{total / seconds:,.0f} values/s ({seconds:.2f} s){target}"
     )
-    target = "   target >= 50,000" if batch > 1 else ""
-    print(f"  {total / seconds:12,.0f} values/s  ({seconds:.2f} s){target}")
 
 
 def query(base: str, trials: int, repeats: int = 7) -> None:
@@ -139,8 +141,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10_000)
     args = parser.parse_args()
     with database(args.uri) as base:
-        load(base, args.writers, args.values, args.batch)
-        load(base, args.writers, args.unbatched_values, 1)
+        load(pg.schema_uri(base, f"load-{time.time()}"), args.writers, args.values, args.batch)
+        with tempfile.TemporaryDirectory() as folder:  # the same load, same run, on the local backends
+            load(f"hdf5://{folder}/runs", args.writers, args.values, args.batch, label="hdf5://")
+            load(f"file://{folder}/db.json", args.writers, args.values, args.batch, label="file://")
+        load(pg.schema_uri(base, f"unbatched-{time.time()}"), args.writers, args.unbatched_values, 1)
         query(base, args.trials)
 
 
