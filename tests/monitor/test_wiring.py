@@ -173,3 +173,14 @@ def test_messages_carry_the_step_only_to_sinks_that_take_it(tmp_path):
             pass
 
     assert takes_step(Training()) and takes_step(Kw()) and not takes_step(Plain())
+
+
+def test_a_tensor_that_requires_grad_is_messaged_without_a_warning(tmp_path):
+    ex = Training(str(tmp_path), "ex1", backend="ephemeral://")
+    m = Monitor(experiment=ex, msg="loss->ex@1s")
+    weight = torch.ones(1, requires_grad=True)
+    for _ in m(range(2)):
+        loss = (weight * 3).sum()  # noqa: F841 - read from this frame by the monitor
+    assert ex.messages["loss"] == 3.0
+    (trial,) = ex.backend.fetch_trials({"name": "ex1"})
+    assert list(trial.metrics["loss"]) == [(1, 3.0), (2, 3.0)]

@@ -124,6 +124,9 @@ def _read_only(name: str, doc: str) -> property:
 def _convert_message(value: Any) -> Any:
     if isinstance(value, (str, int, float)):
         return value
+    detach = getattr(value, "detach", None)  # a tensor that requires grad: convert its value, no warning
+    if callable(detach):
+        value = detach()
     try:
         return float(value)
     except (TypeError, ValueError):
