@@ -124,6 +124,9 @@ def _read_only(name: str, doc: str) -> property:
 def _convert_message(value: Any) -> Any:
     if isinstance(value, (str, int, float)):
         return value
+    detach = getattr(value, "detach", None)  # a tensor that requires grad: convert its value, no warning
+    if callable(detach):
+        value = detach()
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -700,6 +703,34 @@ class Experiment(metaclass=ExperimentMeta):
         if state["_term_pending"]:
             state["_term_pending"] = False
             raise Terminated("received SIGTERM")
+
+    def log_metrics(self, values: Mapping[str, Any], *, step: int) -> None:
+        """Append ``(step, value)`` to the trial's metric series of each name (a Monitor's scalar summaries).
+
+        A no-op until the experiment is registered. Unlike :meth:`message`, nothing is kept in ``messages``.
+
+        Raises:
+            SchemaError: for a value that is not a number or an invalid metric name.
+        """
+        link = self._link
+        if link is not None and values:
+            link.log_metrics(values, step)
+
+    def log_metadata(self, values: Mapping[str, Any]) -> None:
+        """Merge ``values`` into the trial's metadata, key by key (a Monitor's checkpoints and resource use).
+
+        A no-op until the experiment is registered. The keys the experiment maintains itself (messages,
+        timestamps, version, meta, status, directory) are refused.
+
+        Raises:
+            ConfigError: for one of the experiment's own keys.
+        """
+        reserved = sorted(set(values) & set(self._trial_metadata()))
+        if reserved:
+            raise ConfigError(f"metadata keys {reserved} are kept by the experiment itself; use other names.")
+        link = self._link
+        if link is not None and values:
+            link.log_metadata(values)
 
     # ------------------------------------------------------------------------------------------- running
     def catch_sigterm(self, enable: bool = True) -> Experiment:

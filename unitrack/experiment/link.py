@@ -166,6 +166,16 @@ class TrialLink:
         )
         self.protocol.update_trial(self.uid, TrialUpdate(metrics=points, metadata={"messages": dict(kept)}))
 
+    def log_metrics(self, values: Mapping[str, Any], step: int) -> None:
+        """Append one point per name at ``step`` (``log_trial_metrics``); later unstepped messages count on from it."""
+        if isinstance(step, int) and step > self.step:
+            self.step = step
+        self.protocol.log_trial_metrics(self.uid, step=step, **values)
+
+    def log_metadata(self, values: Mapping[str, Any]) -> None:
+        """Merge ``values`` into the trial's metadata (``log_trial_metadata``)."""
+        self.protocol.log_trial_metadata(self.uid, **values)
+
     def update(
         self, *, metadata: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None
     ) -> None:

@@ -14,7 +14,7 @@ from unitrack.monitor.hooks import (
     XmenMessenger,
 )
 from unitrack.monitor.monitor import Monitor, TorchMonitor
-from unitrack.monitor.sink import HasStateDict, MessageSink
+from unitrack.monitor.sink import HasStateDict, MessageSink, MetadataSink, MetricSink
 from unitrack.monitor.spec import Every, Trigger, parse_spec
 
 __all__ = [
@@ -25,6 +25,8 @@ __all__ = [
     "Hook",
     "Logger",
     "MessageSink",
+    "MetadataSink",
+    "MetricSink",
     "Monitor",
     "NotCheckpointableError",
     "Probe",

@@ -9,6 +9,7 @@ at the caller's frame, select variables by regex (cached per tuple of local name
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -25,6 +26,7 @@ from unitrack.monitor.hooks.logger import Logger, Timer
 from unitrack.monitor.hooks.messenger import XmenMessenger
 from unitrack.monitor.hooks.probe import Probe
 from unitrack.monitor.hooks.tensorboard import TensorboardLogger, get_writer
+from unitrack.monitor.sink import MessageSink, MetadataSink, MetricSink
 from unitrack.monitor.spec import TRIGGERS, Every, Trigger, parse_specs
 
 __all__ = ["Monitor", "TorchMonitor"]
@@ -78,8 +80,18 @@ class Monitor:
     Per-spec options (``log_fn``, ``img_pref``, ``ckpt_keep``, ``msg_leader``, ...) take one value for all specs or
     a list with one value per spec.
 
+    **Attached to an experiment** (``experiment=ex``, :meth:`attach`, or found by itself: the first local variable
+    of the monitored frame that has ``log_metrics`` and whose ``directory`` is the monitor's ``directory``), the
+    monitor also writes through the experiment (any object with the methods of
+    :class:`~unitrack.monitor.sink.MetricSink` and :class:`~unitrack.monitor.sink.MetadataSink`, such as
+    ``unitrack.experiment.Experiment``): scalar summaries (``sca``) become points of the trial's metric series at
+    :attr:`step`, and each checkpoint saved updates ``metadata['checkpoints']`` (``{variable: newest path}``).
+    Messages (``msg``) are sent with ``step=monitor.step`` to every experiment whose ``message`` takes ``step``.
+
     Args:
-        directory: Folder for checkpoints (``checkpoints/``) and TensorBoard files (``tensorboard/``).
+        directory: Folder for checkpoints (``checkpoints/``) and TensorBoard files (``tensorboard/``); default
+            the attached experiment's directory.
+        experiment: Attach to this experiment (see above and :meth:`attach`).
         hooks: Extra hooks (see :class:`~unitrack.monitor.hooks.Hook`).
         log, log_fn, log_format: :class:`~unitrack.monitor.hooks.Logger` hooks printing to ``stream``.
         time: :class:`~unitrack.monitor.hooks.Timer` hooks, e.g. ``('@2s', '@1e')``.
@@ -113,6 +125,7 @@ class Monitor:
         self,
         directory: str | Path | None = None,
         *,
+        experiment: Any = None,
         hooks: Iterable[Any] = (),
         log: Any = None,
         log_fn: Any = None,
@@ -158,6 +171,11 @@ class Monitor:
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.directory: str | None = str(directory) if directory is not None else None
+        #: The experiment the monitor writes metrics and checkpoint paths through (None when not attached).
+        self.experiment: Any = None
+        #: The newest checkpoint saved by this monitor, by variable name.
+        self.checkpoints: dict[str, str] = {}
+        self._real_directory: str | None = None
         self.stream = stream
         self.clock = clock
         self.timer = timer
@@ -227,6 +245,60 @@ class Monitor:
             self.add_hook(hook)
         for spec in parse_specs(limit):
             self.add_limit(spec)
+        if experiment is not None:
+            self.attach(experiment)
+
+    def attach(self, experiment: Any) -> Monitor:
+        """Write scalar summaries and checkpoint paths through ``experiment`` too (see the class docstring).
+
+        The monitor takes the experiment's ``directory`` when it has none of its own.
+
+        Raises:
+            ConfigError: ``experiment`` has none of ``log_metrics``, ``log_metadata``, ``message``, or neither it
+                nor the monitor has a directory.
+        """
+        if not isinstance(experiment, (MetricSink, MetadataSink, MessageSink)):
+            raise ConfigError(
+                f"cannot attach a Monitor to {type(experiment).__name__}: it has no log_metrics, log_metadata "
+                "or message method",
+                parameter="experiment",
+            )
+        if self.directory is None:
+            directory = getattr(experiment, "directory", None)
+            if directory is None:
+                raise ConfigError(
+                    "the experiment has no directory (register it first) and the Monitor has none",
+                    parameter="experiment",
+                )
+            self.directory = str(directory)
+        self.experiment = experiment
+        logger.debug("monitor attached to %r", experiment)
+        return self
+
+    def _discover(self, local_vars: Mapping[str, Any]) -> None:
+        # Attach to the first variable that writes metrics and lives in the monitor's directory (e.g. ``self``
+        # in ``Experiment.run`` with ``Monitor(self.directory, ...)``). Checked on the type first: cheap, and no
+        # property of an unrelated object is evaluated.
+        for value in local_vars.values():
+            if not callable(getattr(type(value), "log_metrics", None)):
+                continue
+            directory = getattr(value, "directory", None)
+            if directory is None:
+                continue
+            if self._real_directory is None:
+                self._real_directory = os.path.realpath(self.directory or "")
+            if os.path.realpath(os.fspath(directory)) == self._real_directory:
+                self.attach(value)
+                return
+
+    def record_checkpoints(self, paths: Mapping[str, str | Path]) -> None:
+        """Remember the newest checkpoint of each variable and write ``metadata['checkpoints']`` to the experiment."""
+        if not paths:
+            return
+        self.checkpoints.update({name: str(path) for name, path in paths.items()})
+        sink = self.experiment
+        if sink is not None and isinstance(sink, MetadataSink):
+            sink.log_metadata({"checkpoints": dict(self.checkpoints)})
 
     # ------------------------------------------------------------------------------------------ configuration
     def add_hook(self, hook: Any) -> None:
@@ -368,6 +440,8 @@ class Monitor:
             if local_vars is None:
                 local_vars = frame.f_locals if frame is not None else {}
                 names = tuple(local_vars)
+                if self.experiment is None and self.directory is not None:
+                    self._discover(local_vars)
             selected = entry.cache.get(names)
             if selected is None:
                 if len(entry.cache) >= _MATCH_CACHE_SIZE:
@@ -567,7 +641,9 @@ class Monitor:
         for name, obj in modules.items():
             if not callable(getattr(obj, "state_dict", None)):
                 raise _checkpoint.NotCheckpointableError(name, obj)
-        return [_checkpoint.save(folder, n, o, self.triggers, self.clock()) for n, o in modules.items()]
+        paths = [_checkpoint.save(folder, n, o, self.triggers, self.clock()) for n, o in modules.items()]
+        self.record_checkpoints(dict(zip(modules, paths, strict=True)))
+        return paths
 
     def load(
         self,

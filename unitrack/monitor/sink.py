@@ -2,6 +2,11 @@
 
 ``experiment`` and ``monitor`` never import each other: a hook that messages an experiment accepts any object with
 a ``message`` method (an ``Experiment`` has one), and a checkpoint accepts any object with ``state_dict``.
+
+A Monitor *attached* to an experiment (``Monitor(experiment=ex)``, ``monitor.attach(ex)``, or found among the
+caller's variables by its ``directory``) also writes through it: scalar summaries as metric points
+(:class:`MetricSink`), the latest checkpoint paths and resource use as metadata (:class:`MetadataSink`).
+``unitrack.experiment.Experiment`` satisfies all three protocols structurally.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["HasStateDict", "MessageSink", "MetadataSink"]
+__all__ = ["HasStateDict", "MessageSink", "MetadataSink", "MetricSink"]
 
 
 @typing.runtime_checkable
@@ -31,6 +36,17 @@ class MetadataSink(typing.Protocol):
 
     def log_metadata(self, values: Mapping[str, Any]) -> Any:
         """Record ``values`` as metadata."""
+
+
+@typing.runtime_checkable
+class MetricSink(typing.Protocol):
+    """An object that keeps metric series: ``log_metrics({'loss': 0.5}, step=10)`` appends one point per name.
+
+    A point at a step that already has a value replaces it.
+    """
+
+    def log_metrics(self, values: Mapping[str, float], *, step: int) -> Any:
+        """Append ``(step, value)`` to the series of each name in ``values``."""
 
 
 @typing.runtime_checkable

@@ -31,7 +31,9 @@ class Checkpointer(Hook):
         expand: Save each value of a dict variable as ``<var>_<key>``.
         save_dir: Save under this folder instead of ``<monitor.directory>/checkpoints``.
 
-    A selected object without ``state_dict()`` is skipped with a ``UserWarning`` naming it (once per name).
+    A selected object without ``state_dict()`` is skipped with a ``UserWarning`` naming it (once per name). The
+    paths saved go to :meth:`Monitor.record_checkpoints <unitrack.monitor.Monitor.record_checkpoints>` (the
+    attached experiment's ``metadata['checkpoints']``).
     """
 
     def __init__(
@@ -70,7 +72,7 @@ class Checkpointer(Hook):
                     f"{self!r} has nowhere to save: give the Monitor a directory", UserWarning, stacklevel=2
                 )
             return
-        saved = []
+        saved: dict[str, Path] = {}
         for name, obj in self.objects(var_dict).items():
             if not callable(getattr(obj, "state_dict", None)):
                 if name not in self._warned:
@@ -79,7 +81,7 @@ class Checkpointer(Hook):
                         str(checkpoint.NotCheckpointableError(name, obj)), UserWarning, stacklevel=2
                     )
                 continue
-            checkpoint.save(directory, name, obj, monitor.triggers, monitor.now(), self.to_keep)
-            saved.append(name)
+            saved[name] = checkpoint.save(directory, name, obj, monitor.triggers, monitor.now(), self.to_keep)
         if saved:
-            logger.info("saved %s at %s", saved, directory)
+            logger.info("saved %s at %s", list(saved), directory)
+            monitor.record_checkpoints(saved)

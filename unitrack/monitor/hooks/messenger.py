@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 import re
 from collections.abc import Mapping
@@ -43,6 +44,27 @@ class Keep(str, enum.Enum):
             ) from None
 
 
+_TAKES_STEP: dict[type, bool] = {}
+
+
+def takes_step(sink: Any) -> bool:
+    """True when ``sink.message`` accepts a ``step`` keyword (``Experiment.message`` does); cached per type."""
+    cls = type(sink)
+    known = _TAKES_STEP.get(cls)
+    if known is None:
+        try:
+            parameters = inspect.signature(sink.message).parameters.values()
+        except (TypeError, ValueError):
+            known = False
+        else:
+            known = any(
+                (p.name == "step" and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
+                for p in parameters
+            )
+        _TAKES_STEP[cls] = known
+    return known
+
+
 class XmenMessenger(Hook):
     """Send variables to experiments as messages.
 
@@ -53,7 +75,8 @@ class XmenMessenger(Hook):
     - ``"{exp_regex}@{modulo}{trigger}"``: only the monitor's timing and counters are sent (SEED_NOTES C5).
 
     Each experiment first receives ``monitor.summary(verbose=1)`` (counters and timing, kept as ``latest``), then
-    ``message(values, keep=keep, leader=leader)``.
+    ``message(values, keep=keep, leader=leader)``; both with ``step=monitor.step`` when its ``message`` takes a
+    ``step`` keyword (an ``Experiment`` then files the numbers at the monitor's step in its metric series).
 
     Args:
         spec: The spec, in one of the forms above.
@@ -139,7 +162,8 @@ class XmenMessenger(Hook):
             leader = next((k for k in values if self.leader.match(k)), None)
         summary = monitor.summary(verbose=1)
         for name, experiment in experiments.items():
-            experiment.message(summary, keep=Keep.LATEST.value, leader=None)
+            step = {"step": monitor.step} if takes_step(experiment) else {}
+            experiment.message(summary, keep=Keep.LATEST.value, leader=None, **step)
             if values:
-                experiment.message(dict(values), keep=self.keep.value, leader=leader)
+                experiment.message(dict(values), keep=self.keep.value, leader=leader, **step)
             logger.debug("left messages %s with %s at step %d", list(values), name, monitor.step)

@@ -14,6 +14,7 @@ import numpy as np
 from unitrack.errors import ConfigError
 from unitrack.monitor.grid import make_grid
 from unitrack.monitor.hooks.base import Hook
+from unitrack.monitor.sink import MetricSink
 from unitrack.monitor.spec import Every
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class TensorboardLogger(Hook):
     (``name_key`` if ``prepend`` else ``key``) and a list or tuple one per item (``name_<i>``) (except for
     ``pr_curve`` and ``mesh``, whose value is the tuple ``(labels, predictions)`` / ``(vertices, colors, faces)``);
     the value goes through :meth:`make_compatible`; then ``add_<type>(name, value, global_step=monitor.step)``.
+    Scalars also go to the metric series of the monitor's attached experiment
+    (``experiment.log_metrics(scalars, step=monitor.step)``).
 
     Args:
         type: One of image, scalar, histogram, figure, video, text, pr_curve, mesh.
@@ -169,6 +172,7 @@ class TensorboardLogger(Hook):
         writer = get_writer(Path(monitor.directory) / "tensorboard")
         step = monitor.step
         names = []
+        scalars: dict[str, float] = {}
         for name, value in self.summaries(var_dict).items():
             value = self.make_compatible(value)
             if self.type is SummaryType.IMAGE:
@@ -183,6 +187,11 @@ class TensorboardLogger(Hook):
                 writer.add_mesh(name, vertices, colors=colors, faces=faces, global_step=step)
             else:
                 getattr(writer, f"add_{self.type.value}")(name, value, global_step=step)
+                if self.type is SummaryType.SCALAR:
+                    scalars[name] = value
             names.append(name)
         writer.flush()
+        sink = monitor.experiment
+        if scalars and sink is not None and isinstance(sink, MetricSink):
+            sink.log_metrics(scalars, step=step)
         logger.debug("saved tb %s summaries for %s at %s", self.type.value, names, monitor.directory)
