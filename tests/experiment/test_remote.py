@@ -40,3 +40,27 @@ def test_experiment_logs_to_a_server_with_no_code_change(
     assert trial.tags["owner"] == "ada"
     assert (tmp_path / "root" / "ex1" / "params.yml").exists()  # the experiment's own folder stays local
     assert not (tmp_path / "root" / ".unitrack").exists()  # nothing of a local backend
+
+
+def test_monitor_attached_to_a_remote_experiment_logs_to_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unitrack.monitor import Monitor
+
+    backend = EphemeralProtocol()
+    users = make_users(tmp_path / "users.json", ada=("ada-password-1", "writer"))
+    with ServerThread(backend, users) as server:
+        monkeypatch.setenv("UNITRACK_URI", f"socket://ada@127.0.0.1:{server.port}")
+        monkeypatch.setenv("UNITRACK_PASSWORD", "ada-password-1")
+        ex = Remote(str(tmp_path / "root"), "ex2")
+        m = Monitor(experiment=ex, sca="loss@1s", msg="loss->ex@2s")
+        with ex:
+            for _ in m(range(2)):
+                for _ in m(range(3)):
+                    loss = 1.0 / (m.step + 1)  # noqa: F841 - read by the monitor from this frame
+        m.close()
+        (trial,) = backend.fetch_trials({"name": "ex2"})
+    assert trial.status is Status.Completed
+    assert list(trial.metrics["loss"]) == pytest.approx([(s, 1.0 / s) for s in range(1, 7)])
+    assert trial.metadata["messages"]["loss"] == pytest.approx(1.0 / 6)
+    assert (tmp_path / "root" / "ex2" / "tensorboard").is_dir()  # event files stay with the job
