@@ -263,7 +263,9 @@ class ExperimentNotFoundError(ConfigError):
 
     def __init__(self, root: str, pattern: str) -> None:
         super().__init__(
-            f"No experiment in {root} matches {pattern!r}. See `unitrack view {root}`.", root=root, pattern=pattern
+            f"No experiment in {root} matches {pattern!r}. See `unitrack view {root}`.",
+            root=root,
+            pattern=pattern,
         )
 
 

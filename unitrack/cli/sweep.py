@@ -73,10 +73,14 @@ def add_commands(app: typer.Typer) -> None:
         name: str = typer.Option(None, "--name", "-n", help="Folder name instead of k=v__k=v."),
         repeats: int = typer.Option(1, "--repeats", "-x", help="Copies of each experiment (_1, _2, ...)."),
         purpose: str = typer.Option("", "--purpose", "-p", help="Why these experiments exist."),
-        header: str = typer.Option(None, "--header", "-H", help="Text or file put at the top of each run.sh."),
+        header: str = typer.Option(
+            None, "--header", "-H", help="Text or file put at the top of each run.sh."
+        ),
         samples: int = typer.Option(None, "--samples", help="Draws of each ~distribution value."),
         seed: int = typer.Option(None, "--seed", help="Seed of the draws."),
-        zip_: bool = typer.Option(False, "--zip", help="Pair alternatives by position, not every combination."),
+        zip_: bool = typer.Option(
+            False, "--zip", help="Pair alternatives by position, not every combination."
+        ),
         backend: str = typer.Option(None, "--backend", help="Backend URI (default hdf5://ROOT)."),
     ) -> None:
         """Register experiments: one folder per combination of the overrides (initialises ROOT if needed)."""
@@ -87,11 +91,16 @@ def add_commands(app: typer.Typer) -> None:
             if not experiment and not (defaults and script):
                 from unitrack.errors import InvalidExperimentRoot
 
-                raise InvalidExperimentRoot(manager.root, ["experiment.yml (give --experiment or --defaults/--script)"])
+                raise InvalidExperimentRoot(
+                    manager.root, ["experiment.yml (give --experiment or --defaults/--script)"]
+                )
             manager.initialise(defaults=defaults or "", script=script or "", purpose=purpose, name=experiment)
             typer.echo(f"Experiment root created at {manager.root}")
         elif experiment or defaults or script:
-            typer.echo(f"{manager.root} is already an experiment root; --experiment/--defaults/--script ignored.", err=True)
+            typer.echo(
+                f"{manager.root} is already an experiment root; --experiment/--defaults/--script ignored.",
+                err=True,
+            )
         folders = manager.register(
             name=name,
             string_params=updates or (None if name else "{}"),
@@ -114,7 +123,9 @@ def add_commands(app: typer.Typer) -> None:
         root: str = typer.Option("runs", "--root", "-r", help=ROOT_HELP),
         jobs: int = typer.Option(1, "--jobs", "-j", help="Experiments run at once."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print what would run, run nothing."),
-        rerun: bool = typer.Option(False, "--rerun", help="Also run finished, failed and stopped experiments."),
+        rerun: bool = typer.Option(
+            False, "--rerun", help="Also run finished, failed and stopped experiments."
+        ),
     ) -> None:
         """Run registered experiments in local worker processes (FLAGS after -- prefix each run.sh)."""
         from unitrack.experiment.runner import Runner, RunResult
@@ -145,17 +156,23 @@ def add_commands(app: typer.Typer) -> None:
         failed = [r for r in results if r.status != "finished"]
         typer.echo(f"{len(results) - len(failed)} finished, {len(failed)} failed, {skipped} skipped")
         for r in failed:
-            typer.echo(f"failed: {os.path.basename(r.folder)} ({r.status}); log: {r.folder}/run.log", err=True)
+            typer.echo(
+                f"failed: {os.path.basename(r.folder)} ({r.status}); log: {r.folder}/run.log", err=True
+            )
         if failed:
             raise typer.Exit(1)
 
     @app.command("view")
     def view(
         target: str = typer.Argument("runs", help="An experiment root folder or a backend URI."),
-        filters: list[str] = typer.Option(None, "--filter", "-f", help="e.g. 'lr<0.1', '0<=depth<4', 'loss'."),
+        filters: list[str] = typer.Option(  # noqa: B008 - typer reads it
+            None, "--filter", "-f", help="e.g. 'lr<0.1', '0<=depth<4', 'loss'."
+        ),
         status: str = typer.Option(None, "--status", "-S", help="Only runs with this status."),
         sort: str = typer.Option("name", "--sort", help="Column to sort by."),
-        columns: list[str] = typer.Option(None, "--columns", "-c", help="Columns to show (repeatable)."),
+        columns: list[str] = typer.Option(  # noqa: B008 - typer reads it
+            None, "--columns", "-c", help="Columns to show (repeatable)."
+        ),
         csv_file: str = typer.Option(None, "--csv", help="Write the table to this CSV file."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
     ) -> None:
@@ -197,9 +214,13 @@ def add_commands(app: typer.Typer) -> None:
                 row = {k: (r.get("age_s") if k == "age" else r.get(k)) for k in shown}
                 typer.echo(json.dumps(row, default=str))
             return
-        table = [shown] + [[_age(r.get("age_s")) if k == "age" else _cell(r.get(k)) for k in shown] for r in runs]
+        table = [shown] + [
+            [_age(r.get("age_s")) if k == "age" else _cell(r.get(k)) for k in shown] for r in runs
+        ]
         widths = [max(len(row[i]) for row in table) for i in range(len(shown))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table
+        ]
         sys.stdout.write("\n".join(lines) + f"\n{len(runs)} run(s)\n")
 
     @app.command("note")

@@ -127,7 +127,9 @@ def load_experiment_class(target: str) -> type[Experiment]:
             and obj.__module__ == module_name
         ]
         if len(found) != 1:
-            raise ConfigError(f"{target} defines {len(found)} Experiment subclasses; name one as module:Class.")
+            raise ConfigError(
+                f"{target} defines {len(found)} Experiment subclasses; name one as module:Class."
+            )
         return found[0]
     from unitrack.experiment.launch import load_experiment
 
@@ -190,7 +192,11 @@ class ExperimentManager:
 
     def check_initialised(self) -> None:
         """Raise InvalidExperimentRoot unless ``experiment.yml``, ``script.sh`` and ``defaults.yml`` exist."""
-        missing = [f for f in (_CONFIG, "script.sh", "defaults.yml") if not os.path.isfile(os.path.join(self.root, f))]
+        missing = [
+            f
+            for f in (_CONFIG, "script.sh", "defaults.yml")
+            if not os.path.isfile(os.path.join(self.root, f))
+        ]
         if missing:
             raise InvalidExperimentRoot(self.root, missing)
 
@@ -229,14 +235,19 @@ class ExperimentManager:
             self._from_experiment(name)
             self.type = "python"
         else:
-            for given, target, what in ((defaults, target_defaults, "defaults"), (script, target_script, "script")):
+            for given, target, what in (
+                (defaults, target_defaults, "defaults"),
+                (script, target_script, "script"),
+            ):
                 if given:
                     if not os.path.isfile(given):
                         raise ConfigError(f"The {what} file {os.fspath(given)!r} does not exist.")
                     if os.path.abspath(given) != target:
                         shutil.copyfile(given, target)
                 elif not os.path.isfile(target):
-                    raise ConfigError(f"No {what} given and none in {self.root}; pass --defaults and --script.")
+                    raise ConfigError(
+                        f"No {what} given and none in {self.root}; pass --defaults and --script."
+                    )
             self.type = "script"
             dic_from_yml(path=target_defaults)  # must be a mapping, read safely
         os.chmod(target_script, 0o755)  # noqa: S103 - the user's script, run by run.sh
@@ -340,7 +351,9 @@ class ExperimentManager:
             raise ConfigError("register needs a name or string_params (e.g. '{lr: 0.1 | 0.01}').")
         if repeats < 1:
             raise ConfigError(f"repeats must be at least 1, not {repeats}.")
-        if shell not in ("/bin/bash", "/bin/sh", "bash", "sh", "/usr/bin/env bash") and not os.path.isabs(shell):
+        if shell not in ("/bin/bash", "/bin/sh", "bash", "sh", "/usr/bin/env bash") and not os.path.isabs(
+            shell
+        ):
             raise ConfigError(f"shell must be an absolute path, not {shell!r}.")
         defaults = self.load_defaults()
         parameters = self._parameters(defaults)
@@ -384,7 +397,9 @@ class ExperimentManager:
             }
             for key, value in specials.items():
                 doc[key] = value
-                doc.yaml_add_eol_comment(_SPECIAL_HELP[key], key)
+                if not isinstance(value, (dict, list)):
+                    # ruamel moves comments of collection values into later keys on rewrite: scalars only.
+                    doc.yaml_add_eol_comment(_SPECIAL_HELP[key], key)
             doc["_meta"] = meta
             for key, value in defaults.items():
                 if not str(key).startswith("_"):
@@ -520,12 +535,14 @@ class ExperimentManager:
         folders = self._matching(pattern)
         for folder in folders:
             params = load_param(folder)
-            notes = list(params.get("_notes") or [])
+            notes = params.get("_notes")
+            if not isinstance(notes, list):
+                notes = params["_notes"] = []
             if remove:
-                notes = [n for n in notes if n != msg]
+                while msg in notes:
+                    notes.remove(msg)  # in place: the list keeps its place and comments
             elif msg not in notes:
                 notes.append(msg)
-            params["_notes"] = notes
             self.save_params(params, folder)
         return folders
 
@@ -542,7 +559,9 @@ class ExperimentManager:
     def unlink(self, pattern: str = "*") -> list[str]:
         """Forget the experiments matching ``pattern`` (their folders are kept)."""
         folders = self._matching(pattern)
-        keep = [(p, o) for p, o in zip(self.experiments, self._padded_overides(), strict=True) if p not in folders]
+        keep = [
+            (p, o) for p, o in zip(self.experiments, self._padded_overides(), strict=True) if p not in folders
+        ]
         self.experiments = [p for p, _ in keep]
         self.overides = [o for _, o in keep]
         self._save_config()

@@ -67,7 +67,11 @@ class Runner:
             command = [*self.flags, os.path.join(folder, "run.sh")]
             # Own session: a terminal's Ctrl-C reaches only us, and we stop the workers in order.
             process = subprocess.Popen(  # noqa: S603 - an argument list, no shell
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         finally:
             log.close()
@@ -128,7 +132,9 @@ class Runner:
                 if process.pid == pid:
                     process.returncode = os.waitstatus_to_exitcode(_status)
 
-    def _stop(self, running: dict[str, tuple[subprocess.Popen[bytes], float]], results: list[RunResult]) -> None:
+    def _stop(
+        self, running: dict[str, tuple[subprocess.Popen[bytes], float]], results: list[RunResult]
+    ) -> None:
         for process, _ in running.values():
             try:
                 os.killpg(process.pid, signal.SIGINT)

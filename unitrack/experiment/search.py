@@ -92,7 +92,9 @@ def compile_filter(text: str) -> Filter:
     squeezed = re.sub(r"\s+", "", text)
     parts = _SPLIT.split(squeezed)
     if len(parts) not in (1, 3, 5):
-        raise RegisterSyntaxError(text, len(squeezed), "expected regex, regex op value or value op regex op value")
+        raise RegisterSyntaxError(
+            text, len(squeezed), "expected regex, regex op value or value op regex op value"
+        )
     positions = [0]
     for part in parts:
         positions.append(positions[-1] + len(part))
@@ -103,7 +105,9 @@ def compile_filter(text: str) -> Filter:
     try:
         pattern = re.compile(parts[regex_index])
     except re.error as exc:
-        raise RegisterSyntaxError(text, positions[regex_index] + (exc.pos or 0), f"bad regex: {exc.msg}") from exc
+        raise RegisterSyntaxError(
+            text, positions[regex_index] + (exc.pos or 0), f"bad regex: {exc.msg}"
+        ) from exc
     if len(parts) == 1:
         return Filter(text, pattern)
     if len(parts) == 3:

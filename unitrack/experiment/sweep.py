@@ -166,7 +166,9 @@ def cast_to_default(key: str, value: Any, default: Any) -> Any:
             raise ValueError(f"{key} is a list of {len(default)}; got {value!r}")
         if len(value) != len(default):
             raise ValueError(f"{key} is a list of {len(default)} items; got {len(value)}")
-        return [cast_to_default(f"{key}[{i}]", v, d) for i, (v, d) in enumerate(zip(value, default, strict=True))]
+        return [
+            cast_to_default(f"{key}[{i}]", v, d) for i, (v, d) in enumerate(zip(value, default, strict=True))
+        ]
     if isinstance(default, Mapping):
         if not isinstance(value, dict):
             raise ValueError(f"{key} is a mapping; got {value!r}")
