@@ -83,7 +83,7 @@ def sanitize_name(text: str) -> str:
 
     Example:
         >>> sanitize_name("a=../../x")
-        'a=_._._x'
+        'a=.__.__x'
     """
     chars = ["_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in text]
     name = "".join(chars)

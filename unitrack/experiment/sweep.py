@@ -104,6 +104,19 @@ def _parse_distribution(spec: str, source: str, position: int) -> Distribution:
     return Distribution(name, tuple(args))
 
 
+def _alternative(part: str, position: int, source: str) -> Any:
+    """One ``|`` alternative: YAML when it reads as YAML; else, unless it opens a collection, the text itself."""
+    stripped = part.strip()
+    if not stripped:
+        return None
+    try:
+        return _load(stripped, position, source)
+    except RegisterSyntaxError:
+        if stripped[0] in "[{'\"":
+            raise
+        return stripped  # e.g. `id` or @x: characters YAML reserves, meant as text
+
+
 def parse_register_string(text: str) -> dict[str, list[Any] | Distribution]:
     """Parse register text into ``{key: [alternatives] | Distribution}`` (no defaults applied).
 
@@ -125,7 +138,7 @@ def parse_register_string(text: str) -> dict[str, list[Any] | Distribution]:
         if isinstance(value, str) and value.lstrip().startswith("~") and "(" in value:
             parsed[key] = _parse_distribution(value, text, position)
         elif isinstance(value, str) and "|" in value:
-            parsed[key] = [_load(part, position, text) if part.strip() else None for part in value.split("|")]
+            parsed[key] = [_alternative(part, position, text) for part in value.split("|")]
         else:
             parsed[key] = [value]
     return parsed
