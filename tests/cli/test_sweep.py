@@ -73,7 +73,17 @@ def test_failed_run_is_marked_error_with_its_log(tmp_path: Path) -> None:
     (tmp_path / "d.yml").write_text("a: 1\n")
     (tmp_path / "s.sh").write_text('#!/bin/bash\ngrep -q "a: 2" "$1" && { echo boom; exit 4; }\necho ok\n')
     root = tmp_path / "S"
-    reg = cli("register", "-r", str(root), "-d", str(tmp_path / "d.yml"), "-s", str(tmp_path / "s.sh"), "-u", "{a: 1 | 2}")
+    reg = cli(
+        "register",
+        "-r",
+        str(root),
+        "-d",
+        str(tmp_path / "d.yml"),
+        "-s",
+        str(tmp_path / "s.sh"),
+        "-u",
+        "{a: 1 | 2}",
+    )
     assert reg.returncode == 0, reg.stderr
     assert cli("run", "--dry-run", "-r", str(root)).stdout.count("run.sh") == 2
     result = cli("run", "-r", str(root), "-j", "2")
@@ -91,8 +101,28 @@ def test_manager_commands(tmp_path: Path) -> None:
     (tmp_path / "d.yml").write_text("a: 1\nb: x\n")
     (tmp_path / "s.sh").write_text("#!/bin/bash\ntrue\n")
     root = tmp_path / "M"
-    assert cli("register", "-r", str(root), "-d", str(tmp_path / "d.yml"), "-s", str(tmp_path / "s.sh"), "-u", "{a: 1 | 2}", "-x", "2").returncode == 0
-    assert sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".") == ["a=1", "a=1_1", "a=2", "a=2_1"]
+    assert (
+        cli(
+            "register",
+            "-r",
+            str(root),
+            "-d",
+            str(tmp_path / "d.yml"),
+            "-s",
+            str(tmp_path / "s.sh"),
+            "-u",
+            "{a: 1 | 2}",
+            "-x",
+            "2",
+        ).returncode
+        == 0
+    )
+    assert sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".") == [
+        "a=1",
+        "a=1_1",
+        "a=2",
+        "a=2_1",
+    ]
     steps = [
         (("note", "a=1", "hello", "-r", str(root)), "noted on 1"),
         (("note", "a=1", "hello", "-r", str(root), "--delete"), "removed from 1"),
@@ -136,7 +166,18 @@ def test_hostile_values_from_the_command_line_run_nothing(tmp_path: Path) -> Non
     (tmp_path / "s.sh").write_text('#!/bin/bash\ncat "$1" >/dev/null\n')
     root = tmp_path / "H"
     text = '{a: "$(touch PWNED) | `touch PWNED` | ; touch PWNED | ../../x"}'
-    reg = cli("register", "-r", str(root), "-d", str(tmp_path / "d.yml"), "-s", str(tmp_path / "s.sh"), "-u", text, cwd=tmp_path)
+    reg = cli(
+        "register",
+        "-r",
+        str(root),
+        "-d",
+        str(tmp_path / "d.yml"),
+        "-s",
+        str(tmp_path / "s.sh"),
+        "-u",
+        text,
+        cwd=tmp_path,
+    )
     assert reg.returncode == 0, reg.stderr
     assert cli("run", "-r", str(root), cwd=tmp_path).returncode == 0
     assert not list(tmp_path.rglob("PWNED")) and not (tmp_path / "x").exists()

@@ -24,7 +24,15 @@ from unitrack.experiment.search import compile_filter, compile_filters
 from unitrack.experiment.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULTS = {"a": 1, "b": "x", "lr": 0.1, "opt": {"m": 0.9, "n": 1}, "shape": [1, 2], "free": None, "flag": False}
+DEFAULTS = {
+    "a": 1,
+    "b": "x",
+    "lr": 0.1,
+    "opt": {"m": 0.9, "n": 1},
+    "shape": [1, 2],
+    "free": None,
+    "flag": False,
+}
 
 
 # ---------------------------------------------------------------------------------------------- grammar
@@ -99,9 +107,17 @@ def test_any_text_gives_experiments_or_a_config_error(text: str) -> None:
         assert isinstance(out, list) and all(isinstance(o, dict) for o in out)
 
 
-@given(st.dictionaries(st.sampled_from(["a", "b", "lr"]), st.lists(st.integers(-5, 5), min_size=1, max_size=3)))
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "lr"]), st.lists(st.integers(-5, 5), min_size=1, max_size=3))
+)
 def test_number_of_experiments_is_the_product_of_alternatives(spec: dict[str, list[int]]) -> None:
-    text = "{" + ", ".join(f"{k}: {' | '.join(map(str, v))}" if len(v) > 1 else f"{k}: {v[0]}" for k, v in spec.items()) + "}"
+    text = (
+        "{"
+        + ", ".join(
+            f"{k}: {' | '.join(map(str, v))}" if len(v) > 1 else f"{k}: {v[0]}" for k, v in spec.items()
+        )
+        + "}"
+    )
     expected = 1
     for v in spec.values():
         expected *= len(v)
@@ -227,7 +243,9 @@ def test_note_reset_unlink_relink_clean_and_move(manager: ExperimentManager, tmp
 
 
 def test_run_runs_registered_scripts_and_marks_them(manager: ExperimentManager, tmp_path: Path) -> None:
-    (Path(manager.root) / "script.sh").write_text('#!/bin/bash\ngrep -q "a: 2" "$1" && exit 3\necho ran "$1"\n')
+    (Path(manager.root) / "script.sh").write_text(
+        '#!/bin/bash\ngrep -q "a: 2" "$1" && exit 3\necho ran "$1"\n'
+    )
     folders = manager.register(string_params="{a: 1 | 2}")
     codes = manager.run("*")
     assert codes == {folders[0]: 0, folders[1]: 3}
@@ -236,7 +254,14 @@ def test_run_runs_registered_scripts_and_marks_them(manager: ExperimentManager, 
     assert manager.run("*") == {}  # finished and failed runs are skipped
 
 
-INJECTIONS = ["$(touch PWNED)", "`touch PWNED`", "; touch PWNED; rm -rf ~", "a b", "it's \"quoted\"", "line\nbreak"]
+INJECTIONS = [
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "; touch PWNED; rm -rf ~",
+    "a b",
+    'it\'s "quoted"',
+    "line\nbreak",
+]
 
 
 def test_hostile_values_round_trip_and_run_nothing(manager: ExperimentManager, tmp_path: Path) -> None:
