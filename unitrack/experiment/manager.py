@@ -28,6 +28,7 @@ import fnmatch
 import hashlib
 import importlib.util
 import inspect
+import io
 import logging
 import os
 import shlex
@@ -51,6 +52,7 @@ from unitrack.experiment.experiment import _SPECIAL_HELP, Experiment
 from unitrack.experiment.link import group_name, project_name, to_status
 from unitrack.experiment.meta import _user, version_string
 from unitrack.experiment.paramfile import (
+    _rt_yaml,
     atomic_write_text,
     commented_to_py,
     dic_from_yml,
@@ -375,6 +377,7 @@ class ExperimentManager:
         user, host = _user(), socket.gethostname()
         version = commented_to_py(defaults.get("_version")) or {}
         meta = commented_to_py(defaults.get("_meta")) or {}
+        dumper = _rt_yaml()
         for folder, override in planned:
             os.makedirs(folder, exist_ok=True)
             doc = CommentedMap()
@@ -406,7 +409,9 @@ class ExperimentManager:
                     doc[key] = value
             for key, value in override.items():
                 doc[key] = to_yaml_value(value)
-            atomic_write_text(os.path.join(folder, "params.yml"), dic_to_yaml(doc), fsync=False)
+            stream = io.StringIO()
+            dumper.dump(doc, stream)  # one dumper for the whole grid: building one per file dominated
+            atomic_write_text(os.path.join(folder, "params.yml"), stream.getvalue(), fsync=False)
             self._write_run_sh(folder, shell, header_text)
         self._link_trials(planned, parameters, version, purpose or self.purpose, backend)
         self.experiments.extend(folder for folder, _ in planned)
