@@ -14,8 +14,11 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     ├── NotCheckpointableError (TypeError)          an object without state_dict() given to checkpoint
     │     ├── InvalidQueryError
     │     ├── InvalidParameterError (TypeError)   an experiment override of the wrong type or an unknown name
-    │     └── IncompatibleYmlException            YAML text or file that cannot be read as a mapping
-    │           └── UnsafeYAMLError                 YAML with python/object tags (nothing in it is run)
+    │     ├── IncompatibleYmlException            YAML text or file that cannot be read as a mapping
+    │     │     └── UnsafeYAMLError                 YAML with python/object tags (nothing in it is run)
+    │     ├── InvalidExperimentRoot       a folder that is not an ExperimentManager root (xmen's name)
+    │     ├── RegisterSyntaxError         a register string ({lr: 0.1 | 0.01}) or view filter, with a position
+    │     └── ExperimentNotFoundError     no managed experiment matches a name or pattern
     ├── SchemaError (ValueError)          a row or value that does not fit the table's schema
     │     └── InvalidNameError            a name with '/', '..', NUL, ... (checked before any file is touched)
     ├── NotFoundError (LookupError)       project, group, trial, table, stored object
@@ -55,6 +58,8 @@ __all__ = [
     "CorruptStoreError",
     "FrameError",
     "IncompatibleYmlException",
+    "ExperimentNotFoundError",
+    "InvalidExperimentRoot",
     "InvalidNameError",
     "InvalidParameterError",
     "InvalidQueryError",
@@ -66,6 +71,7 @@ __all__ = [
     "NotFoundError",
     "ReadOnlyStoreError",
     "PermissionDeniedError",
+    "RegisterSyntaxError",
     "RemoteError",
     "RPCCallFailure",
     "SchemaError",
@@ -224,6 +230,42 @@ class UnsafeYAMLError(IncompatibleYmlException):
             f"{shown!r} is not safe YAML: {reason}. Use plain mappings, lists, strings and numbers only.",
             source=source,
             reason=reason,
+        )
+
+
+class InvalidExperimentRoot(ConfigError):
+    """A folder that is not an initialised ExperimentManager root (``experiment.yml``, ``defaults.yml``, ...)."""
+
+    def __init__(self, root: str, missing: list[str]) -> None:
+        super().__init__(
+            f"{root} is not an experiment root: missing {', '.join(missing)}. "
+            "Create one with `unitrack register --root ROOT --experiment module:Class` (or --defaults/--script).",
+            root=root,
+            missing=missing,
+        )
+
+
+class RegisterSyntaxError(ConfigError):
+    """A register string or a view filter that cannot be read; the message points at the position."""
+
+    def __init__(self, text: str, position: int, reason: str) -> None:
+        shown = text if len(text) <= 200 else text[:197] + "..."
+        super().__init__(
+            f"Invalid {shown!r} at position {position}: {reason}",
+            text=text,
+            position=position,
+            reason=reason,
+        )
+
+
+class ExperimentNotFoundError(ConfigError):
+    """No managed experiment matches a name or pattern."""
+
+    def __init__(self, root: str, pattern: str) -> None:
+        super().__init__(
+            f"No experiment in {root} matches {pattern!r}. See `unitrack view {root}`.",
+            root=root,
+            pattern=pattern,
         )
 
 

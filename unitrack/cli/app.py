@@ -12,6 +12,7 @@ import typer
 
 from unitrack.cli import backends as backends_cmd
 from unitrack.cli import serve as serve_cmd
+from unitrack.cli import sweep as sweep_cmd
 
 app = typer.Typer(
     name="unitrack",
@@ -34,6 +35,7 @@ def _configure(
 
 backends_cmd.add_commands(app)
 serve_cmd.add_commands(app)
+sweep_cmd.add_commands(app)
 
 
 def main() -> None:
