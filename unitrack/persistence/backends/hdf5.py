@@ -105,6 +105,8 @@ class _Writing:
     #: Latest value of each metric. The points themselves live only in the store's ``metrics`` table (read
     #: back when a snapshot is asked for), so logging costs no memory beyond the table's own rows.
     latest: dict[str, float] = field(default_factory=dict)
+    #: The last (step, value) written for each metric, to skip writing the same point twice in a row.
+    last_point: dict[str, tuple[float, float]] = field(default_factory=dict)
     summary_at: float = 0.0
     dirty: bool = False
 
@@ -399,7 +401,13 @@ class HDF5Protocol(Protocol):
             store.close()
             raise
         writing = _Writing(
-            folder, store, record, log_rows, int(summary.get("created", 0)), latest, time.monotonic()
+            folder,
+            store,
+            record,
+            log_rows,
+            int(summary.get("created", 0)),
+            latest,
+            summary_at=time.monotonic(),
         )
         self._writing[uid] = writing
         while len(self._writing) > self.max_open:
@@ -532,11 +540,21 @@ class HDF5Protocol(Protocol):
             self._apply(self._writer(uid), update)
 
     def _append_points(self, writing: _Writing, rows: list[tuple[float, str, float, float]]) -> None:
-        """Write ``(step, name, value, time)`` rows (one journal write) and remember each latest value."""
+        """Write ``(step, name, value, time)`` rows (one journal write) and remember each latest value.
+
+        A point equal to the last one written for its metric (same step, same value: e.g. a Monitor that logs a
+        variable both as a summary and as a message) changes nothing in the series, so it adds no row to the
+        cox table either.
+        """
+        last = writing.last_point
+        rows = [r for r in rows if last.get(r[1]) != (r[0], r[2]) or r[0] != r[0]]  # r[0] != r[0]: no step
+        if not rows:
+            return
         writing.store[METRICS].append_tuples(rows)
         latest = writing.latest
-        for _, name, value, _ in rows:
+        for step, name, value, _ in rows:
             latest[name] = value
+            last[name] = (step, value)
 
     def _touched(self, writing: _Writing, status_changed: bool = False) -> None:
         writing.dirty = True
