@@ -61,6 +61,7 @@ def test_monitor_attached_to_a_remote_experiment_logs_to_the_server(
         m.close()
         (trial,) = backend.fetch_trials({"name": "ex2"})
     assert trial.status is Status.Completed
-    assert list(trial.metrics["loss"]) == pytest.approx([(s, 1.0 / s) for s in range(1, 7)])
+    assert trial.metrics["loss"].steps == tuple(range(1, 7))
+    assert trial.metrics["loss"].values == pytest.approx([1.0 / s for s in range(1, 7)])
     assert trial.metadata["messages"]["loss"] == pytest.approx(1.0 / 6)
     assert (tmp_path / "root" / "ex2" / "tensorboard").is_dir()  # event files stay with the job

@@ -81,7 +81,8 @@ def test_an_attached_monitor_writes_through_the_experiment(backend, caplog):
 
     # The same points in the trial's metric series (messages at even steps fall on the same points).
     (trial,) = get_protocol(uri).fetch_trials({"name": "ex1"})
-    assert list(trial.metrics["loss"]) == pytest.approx(list(STEPS.items()))
+    assert trial.metrics["loss"].steps == tuple(STEPS)
+    assert trial.metrics["loss"].values == pytest.approx(list(STEPS.values()))
 
     # Messages, at the monitor's steps.
     assert ex.messages["loss"] == STEPS[14]
@@ -114,7 +115,8 @@ def test_a_monitor_given_the_experiment_directory_finds_the_experiment(tmp_path,
         train(m, ex)
     assert m.experiment is ex
     (trial,) = ex.backend.fetch_trials({"name": "ex1"})
-    assert list(trial.metrics["loss"]) == pytest.approx([(s, v) for s, v in STEPS.items() if s % 2 == 0])
+    assert trial.metrics["loss"].steps == tuple(s for s in STEPS if s % 2 == 0)
+    assert trial.metrics["loss"].values == pytest.approx([v for s, v in STEPS.items() if s % 2 == 0])
 
 
 def test_a_monitor_elsewhere_does_not_attach_to_a_local_experiment(tmp_path):
