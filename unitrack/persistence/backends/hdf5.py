@@ -293,20 +293,24 @@ class HDF5Protocol(Protocol):
         return summary
 
     # --------------------------------------------------------------------------------------- summaries
-    def _summary_of(self, writing: _Writing) -> dict[str, Any]:
-        data = writing.record.to_json()
-        data["metrics"] = {
-            name: {"steps": [], "values": [], "latest": v} for name, v in writing.latest.items()
-        }
-        data["log_rows"] = writing.log_rows
-        data["created"] = writing.created
+    @staticmethod
+    def _summary_data(
+        record: _TrialRecord, latest: dict[str, float], log_rows: int, created: int
+    ) -> dict[str, Any]:
+        data = record.to_json()
+        data["metrics"] = {name: {"steps": [], "values": [], "latest": v} for name, v in latest.items()}
+        data["log_rows"] = log_rows
+        data["created"] = created
         return data
 
-    def _write_summary(self, writing: _Writing) -> None:
-        path = self.root / writing.folder / SUMMARY
+    def _write_summary_file(self, folder: str, data: dict[str, Any]) -> None:
         atomic_write(
-            path, json.dumps(self._summary_of(writing), allow_nan=True).encode("utf-8"), fsync=self.fsync
+            self.root / folder / SUMMARY, json.dumps(data, allow_nan=True).encode("utf-8"), fsync=self.fsync
         )
+
+    def _write_summary(self, writing: _Writing) -> None:
+        data = self._summary_data(writing.record, writing.latest, writing.log_rows, writing.created)
+        self._write_summary_file(writing.folder, data)
         writing.summary_at = time.monotonic()
         writing.dirty = False
 
@@ -388,14 +392,14 @@ class HDF5Protocol(Protocol):
             self._writing.move_to_end(uid)
             return writing
         folder = self._folder_of(uid)
-        summary = self._read_summary(folder)
-        # store.h5 is rebuilt at commit/close and every H5_EVERY_ROWS rows: this backend and CollectionReader
-        # read the journal, so the HDF5 view need not follow every step of a long run.
-        store = Store(self.root, folder, fsync=self.fsync, h5_every_rows=H5_EVERY_ROWS)
+        with self._locked():  # a first write creates the store: not while another process edits the summary
+            summary = self._read_summary(folder)
+            # store.h5 is rebuilt at commit/close and every H5_EVERY_ROWS rows: this backend and
+            # CollectionReader read the journal, so the HDF5 view need not follow every step of a long run.
+            store = Store(self.root, folder, fsync=self.fsync, h5_every_rows=H5_EVERY_ROWS)
         try:
-            store.add_table(METRICS, METRICS_SCHEMA)
-            store.add_table(LOG, LOG_SCHEMA)
             record, log_rows = self._load(summary, store)
+            self._ensure_tables(store, record)
             latest = {name: rec.latest for name, rec in self._metric_records(store).items()}
         except BaseException:
             store.close()
@@ -470,24 +474,39 @@ class HDF5Protocol(Protocol):
             stored = index.prepare_trial(trial, False)
             assert stored is not None  # the index holds no trials, so nothing collides there
             folder = self._folder_for(stored, set(self._known.values()))
-            store = Store(self.root, folder, fsync=self.fsync)
-            try:
-                schema, row = _parameter_row(dict(stored.parameters))
-                store.add_table(PARAMETERS, schema).append_row(row)
-                store.add_table(METRICS, METRICS_SCHEMA)
-                store.add_table(LOG, LOG_SCHEMA)
-                for name, metric in stored.metrics.items():  # a trial may arrive with points (e.g. a copy)
-                    store[METRICS].append_tuples(
-                        [(math.nan if s is None else float(s), name, float(v), 0.0) for s, v in metric]
-                    )
-                record = _TrialRecord(replace(stored, metrics={}))
-                latest = {name: float(m.latest) for name, m in stored.metrics.items() if m.latest is not None}
-                self._write_summary(_Writing(folder, store, record, 0, time.time_ns(), latest))
-                self._record_known(stored.uid, folder)
-            finally:
-                # The journal holds every row; store.h5 is rebuilt when this trial's writer closes.
-                store.close(rebuild_h5=False)
+            record = _TrialRecord(replace(stored, metrics={}))
+            latest = {name: float(m.latest) for name, m in stored.metrics.items() if m.latest is not None}
+            if stored.metrics:  # a trial arriving with points (a copy): its store is needed now
+                store = Store(self.root, folder, fsync=self.fsync)
+                try:
+                    self._ensure_tables(store, record)
+                    for name, metric in stored.metrics.items():
+                        store[METRICS].append_tuples(
+                            [(math.nan if s is None else float(s), name, float(v), 0.0) for s, v in metric]
+                        )
+                finally:
+                    store.close(
+                        rebuild_h5=False
+                    )  # the journal holds the rows; store.h5 follows at its writer's close
+            else:
+                # The Store is created by the trial's first write (_writer): registering a sweep of a thousand
+                # trials writes a folder and a summary each, and the store gets the parameters as merged by then.
+                try:
+                    (self.root / folder).mkdir(exist_ok=True)
+                except OSError as exc:
+                    raise StorageError(f"Cannot create {self.root / folder}: {exc.strerror or exc}") from exc
+            self._write_summary_file(folder, self._summary_data(record, latest, 0, time.time_ns()))
+            self._record_known(stored.uid, folder)
             return stored
+
+    @staticmethod
+    def _ensure_tables(store: Store, record: _TrialRecord) -> None:
+        """Give a trial's store its tables; the one-row ``metadata`` table holds the parameters as they are now."""
+        if PARAMETERS not in store.tables:
+            schema, row = _parameter_row(dict(record.parameters))
+            store.add_table(PARAMETERS, schema).append_row(row)
+        store.add_table(METRICS, METRICS_SCHEMA)
+        store.add_table(LOG, LOG_SCHEMA)
 
     def find_projects(self, query: Query) -> list[Project]:
         match = compile_query(query)
@@ -537,7 +556,26 @@ class HDF5Protocol(Protocol):
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._mutex:
             self._check_open()
-            self._apply(self._writer(uid), update)
+            if uid in self._writing or update.metrics or not self._summary_only(uid, update):
+                self._apply(self._writer(uid), update)
+
+    def _summary_only(self, uid: str, update: TrialUpdate) -> bool:
+        """Apply a change without points to a trial that has no store yet (registered, never run), in its
+        summary alone: registering a sweep writes no store. False when the trial has a store.
+
+        Under the index lock, as is the creation of a trial's store, so the two never race.
+        """
+        folder = self._folder_of(uid)
+        with self._locked():
+            if is_store_dir(str(self.root / folder)):
+                return False
+            summary = self._read_summary(folder)
+            record = _TrialRecord.from_json({**summary, "metrics": {}})
+            if record.apply(update):
+                latest = {k: v["latest"] for k, v in (summary.get("metrics") or {}).items()}
+                data = self._summary_data(record, latest, 0, int(summary.get("created", 0)))
+                self._write_summary_file(folder, data)
+        return True
 
     def _append_points(self, writing: _Writing, rows: list[tuple[float, str, float, float]]) -> None:
         """Write ``(step, name, value, time)`` rows (one journal write) and remember each latest value.
@@ -620,7 +658,9 @@ class HDF5Protocol(Protocol):
     def find_and_update_trial(self, query: Query, update: TrialUpdate) -> Trial | None:
         with self._mutex, self._locked():
             self._check_open()
-            for uid, _, _ in self._matching(query):
+            for uid, folder, _ in self._matching(query):
+                if uid not in self._writing and not update.metrics and self._summary_only(uid, update):
+                    return self._snapshot(uid, folder, self._read_summary(folder))
                 try:
                     writing = self._writer(uid)
                 except StoreLockedError:
