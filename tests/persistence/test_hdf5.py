@@ -131,3 +131,20 @@ def test_revisions_get_their_own_folders(tmp_path: Path) -> None:
         assert a is not None and b is not None and c is not None
         assert b.revision == 1 and b.hash == a.hash
     assert sorted(p.name for p in tmp_path.iterdir()) == [".unitrack", "run", "run_1", "run_2"]
+
+
+def test_a_trial_gets_its_store_at_its_first_point(tmp_path: Path) -> None:
+    with HDF5Protocol(f"hdf5://{tmp_path}", strict=False) as db:
+        t = db.new_trial(Trial(name="queued", parameters={"lr": 0.1}))
+        assert t is not None
+        db.set_trial_status(t, "running")  # a registered/reserved trial: still just a summary
+        db.log_trial_arguments(t, batch=32)
+        assert not (tmp_path / "queued" / "store.journal").exists()
+        assert db.fetch_trials({"status": "running"})[0].parameters == {"lr": 0.1, "batch": 32}
+        db.log_trial_metrics(t, step=0, loss=1.0)
+        assert (tmp_path / "queued" / "store.journal").exists()
+    with Store(tmp_path, "queued", mode="r") as store:  # the parameters as merged when the store was made
+        assert store["metadata"].df.to_dict("records") == [{"lr": 0.1, "batch": 32}]
+    with HDF5Protocol(f"hdf5://{tmp_path}") as db:
+        (trial,) = db.fetch_trials(None)
+    assert trial.status is Status.Running and trial.metrics["loss"].values == (1.0,)
