@@ -456,9 +456,11 @@ class ExperimentManager:
             group = TrialGroup(name=group_name(self.root), project_id=project.uid)
             protocol.new_trial_group(group)
             status = to_status("registered")
+            assert status is not None  # "registered" is persisted (SEED_NOTES C25)
             for folder, override in planned:
                 values = {**parameters, **override}
-                trial = protocol.new_trial(
+                # Status, metadata and tags go in with the trial: one write per experiment.
+                protocol.new_trial(
                     Trial(
                         name=os.path.basename(folder),
                         version=version_string(dict(version)) if version else "script",
@@ -466,18 +468,12 @@ class ExperimentManager:
                         description=purpose,
                         project_id=project.uid,
                         group_id=group.uid,
+                        status=status,
+                        metadata={"status": "registered", "directory": folder},
+                        tags={"notes": [], "user": _user()},
                     ),
                     auto_increment=True,
                 )
-                if trial is not None:
-                    protocol.update_trial(
-                        trial.uid,
-                        TrialUpdate(
-                            status=status,
-                            metadata={"status": "registered", "directory": folder},
-                            tags={"notes": [], "user": _user()},
-                        ),
-                    )
             protocol.commit()
         finally:
             protocol.close()
