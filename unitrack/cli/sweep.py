@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -56,6 +57,27 @@ def _sort_key(key: str) -> Any:
         return (1 if value is not None else 2, 0.0, str(value))
 
     return by
+
+
+def _submit_slurm(manager: Any, pattern: str, sbatch_args: str | None, rerun: bool) -> None:
+    import shutil
+
+    from unitrack.experiment.slurm import sbatch_lines, submit
+
+    sbatch_lines(sbatch_args)  # bad options exit 2 before anything is written
+    if not manager.runnable(pattern, rerun=rerun):
+        typer.echo(
+            f"nothing to submit: no registered experiment matches {pattern!r} (--rerun includes the rest)"
+        )
+        return
+    script, folders = manager.slurm_script(pattern, sbatch_args=sbatch_args, rerun=rerun)
+    typer.echo(f"sbatch script for {len(folders)} experiment(s) written to {script}")
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        typer.echo(f"sbatch not found; submit it on the cluster with: sbatch {shlex.quote(script)}")
+        return
+    job = submit(script, sbatch)
+    typer.echo(f"submitted job array {job} ({len(folders)} task(s)); logs: {manager.root}/slurm/{job}_*.out")
 
 
 def add_commands(app: typer.Typer) -> None:
@@ -126,12 +148,25 @@ def add_commands(app: typer.Typer) -> None:
         rerun: bool = typer.Option(
             False, "--rerun", help="Also run finished, failed and stopped experiments."
         ),
+        slurm: bool = typer.Option(
+            False, "--slurm", help="Write an sbatch job array (one task per experiment) and submit it."
+        ),
+        sbatch_args: str = typer.Option(
+            None, "--sbatch-args", help='Extra sbatch options for --slurm, e.g. "-p gpu --time=2:00:00".'
+        ),
     ) -> None:
-        """Run registered experiments in local worker processes (FLAGS after -- prefix each run.sh)."""
+        """Run registered experiments in local worker processes (FLAGS after -- prefix each run.sh), or on Slurm."""
         from unitrack.experiment.runner import Runner, RunResult
 
         manager = _manager(root)
         flags = list(ctx.args)
+        if slurm:
+            _submit_slurm(manager, pattern, sbatch_args, rerun)
+            return
+        if sbatch_args:
+            from unitrack.errors import ConfigError
+
+            raise ConfigError("--sbatch-args needs --slurm.")
         folders = manager.runnable(pattern, rerun=rerun)
         skipped = len(manager.match(pattern)) - len(folders)
         if dry_run:

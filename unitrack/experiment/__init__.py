@@ -7,7 +7,15 @@
 
 from __future__ import annotations
 
+from unitrack.experiment.config import GlobalExperimentManager
 from unitrack.experiment.experiment import Experiment
 from unitrack.experiment.functional import Root, autodoc, functional_experiment, read_comments
 
-__all__ = ["Experiment", "Root", "autodoc", "functional_experiment", "read_comments"]
+__all__ = [
+    "Experiment",
+    "GlobalExperimentManager",
+    "Root",
+    "autodoc",
+    "functional_experiment",
+    "read_comments",
+]

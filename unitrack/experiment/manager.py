@@ -61,6 +61,7 @@ from unitrack.experiment.paramfile import (
     now_iso,
     to_yaml_value,
 )
+from unitrack.experiment.slurm import write_array_script
 from unitrack.experiment.sweep import expand
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.registry import get_protocol, resolve_uri
@@ -647,6 +648,23 @@ class ExperimentManager:
 
         runner = Runner(self, list(flags), jobs=1)
         return {r.folder: r.returncode for r in runner.run(self.runnable(pattern))}
+
+    def slurm_script(
+        self, pattern: str = "*", *, sbatch_args: str | Sequence[str] | None = None, rerun: bool = False
+    ) -> tuple[str, list[str]]:
+        """Write an sbatch job array over the runnable experiments matching ``pattern`` (see ``slurm.py``).
+
+        With ``rerun`` the finished ones are included and set back to ``registered``.
+
+        Returns:
+            The script's path and the experiment folders, in array order.
+        """
+        folders = self.runnable(pattern, rerun=rerun)
+        path = write_array_script(self.root, folders, sbatch_args=sbatch_args)
+        again = [f for f in folders if self.status(f) != "registered"]
+        if again:
+            self.set_status(again, "registered")
+        return path, folders
 
     def runnable(self, pattern: str = "*", rerun: bool = False) -> list[str]:
         """The matching experiments to run: status registered/timeout/requeue, or all with ``rerun``."""
