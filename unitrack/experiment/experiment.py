@@ -521,6 +521,22 @@ class Experiment(metaclass=ExperimentMeta):
         return self
 
     # ------------------------------------------------------------------------------------- registration
+    def _new_link(
+        self, backend: str | None, root: str, name: str, version: dict[str, Any], *, restart: bool
+    ) -> TrialLink:
+        """This experiment's trial in the backend (created, or the newest one of its name when ``restart``)."""
+        return TrialLink(
+            backend,
+            root,
+            name,
+            parameters={k: to_yaml_value(v) for k, v in self.params().items()},
+            version=version_string(version),
+            description=self.purpose,
+            metadata=self._trial_metadata(),
+            tags={"notes": list(self._notes), "user": self.user, "host": self.host},
+            restart=restart,
+        )
+
     def register(
         self,
         root: str | os.PathLike[str],
@@ -584,17 +600,7 @@ class Experiment(metaclass=ExperimentMeta):
         state["_version"] = version
         if state["_meta"] is None:
             state["_meta"] = get_meta()
-        state["_link"] = TrialLink(
-            backend,
-            root_path,
-            name,
-            parameters={k: to_yaml_value(v) for k, v in self.params().items()},
-            version=version_string(version),
-            description=self.purpose,
-            metadata=self._trial_metadata(),
-            tags={"notes": list(self._notes), "user": self.user, "host": self.host},
-            restart=restart,
-        )
+        state["_link"] = self._new_link(backend, root_path, name, version, restart=restart)
         state["_link"].set_status("registered")
         state["_link"].commit()  # registered, not running: hdf5:// then lets the process that runs it write
         self._save()
@@ -1017,14 +1023,4 @@ def _attach(ex: Experiment, root: str, name: str, purpose: str) -> None:
         state["_purpose"] = purpose
     version = state["_version"] or get_version(cls=type(ex))
     state["_version"] = version
-    state["_link"] = TrialLink(
-        None,
-        root,
-        name,
-        parameters={k: to_yaml_value(v) for k, v in ex.params().items()},
-        version=version_string(version),
-        description=ex.purpose,
-        metadata=ex._trial_metadata(),
-        tags={"notes": list(ex._notes), "user": ex.user, "host": ex.host},
-        restart=True,
-    )
+    state["_link"] = ex._new_link(None, root, name, version, restart=True)
