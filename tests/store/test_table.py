@@ -205,3 +205,66 @@ def test_add_table_twice(store):
 def test_unsupported_schema_type(store):
     with pytest.raises(SchemaError, match="unsupported type"):
         store.add_table("t", {"a": list})
+
+
+# ------------------------------------------------------------------------------------- many rows at once
+def test_append_tuples_round_trips_exact_and_converted_values(out_dir):
+    rows = [
+        (1.5, "plain", True),
+        (2, "ünïcode ✓", False),  # an int that is exactly a float; non-ASCII text
+        (np.float32(0.25), "", np.bool_(True)),  # numpy scalars are converted
+        (float("nan"), "x" * 1000, False),
+    ]
+    with Store(out_dir, "e") as s:
+        s.add_table("t", {"v": float, "s": str, "b": bool}).append_tuples(rows)
+    with Store(out_dir, "e", mode="r") as r:
+        df = r["t"].df
+    assert df["v"].tolist()[:3] == [1.5, 2.0, 0.25] and np.isnan(df["v"].iloc[3])
+    assert df["s"].tolist() == ["plain", "ünïcode ✓", "", "x" * 1000]
+    assert df["b"].tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "match"),
+    [
+        ((1.0, "a\ud800b", True), "'s'"),  # a lone surrogate cannot be stored as UTF-8
+        ((1.0, 5, True), "'s'"),
+        ((2**60 + 1, "a", True), "'v'"),  # no exact float64
+        ((1.0, "a"), "2 values for 3 columns"),
+    ],
+)
+def test_append_tuples_with_one_bad_row_writes_none(out_dir, bad_row, match):
+    with Store(out_dir, "e") as s:
+        table = s.add_table("t", {"v": float, "s": str, "b": bool})
+        with pytest.raises(SchemaError, match=match):
+            table.append_tuples([(0.0, "good", False), bad_row])
+        assert table.nrows == 0
+    with Store(out_dir, "e", mode="r") as r:
+        assert r["t"].nrows == 0
+
+
+def test_store_append_many_writes_rows_of_several_tables_together(out_dir):
+    with Store(out_dir, "e") as s:
+        s.add_table("metrics", {"step": int, "loss": float})
+        s.add_table("events", {"what": str})
+        s.append_many({"metrics": [(1, 0.5), (2, 0.25)], "events": [("checkpoint",)]})
+        s.append_many({"metrics": [], "events": [("end",)]})
+        assert (s["metrics"].nrows, s["events"].nrows) == (2, 2)
+    with Store(out_dir, "e", mode="r") as r:
+        assert r["metrics"].df.values.tolist() == [[1, 0.5], [2, 0.25]]
+        assert r["events"].df["what"].tolist() == ["checkpoint", "end"]
+
+
+def test_store_append_many_is_all_or_nothing(out_dir):
+    with Store(out_dir, "e") as s:
+        s.add_table("metrics", {"step": int, "loss": float})
+        s.add_table("events", {"what": str})
+        with pytest.raises(SchemaError, match="'what'"):
+            s.append_many({"metrics": [(1, 0.5)], "events": [(3,)]})
+        with pytest.raises(TableNotFoundError, match="nope"):
+            s.append_many({"metrics": [(1, 0.5)], "nope": [(1,)]})
+        assert (s["metrics"].nrows, s["events"].nrows) == (0, 0)
+    with Store(out_dir, "e", mode="r") as r:
+        assert (r["metrics"].nrows, r["events"].nrows) == (0, 0)
+        with pytest.raises(ReadOnlyStoreError):
+            r.append_many({"metrics": [(1, 0.5)]})

@@ -264,6 +264,8 @@ def make_converter(table: str, column: str, kind: ColumnKind) -> Converter:
     if kind is ColumnKind.STR:
 
         def to_str(value: Any) -> str:
+            if type(value) is str and value.isascii():  # ASCII always encodes: no need to try
+                return value
             if isinstance(value, str):
                 try:
                     value.encode("utf-8")

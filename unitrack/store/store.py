@@ -16,7 +16,7 @@ import logging
 import os
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -283,6 +283,42 @@ class Store:
         self.tables[table_name] = table
         self._codecs[table_name] = codec
         return table
+
+    def append_many(self, rows: Mapping[str, Sequence[Sequence[Any]]]) -> None:
+        """Append rows to several tables with one journal write: all of them are durable, or none is.
+
+        Args:
+            rows: ``{table name: rows}``, each row's values in column order (as :meth:`Table.append_tuples`).
+
+        Raises:
+            TableNotFoundError: A table does not exist; nothing is written.
+            SchemaError: A row has the wrong length or a value does not fit; nothing is written.
+            ReadOnlyStoreError: The store was opened with ``mode='r'``.
+
+        Example:
+            >>> import tempfile
+            >>> with Store(tempfile.mkdtemp(), "exp1") as store:
+            ...     _ = store.add_table("metrics", {"step": int, "loss": float})
+            ...     _ = store.add_table("events", {"what": str})
+            ...     store.append_many({"metrics": [(1, 0.5), (2, 0.25)], "events": [("checkpoint",)]})
+            ...     store["metrics"].nrows, store["events"].nrows
+            (2, 1)
+        """
+        tables = [self.get_table(name) for name in rows]  # every table exists before anything is packed
+        packed = [(table, table._pack(rows[table.name])) for table in tables]
+        everything = [payload for _, payloads in packed for payload in payloads]
+        if not everything:
+            return
+        self._journal().append_many(everything)
+        for table, payloads in packed:
+            if payloads:
+                table._accept(payloads)
+
+    def _journal(self) -> JournalWriter:
+        writer = self._writer
+        if writer is None:
+            raise ReadOnlyStoreError(self.path, "write rows")
+        return writer
 
     def add_table_like_example(
         self, table_name: str, example: Mapping[str, Any], alternative: str = OBJECT

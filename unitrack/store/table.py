@@ -35,6 +35,8 @@ __all__ = ["Table"]
 _ARRAY_CODES = {ColumnKind.FLOAT: "d", ColumnKind.INT: "q", ColumnKind.BOOL: "b"}
 _ARRAY_DTYPES = {ColumnKind.FLOAT: np.float64, ColumnKind.INT: np.int64, ColumnKind.BOOL: np.bool_}
 
+_EXACT_TYPES: dict[ColumnKind, type] = {ColumnKind.FLOAT: float, ColumnKind.STR: str, ColumnKind.BOOL: bool}
+
 logger = logging.getLogger(__name__)
 
 
@@ -81,6 +83,11 @@ class Table:
         self._converters: dict[str, Converter] = {}
         for column, kind in kinds.items():
             self._converters[column] = self._serializer(column, kind)
+        self._converter_list = [self._converters[column] for column in self._columns]
+        # The Python type of each column when a value of exactly that type is stored as it is (float, str,
+        # bool), or None when some column always needs its converter (int: range check; serialized kinds).
+        exact = [_EXACT_TYPES.get(kind) for kind in self._kinds]
+        self._exact_types = tuple(exact) if all(t is not None for t in exact) else None
         self._codec: RowCodec | None = None
         self._fixed_rows = bytearray()
         self._rows: list[bytes] = []
@@ -224,16 +231,35 @@ class Table:
             SchemaError: A row has the wrong length or a value does not fit; nothing is written.
             ReadOnlyStoreError: The store was opened with ``mode='r'``.
         """
-        store = self._store
-        writer = store._writer
+        payloads = self._pack(rows)
+        if payloads:
+            self._store._journal().append_many(payloads)
+            self._accept(payloads)
+
+    def _pack(self, rows: Sequence[Sequence[Any]]) -> list[bytes]:
+        """Convert and pack ``rows`` (values in column order) into journal payloads, writing nothing.
+
+        Raises:
+            SchemaError: A row has the wrong length or a value does not fit.
+            ReadOnlyStoreError: The store was opened with ``mode='r'``.
+        """
         codec = self._codec
-        if writer is None or codec is None:
-            raise ReadOnlyStoreError(store.path, f"write to table {self._name!r}")
-        converters = [self._converters[column] for column in self._columns]
+        if self._store._writer is None or codec is None:
+            raise ReadOnlyStoreError(self._store.path, f"write to table {self._name!r}")
+        converters = self._converter_list
         width = len(converters)
-        pack = codec.pack
+        exact = self._exact_types
+        pack = codec.pack_owned
         payloads = []
         for row in rows:
+            if exact is not None and tuple(map(type, row)) == exact:
+                # Values of exactly the column types need no conversion; text that cannot be encoded is left
+                # to the converter below, which names the column.
+                try:
+                    payloads.append(pack(list(row)))
+                    continue
+                except UnicodeEncodeError:
+                    pass
             if len(row) != width:
                 raise SchemaError(
                     f"Table {self._name!r}: a row has {len(row)} values for {width} columns "
@@ -241,14 +267,16 @@ class Table:
                     table=self._name,
                 )
             payloads.append(pack([convert(v) for convert, v in zip(converters, row)]))  # noqa: B905 - checked
-        if not payloads:
-            return
-        writer.append_many(payloads)
-        if codec.is_fixed:
+        return payloads
+
+    def _accept(self, payloads: list[bytes]) -> None:
+        """Take rows the store has just written to the journal into the table (and rebuild store.h5 when due)."""
+        if self._codec is not None and self._codec.is_fixed:
             self._fixed_rows += b"".join(payloads)
         else:
             self._rows.extend(payloads)
         self._nrows += len(payloads)
+        store = self._store
         store._rows_since_h5 += len(payloads)
         if store._rows_since_h5 >= store._h5_due:
             store._write_h5()
