@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from typing import Any
 
 import pytest
 
@@ -213,6 +215,41 @@ def test_non_numeric_metric_raises_schema_error_and_writes_nothing(
 def test_many_points_in_one_batch(protocol: Protocol, trial: Trial) -> None:
     protocol.log_trial_metric_points(trial, [MetricPoint("m", i, float(i)) for i in range(100)])
     assert len(protocol.fetch_trials(None)[0].metrics["m"]) == 100
+
+
+def test_log_trial_step_appends_points_and_merges_metadata(protocol: Protocol, trial: Trial) -> None:
+    protocol.log_trial_metadata(trial, keep="me")
+    protocol.log_trial_step(trial, 1, {"loss": 0.5, "epoch": 3}, {"messages": {"loss": 0.5, "note": "a"}})
+    protocol.log_trial_step(trial, 2, {"loss": 0.25}, {"messages": {"loss": 0.25}})
+    protocol.log_trial_step(trial, None, {"loss": 0.125})  # no metadata, no step
+    got = protocol.fetch_trials(None)[0]
+    assert list(got.metrics["loss"]) == [(1, 0.5), (2, 0.25), (None, 0.125)]
+    assert got.metrics["epoch"].values == (3,)
+    assert got.metadata == {"keep": "me", "messages": {"loss": 0.25}}  # merged key by key
+
+
+@pytest.mark.parametrize(
+    ("metrics", "metadata", "match"),
+    [
+        ({"ok": 1.0, "loss": "high"}, {"messages": {"x": 1}}, "loss"),
+        ({"ok": 1.0}, {"messages": {"x": object()}}, "messages"),
+        ({"ok": 1.0, "a/../b": 2.0}, {"messages": {"x": 1}}, "a/../b"),
+    ],
+)
+def test_log_trial_step_with_a_bad_value_writes_nothing(
+    protocol: Protocol, trial: Trial, metrics: dict[str, Any], metadata: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(SchemaError, match=re.escape(match)):
+        protocol.log_trial_step(trial, 1, metrics, metadata)
+    got = protocol.fetch_trials(None)[0]
+    assert got.metrics == {} and "messages" not in got.metadata
+
+
+def test_log_trial_step_keeps_no_reference_to_its_arguments(protocol: Protocol, trial: Trial) -> None:
+    messages = {"loss": 0.5}
+    protocol.log_trial_step(trial, 1, {"loss": 0.5}, {"messages": messages})
+    messages["loss"] = 99.0
+    assert protocol.fetch_trials(None)[0].metadata["messages"] == {"loss": 0.5}
 
 
 def test_a_replayed_batch_is_applied_once(protocol: Protocol, trial: Trial) -> None:

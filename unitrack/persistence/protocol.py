@@ -381,6 +381,26 @@ class Protocol(abc.ABC):
         points = tuple(MetricPoint.checked(name, step, value) for name, value in kwargs.items())
         self.update_trial(trial_uid(trial), TrialUpdate.of_metrics(points))
 
+    def log_trial_step(
+        self,
+        trial: TrialRef,
+        step: Any,
+        metrics: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append one point per entry of ``metrics`` at ``step`` and merge ``metadata``, as one atomic write.
+
+        What a training loop's step (or an Experiment's message) needs: its numbers join the metric series and
+        its other state lands in the trial's metadata together, so a crash keeps both or neither.
+
+        Raises:
+            SchemaError: for a value that is not a number, a step that is not a number or None, or metadata
+                that is not plain data.
+        """
+        step = check_step(step)
+        points = tuple(MetricPoint.checked(name, step, value) for name, value in metrics.items())
+        self.update_trial(trial_uid(trial), TrialUpdate(metrics=points, metadata=metadata or {}))
+
     def log_trial_metric_points(self, trial: TrialRef, points: Sequence[MetricPoint]) -> None:
         """Append many points at once (one write; what batching clients call)."""
         self.update_trial(trial_uid(trial), TrialUpdate(metrics=tuple(points)))

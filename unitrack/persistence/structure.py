@@ -190,6 +190,9 @@ def _to_plain_scalar(value: Any) -> Any:
     return value
 
 
+_PLAIN_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
 def check_plain(where: str, value: Any, _depth: int = 0) -> Any:
     """Return ``value`` as plain JSON-able data (None, bool, int, float, str, list, dict with str keys).
 
@@ -201,19 +204,23 @@ def check_plain(where: str, value: Any, _depth: int = 0) -> Any:
     """
     if _depth > 64:
         raise SchemaError(f"{where} is nested more than 64 levels deep; flatten it.")
-    value = _to_plain_scalar(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if type(value) in _PLAIN_SCALARS:
         return value
-    if isinstance(value, (list, tuple)):
-        return [check_plain(f"{where}[{i}]", v, _depth + 1) for i, v in enumerate(value)]
+    if type(value) is not dict:
+        value = _to_plain_scalar(value)
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [check_plain(f"{where}[{i}]", v, _depth + 1) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, v in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str and not isinstance(key, str):
                 raise SchemaError(
                     f"{where} has a key {key!r} of type {type(key).__name__}; keys must be str."
                 )
-            out[key] = check_plain(f"{where}.{key}", v, _depth + 1)
+            # Exact scalar types need no conversion (and no path text): the common case, checked first.
+            out[key] = v if type(v) in _PLAIN_SCALARS else check_plain(f"{where}.{key}", v, _depth + 1)
         return out
     raise SchemaError(
         f"{where} = {value!r} has type {type(value).__name__}; store None, bool, int, float, str, "
@@ -227,7 +234,7 @@ def check_mapping(where: str, values: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         if not isinstance(key, str) or not key or "\x00" in key:
             raise SchemaError(f"{where} key {key!r} is invalid; keys are non-empty str without NUL.")
-        out[key] = check_plain(f"{where}.{key}", value)
+        out[key] = value if type(value) in _PLAIN_SCALARS else check_plain(f"{where}.{key}", value)
     return out
 
 

@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ from unitrack.persistence.structure import (
     Trial,
     TrialGroup,
     TrialUpdate,
+    check_mapping,
     check_metric_name,
     check_number,
     check_step,
@@ -91,6 +92,8 @@ LOG = "trial_log"
 METRICS_SCHEMA = {"step": float, "name": str, "value": float, "time": float}
 LOG_SCHEMA = {"update": str}
 H5_EVERY_ROWS = 1_000_000
+#: json.dumps with its default options, without building an encoder per call (the per-message path).
+_ENCODE = json.JSONEncoder(allow_nan=True).encode
 
 
 @dataclass
@@ -105,8 +108,9 @@ class _Writing:
     #: Latest value of each metric. The points themselves live only in the store's ``metrics`` table (read
     #: back when a snapshot is asked for), so logging costs no memory beyond the table's own rows.
     latest: dict[str, float] = field(default_factory=dict)
-    #: The last (step, value) written for each metric, to skip writing the same point twice in a row.
-    last_point: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: The step of the last point written for each metric (its value is in ``latest``), to skip writing the same
+    #: point twice in a row.
+    last_step: dict[str, float] = field(default_factory=dict)
     summary_at: float = 0.0
     dirty: bool = False
 
@@ -577,22 +581,30 @@ class HDF5Protocol(Protocol):
                 self._write_summary_file(folder, data)
         return True
 
-    def _append_points(self, writing: _Writing, rows: list[tuple[float, str, float, float]]) -> None:
-        """Write ``(step, name, value, time)`` rows (one journal write) and remember each latest value.
+    def _write(self, writing: _Writing, rows: list[tuple[float, str, float, float]], log: str | None) -> None:
+        """Write metric ``(step, name, value, time)`` rows and a ``trial_log`` row with one journal write, and
+        remember each metric's latest value.
 
         A point equal to the last one written for its metric (same step, same value: e.g. a Monitor that logs a
         variable both as a summary and as a message) changes nothing in the series, so it adds no row to the
         cox table either.
         """
-        last = writing.last_point
-        rows = [r for r in rows if last.get(r[1]) != (r[0], r[2]) or r[0] != r[0]]  # r[0] != r[0]: no step
-        if not rows:
-            return
-        writing.store[METRICS].append_tuples(rows)
-        latest = writing.latest
+        steps, latest = writing.last_step, writing.latest
+        if steps:  # a NaN step (no step) is never equal to anything, so step-less points are all written
+            rows = [r for r in rows if steps.get(r[1]) != r[0] or latest[r[1]] != r[2]]
+        if log is None:
+            if not rows:
+                return
+            writing.store[METRICS].append_tuples(rows)
+        elif rows:
+            writing.store.append_many({METRICS: rows, LOG: ((log,),)})
+        else:
+            writing.store[LOG].append_tuples(((log,),))
+        if log is not None:
+            writing.log_rows += 1
         for step, name, value, _ in rows:
             latest[name] = value
-            last[name] = (step, value)
+            steps[name] = step
 
     def _touched(self, writing: _Writing, status_changed: bool = False) -> None:
         writing.dirty = True
@@ -608,17 +620,38 @@ class HDF5Protocol(Protocol):
     ) -> None:
         """As :meth:`Protocol.log_trial_metrics`, with the rows going straight to the trial's ``metrics`` table
         (the per-step path of a training loop)."""
+        self.log_trial_step(trial, step, kwargs)
+
+    def log_trial_step(
+        self,
+        trial: Trial | str,
+        step: Any,
+        metrics: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """As :meth:`Protocol.log_trial_step`: the rows go straight to the trial's tables in one journal write,
+        with no :class:`TrialUpdate` built (the per-message path of an Experiment)."""
         checked = check_step(step)
         step_value = math.nan if checked is None else float(checked)
         now = time.time()
         rows = [
-            (step_value, check_metric_name(name), float(check_number(f"metric {name!r}", value)), now)
-            for name, value in kwargs.items()
+            (
+                step_value,
+                check_metric_name(name),
+                value if type(value) is float else float(check_number(f"metric {name!r}", value)),
+                now,
+            )
+            for name, value in metrics.items()
         ]
+        merged = check_mapping("metadata", metadata) if metadata else None
+        # The log row is what TrialUpdate(metadata=...) serializes to, so replaying it needs nothing new.
+        log = None if merged is None else _ENCODE({"dtype": "trial_update", "metadata": merged})
         with self._mutex:
             self._check_open()
             writing = self._writer(trial_uid(trial))
-            self._append_points(writing, rows)
+            self._write(writing, rows, log)
+            if merged is not None:
+                writing.record.metadata.update(merged)  # check_mapping made a copy the caller cannot change
             self._touched(writing)
 
     def _apply(self, writing: _Writing, update: TrialUpdate) -> None:
@@ -629,22 +662,22 @@ class HDF5Protocol(Protocol):
             and update.seq <= record.writers.get(update.writer, -1)
         ):
             return  # a replayed batch
+        rows: list[tuple[float, str, float, float]] = []
         if update.metrics:
             now = time.time()
             nan = math.nan
-            self._append_points(
-                writing,
-                [
-                    (nan if p.step is None else float(p.step), p.name, float(p.value), now)
-                    for p in update.metrics
-                ],
-            )
+            rows = [
+                (nan if p.step is None else float(p.step), p.name, float(p.value), now)
+                for p in update.metrics
+            ]
+        log = None
         if _beyond_metrics(update):
             rest = to_json(update)
             rest.pop("metrics", None)  # the points are in the metrics table
-            # After the points: a retried batch torn in between may repeat step-less points, never lose any.
-            writing.store[LOG].append_row({"update": json.dumps(rest, allow_nan=True)})
-            writing.log_rows += 1
+            log = json.dumps(rest, allow_nan=True)
+        # One journal write: the points and the rest of the update are durable together, or not at all.
+        self._write(writing, rows, log)
+        if log is not None:
             record.apply(update, with_metrics=False)
         self._touched(writing, status_changed=update.status is not None)
 
