@@ -121,6 +121,9 @@ def _read_only(name: str, doc: str) -> property:
     return property(getter, setter, doc=doc)
 
 
+_MESSAGE_TYPES = frozenset({str, int, float})
+
+
 def _convert_message(value: Any) -> Any:
     if isinstance(value, (str, int, float)):
         return value
@@ -683,7 +686,7 @@ class Experiment(metaclass=ExperimentMeta):
             return
         if keep not in ("latest", "min", "max"):
             raise ConfigError(f"keep={keep!r}; use 'latest', 'min' or 'max'.")
-        values = {k: _convert_message(v) for k, v in messages.items()}
+        values = {k: v if type(v) in _MESSAGE_TYPES else _convert_message(v) for k, v in messages.items()}
         # Work on a copy: a value the backend refuses (e.g. a metric name with '..') changes nothing.
         stored = dict(self._messages)
         if leader is not None:

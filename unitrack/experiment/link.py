@@ -33,14 +33,12 @@ from unitrack.persistence.registry import get_protocol, resolve_uri
 from unitrack.persistence.structure import (
     MAX_NAME_CHARS,
     CustomStatus,
-    MetricPoint,
     Project,
     Status,
     StatusLike,
     Trial,
     TrialGroup,
     TrialUpdate,
-    check_step,
 )
 
 __all__ = ["PROJECT_ENV", "TrialLink", "group_name", "project_name", "to_status"]
@@ -158,13 +156,12 @@ class TrialLink:
         if step is None:
             self.step += 1
             step = self.step
-        step = check_step(step)
-        points = tuple(
-            MetricPoint.checked(k, step, v)
-            for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        )
-        self.protocol.update_trial(self.uid, TrialUpdate(metrics=points, metadata={"messages": dict(kept)}))
+        numbers = {k: v for k, v in values.items() if type(v) is float or (type(v) is int)}
+        if len(numbers) != len(values):  # int/float subclasses (not bool) count too; str does not
+            numbers = {
+                k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+        self.protocol.log_trial_step(self.uid, step, numbers, {"messages": kept})
 
     def log_metrics(self, values: Mapping[str, Any], step: int) -> None:
         """Append one point per name at ``step`` (``log_trial_metrics``); later unstepped messages count on from it."""
