@@ -280,6 +280,32 @@ def test_initialise_from_an_experiment_file(tmp_path: Path) -> None:
     m = ExperimentManager(tmp_path / "q")
     m.initialise(name=str(ROOT / "examples" / "quadratic.py"))
     assert set(m._parameters(m.load_defaults())) == {"x0", "step", "tol", "iterations"}
-    assert sys.executable in (tmp_path / "q" / "script.sh").read_text()
+    script = (tmp_path / "q" / "script.sh").read_text()
+    assert f"{sys.executable} -m unitrack.experiment.launch {ROOT / 'examples' / 'quadratic.py'}" in script
     with pytest.raises(ConfigError):
         ExperimentManager(tmp_path / "r").initialise(name="no_such_module:Thing")
+
+
+def test_an_experiment_file_runs_without_a_main_block_and_imports_its_neighbours(
+    tmp_path: Path, subprocess_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "helper.py").write_text("SCALE = 3\n")
+    (code / "exp.py").write_text(
+        "from helper import SCALE\n"
+        "from unitrack.experiment import Experiment\n\n"
+        "class Scaled(Experiment):\n"
+        '    """Scale x."""\n\n'
+        "    x: int = 1  # @p the input\n\n"
+        "    def run(self):\n"
+        '        self.message({"y": self.x * SCALE})\n'
+    )
+    monkeypatch.setattr(sys, "path", list(sys.path))  # loading the file puts code/ on sys.path
+    manager = ExperimentManager(tmp_path / "set")
+    manager.initialise(name=str(code / "exp.py"))
+    folders = manager.register(string_params="{x: 2 | 5}")
+    for key, value in subprocess_env.items():
+        monkeypatch.setenv(key, value)
+    assert set(manager.run("*").values()) == {0}
+    assert [load_param(f)["_messages"]["y"] for f in folders] == [6, 15]

@@ -1,8 +1,9 @@
 """Run an experiment's command line by reference: ``python -m unitrack.experiment.launch module:Name [FLAGS]``.
 
 ``Name`` is an :class:`~unitrack.experiment.Experiment` subclass or a functional experiment (a function whose
-first argument is a ``Root``). This is what ``script.sh`` written by ``to_root`` and launchers written by
-``get_run_script`` call, instead of generated Python.
+first argument is a ``Root``). The target may also be a Python file defining one Experiment subclass
+(``path/to/exp.py``). This is what ``script.sh`` written by ``to_root`` or ``unitrack register --experiment`` and
+launchers written by ``get_run_script`` call, instead of generated Python.
 """
 
 from __future__ import annotations
@@ -42,9 +43,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: the first argument names the experiment, the rest are its flags."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        sys.stdout.write("usage: python -m unitrack.experiment.launch module:Name [FLAGS ...]\n")
+        sys.stdout.write("usage: python -m unitrack.experiment.launch module:Name|file.py [FLAGS ...]\n")
         return
-    load_experiment(args[0])().main(args[1:])
+    target = args[0]
+    if target.endswith(".py"):
+        from unitrack.experiment.manager import load_experiment_class
+
+        load_experiment_class(target)().main(args[1:])
+        return
+    load_experiment(target)().main(args[1:])
 
 
 if __name__ == "__main__":

@@ -114,6 +114,10 @@ def load_experiment_class(target: str) -> type[Experiment]:
         path = os.path.abspath(target)
         if not os.path.isfile(path):
             raise ConfigError(f"Experiment file {target!r} does not exist.")
+        # As `python file.py` would: modules beside the file import (e.g. `from models import Net`).
+        folder = os.path.dirname(path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
         module_name = "_unitrack_experiment_" + hashlib.sha256(path.encode()).hexdigest()[:12]
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
@@ -263,9 +267,10 @@ class ExperimentManager:
         cls = load_experiment_class(target)
         exp = cls()
         if target.endswith(".py") or os.path.isfile(target):
-            # A file: run it as a script, so no PYTHONPATH or generated Python is needed.
+            # A file: the launcher loads its class (no PYTHONPATH, no generated Python, and the file needs no
+            # `if __name__ == "__main__"` block), with the file's folder first on sys.path as a script has.
             exp.to_defaults(self.root)
-            command = [sys.executable, os.path.abspath(target)]
+            command = [sys.executable, "-m", "unitrack.experiment.launch", os.path.abspath(target)]
             lines = ["#!/bin/bash", f"# unitrack: run {cls.__qualname__} with the params.yml given as $1"]
             lines.append(f'exec {" ".join(shlex.quote(p) for p in command)} --execute "$1"')
             atomic_write_text(os.path.join(self.root, "script.sh"), "\n".join(lines) + "\n")
@@ -650,17 +655,25 @@ class ExperimentManager:
         return {r.folder: r.returncode for r in runner.run(self.runnable(pattern))}
 
     def slurm_script(
-        self, pattern: str = "*", *, sbatch_args: str | Sequence[str] | None = None, rerun: bool = False
+        self,
+        pattern: str = "*",
+        *,
+        sbatch_args: str | Sequence[str] | None = None,
+        rerun: bool = False,
+        requeue_grace_s: int | None = None,
     ) -> tuple[str, list[str]]:
         """Write an sbatch job array over the runnable experiments matching ``pattern`` (see ``slurm.py``).
 
-        With ``rerun`` the finished ones are included and set back to ``registered``.
+        With ``rerun`` the finished ones are included and set back to ``registered``. With ``requeue_grace_s``
+        an experiment warned (SIGUSR1) that many seconds before the time limit stops and requeues its task.
 
         Returns:
             The script's path and the experiment folders, in array order.
         """
         folders = self.runnable(pattern, rerun=rerun)
-        path = write_array_script(self.root, folders, sbatch_args=sbatch_args)
+        path = write_array_script(
+            self.root, folders, sbatch_args=sbatch_args, requeue_grace_s=requeue_grace_s
+        )
         again = [f for f in folders if self.status(f) != "registered"]
         if again:
             self.set_status(again, "registered")
