@@ -97,6 +97,9 @@ def test_run_slurm_skips_finished_unless_rerun(sweep: Path) -> None:
         (("--slurm", "--sbatch-args", "--array=0-9"), "set by unitrack"),
         (("--slurm", "--sbatch-args", "gpu"), "not an option"),
         (("--sbatch-args", "-p gpu"), "needs --slurm"),
+        (("--requeue",), "needs --slurm"),
+        (("--slurm", "--requeue", "--sbatch-args", "--signal=USR2@5"), "set by unitrack for --requeue"),
+        (("--slurm", "--requeue", "--grace", "0"), "greater than or equal to 1"),
     ],
 )
 def test_run_slurm_bad_options_exit_2_and_write_nothing(
@@ -116,3 +119,11 @@ def test_run_slurm_failing_sbatch_exits_1(sweep: Path, tmp_path: Path) -> None:
     result = cli("run", "--slurm", "-r", str(sweep), path=f"{bin_dir}:/usr/bin:/bin")
     assert result.returncode == 1 and "invalid partition" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_slurm_requeue_asks_for_the_time_limit_warning(sweep: Path) -> None:
+    result = cli("run", "-r", str(sweep), "--slurm", "--requeue", "--grace", "90", path="/usr/bin:/bin")
+    assert result.returncode == 0, result.stderr
+    (script,) = scripts(sweep)
+    lines = script.read_text().splitlines()
+    assert {"#SBATCH --signal=B:USR1@90", "#SBATCH --requeue", "export UNITRACK_REQUEUE=1"} <= set(lines)

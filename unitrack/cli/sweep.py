@@ -59,18 +59,24 @@ def _sort_key(key: str) -> Any:
     return by
 
 
-def _submit_slurm(manager: Any, pattern: str, sbatch_args: str | None, rerun: bool) -> None:
+def _submit_slurm(
+    manager: Any, pattern: str, sbatch_args: str | None, rerun: bool, requeue_grace_s: int | None
+) -> None:
     import shutil
 
     from unitrack.experiment.slurm import sbatch_lines, submit
 
-    sbatch_lines(sbatch_args)  # bad options exit 2 before anything is written
+    sbatch_lines(
+        sbatch_args, requeue=requeue_grace_s is not None
+    )  # bad options exit 2 before anything is written
     if not manager.runnable(pattern, rerun=rerun):
         typer.echo(
             f"nothing to submit: no registered experiment matches {pattern!r} (--rerun includes the rest)"
         )
         return
-    script, folders = manager.slurm_script(pattern, sbatch_args=sbatch_args, rerun=rerun)
+    script, folders = manager.slurm_script(
+        pattern, sbatch_args=sbatch_args, rerun=rerun, requeue_grace_s=requeue_grace_s
+    )
     typer.echo(f"sbatch script for {len(folders)} experiment(s) written to {script}")
     sbatch = shutil.which("sbatch")
     if sbatch is None:
@@ -154,6 +160,14 @@ def add_commands(app: typer.Typer) -> None:
         sbatch_args: str = typer.Option(
             None, "--sbatch-args", help='Extra sbatch options for --slurm, e.g. "-p gpu --time=2:00:00".'
         ),
+        requeue: bool = typer.Option(
+            False,
+            "--requeue",
+            help="With --slurm: an experiment warned before its time limit stops cleanly and requeues its task.",
+        ),
+        grace: int = typer.Option(
+            120, "--grace", min=1, max=65535, help="With --requeue: seconds of warning before the time limit."
+        ),
     ) -> None:
         """Run registered experiments in local worker processes (FLAGS after -- prefix each run.sh), or on Slurm."""
         from unitrack.experiment.runner import Runner, RunResult
@@ -161,12 +175,12 @@ def add_commands(app: typer.Typer) -> None:
         manager = _manager(root)
         flags = list(ctx.args)
         if slurm:
-            _submit_slurm(manager, pattern, sbatch_args, rerun)
+            _submit_slurm(manager, pattern, sbatch_args, rerun, grace if requeue else None)
             return
-        if sbatch_args:
+        if sbatch_args or requeue:
             from unitrack.errors import ConfigError
 
-            raise ConfigError("--sbatch-args needs --slurm.")
+            raise ConfigError(f"{'--sbatch-args' if sbatch_args else '--requeue'} needs --slurm.")
         folders = manager.runnable(pattern, rerun=rerun)
         skipped = len(manager.match(pattern)) - len(folders)
         if dry_run:

@@ -16,7 +16,9 @@ An experiment is defined by its parameters (class attributes tagged ``# @p``) an
 Registering (``register(root, name)`` or ``Experiment(root, name)``) creates ``{root}/{name}/params.yml`` and a
 trial in the backend (:mod:`unitrack.experiment.link`); running it (``with ex:`` or ``ex()``) records the status
 ``running`` then ``finished``, ``error`` (traceback kept in the trial's errors) or ``stopped`` (Ctrl-C, and
-SIGTERM when :meth:`Experiment.catch_sigterm` or :meth:`Experiment.main` installed the handler).
+SIGTERM when :meth:`Experiment.catch_sigterm` or :meth:`Experiment.main` installed the handler); with that handler
+SIGUSR1 (Slurm's warning before a time limit) ends it with ``timeout``, or ``requeue`` when its job script asked
+for requeueing and Slurm accepted (:mod:`unitrack.experiment.slurm`).
 ``message()`` is durable in the backend when it returns; ``params.yml`` is refreshed at most about once a second
 while messages arrive, and on every status change.
 
@@ -71,7 +73,7 @@ from unitrack.experiment.paramfile import (
 from unitrack.experiment.params import Param, TypedMeta, coerce
 from unitrack.persistence.structure import check_name
 
-__all__ = ["STATUSES", "Experiment", "Terminated"]
+__all__ = ["STATUSES", "Experiment", "Terminated", "TimedOut"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +111,15 @@ SAVE_INTERVAL_S = 1.0
 
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread by the SIGTERM handler; the experiment ends with status ``stopped``."""
+
+
+class TimedOut(Terminated):
+    """Raised in the main thread by the SIGUSR1 handler (Slurm's ``--signal=B:USR1@N`` warning before the time
+    limit); the experiment ends with status ``timeout``, or ``requeue`` when its job was requeued."""
+
+
+#: The signals :meth:`Experiment.catch_sigterm` handles (SIGUSR1 does not exist on Windows).
+_CAUGHT = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
 
 def _read_only(name: str, doc: str) -> property:
@@ -237,9 +248,9 @@ class Experiment(metaclass=ExperimentMeta):
             _last_save=0.0,
             _is_debug=False,
             _catch_sigterm=False,
-            _previous_sigterm=None,
+            _previous_handlers={},
             _in_message=False,
-            _term_pending=False,
+            _term_pending=0,
             _tee=None,
             _pending=(root, name, purpose, dict(kwargs), backend),
         )
@@ -710,8 +721,8 @@ class Experiment(metaclass=ExperimentMeta):
         finally:
             state["_in_message"] = False
         if state["_term_pending"]:
-            state["_term_pending"] = False
-            raise Terminated("received SIGTERM")
+            signum, state["_term_pending"] = state["_term_pending"], 0
+            raise _interruption(signum)
 
     def log_metrics(self, values: Mapping[str, Any], *, step: int) -> None:
         """Append ``(step, value)`` to the trial's metric series of each name (a Monitor's scalar summaries).
@@ -743,7 +754,12 @@ class Experiment(metaclass=ExperimentMeta):
 
     # ------------------------------------------------------------------------------------------- running
     def catch_sigterm(self, enable: bool = True) -> Experiment:
-        """Turn SIGTERM into a ``stopped`` status (data flushed) while the experiment runs (``with ex:``).
+        """Turn SIGTERM into a ``stopped`` status and SIGUSR1 into ``timeout`` (data flushed either way) while the
+        experiment runs (``with ex:``).
+
+        SIGUSR1 is what Slurm sends before a time limit when asked (``#SBATCH --signal=B:USR1@120``; ``unitrack
+        run --slurm --requeue`` writes it). When ``$UNITRACK_REQUEUE`` is 1 the job is then requeued with
+        ``scontrol requeue`` and the status is ``requeue``, so the experiment runs again.
 
         Off by default: a library does not take over process-wide signals unless asked. :meth:`main` asks.
         """
@@ -754,9 +770,9 @@ class Experiment(metaclass=ExperimentMeta):
         # Never interrupt a backend write halfway (a lock or a journal line could be left half done):
         # inside message() the signal is noted and raised when the write has completed.
         if self.__dict__["_in_message"]:
-            self.__dict__["_term_pending"] = True
+            self.__dict__["_term_pending"] = signum
             return
-        raise Terminated(f"received signal {signum}")
+        raise _interruption(signum)
 
     def __enter__(self) -> Experiment:
         if self._status == "default":
@@ -788,7 +804,9 @@ class Experiment(metaclass=ExperimentMeta):
         state["_status"] = "running"
         self._timestamps["start"] = now_iso()
         if state["_catch_sigterm"] and _in_main_thread():
-            state["_previous_sigterm"] = signal.signal(signal.SIGTERM, self._on_sigterm)
+            state["_previous_handlers"] = {
+                signum: signal.signal(signum, self._on_sigterm) for signum in _CAUGHT
+            }
         if self._link is not None:
             self._link.set_status(
                 "running", timestamps=dict(self._timestamps), meta=self._meta or {}, start_time=time.time()
@@ -800,13 +818,14 @@ class Experiment(metaclass=ExperimentMeta):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
         state = self.__dict__
-        previous = state.pop("_previous_sigterm", None)
-        state["_previous_sigterm"] = None
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        previous, state["_previous_handlers"] = state.get("_previous_handlers") or {}, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         error = None
         if exc_type is None:
             status = "finished"
+        elif issubclass(exc_type, TimedOut):
+            status = self._requeue()
         elif issubclass(exc_type, KeyboardInterrupt):
             status = "stopped"
         elif issubclass(exc_type, SystemExit) and getattr(exc, "code", None) in (0, None):
@@ -823,6 +842,20 @@ class Experiment(metaclass=ExperimentMeta):
             self._link.commit()
         self._restore_stdout()
         return False
+
+    @staticmethod
+    def _requeue() -> str:
+        """The status of a timed-out run: ``requeue`` when its job script asked for it and Slurm took it."""
+        from unitrack.experiment.slurm import SlurmRequeueError, requeue_current_job, requeue_requested
+
+        if not requeue_requested():
+            return "timeout"
+        try:
+            requeue_current_job()
+        except SlurmRequeueError as exc:
+            sys.stderr.write(f"WARNING: {exc}; the status stays 'timeout' (unitrack run runs it again).\n")
+            return "timeout"
+        return "requeue"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the experiment inside its context (status running → finished/error/stopped).
@@ -876,7 +909,8 @@ class Experiment(metaclass=ExperimentMeta):
         """Run the experiment's command line (see :func:`build_parser` for the flags).
 
         ``args`` may be a list of strings (default ``sys.argv[1:]``) or the namespace returned by
-        :meth:`parse_args`. SIGTERM stops a run cleanly (status ``stopped``), exiting with status 143.
+        :meth:`parse_args`. SIGTERM stops a run cleanly (status ``stopped``), exiting with status 143; SIGUSR1
+        ends it with ``timeout`` or ``requeue`` (see :meth:`catch_sigterm`), exiting with status 138.
         """
         ns = args if isinstance(args, argparse.Namespace) else self.parse_args(args)
         if not getattr(ns, "configured", False):
@@ -898,6 +932,8 @@ class Experiment(metaclass=ExperimentMeta):
             self.catch_sigterm()
             try:
                 self()
+            except TimedOut:
+                sys.exit(128 + signal.SIGUSR1)
             except Terminated:
                 sys.exit(128 + signal.SIGTERM)
         return self
@@ -910,6 +946,12 @@ class Experiment(metaclass=ExperimentMeta):
         lines.append("parameters:")
         lines += [f"  {k}: {v!r}" for k, v in self.params().items()]
         return "\n".join(lines)
+
+
+def _interruption(signum: int) -> Terminated:
+    if signum == getattr(signal, "SIGUSR1", None):
+        return TimedOut(f"received signal {signum} (SIGUSR1: the time limit is near)")
+    return Terminated(f"received signal {signum}")
 
 
 def _in_main_thread() -> bool:

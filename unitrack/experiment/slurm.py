@@ -6,6 +6,12 @@ checked to be digits before it is used as an index (bash evaluates array subscri
 generated. User ``sbatch`` options become ``#SBATCH`` lines: each must start with ``-``, and no control character
 (a newline would start a new line of the script) is accepted.
 
+Time limits: with ``requeue_grace_s`` the script asks Slurm for SIGUSR1 that many seconds before the limit
+(``--signal=B:USR1@N``; every launcher ``exec``s, so the experiment's Python process is the one signalled) and
+exports ``UNITRACK_REQUEUE=1``. An experiment running under :meth:`Experiment.catch_sigterm` then stops cleanly,
+asks Slurm to requeue its task (:func:`requeue_current_job`) and records status ``requeue``; the requeued task
+runs it again.
+
 Example:
     >>> print(sbatch_lines("--time=1:00:00 -p gpu --comment 'two words'"))
     ['--time=1:00:00', '-p gpu', "--comment 'two words'"]
@@ -17,13 +23,23 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Sequence
 from datetime import datetime
 
 from unitrack.errors import ConfigError, UnitrackError
 
-__all__ = ["SlurmSubmitError", "sbatch_lines", "submit", "write_array_script"]
+__all__ = [
+    "REQUEUE_ENV",
+    "SlurmRequeueError",
+    "SlurmSubmitError",
+    "requeue_current_job",
+    "requeue_requested",
+    "sbatch_lines",
+    "submit",
+    "write_array_script",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +47,14 @@ logger = logging.getLogger(__name__)
 _OWNED = ("--array", "-a", "--output", "-o")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _JOB_ID = re.compile(r"Submitted batch job (\d+)")
+#: Options the script sets itself when it asks for requeueing.
+_OWNED_REQUEUE = ("--signal", "--requeue", "--no-requeue", "--open-mode")
+#: Set to 1 by a requeueing job script: an experiment that times out asks Slurm to requeue its task.
+REQUEUE_ENV = "UNITRACK_REQUEUE"
+
+
+class SlurmRequeueError(UnitrackError):
+    """A timed-out experiment could not requeue its Slurm job; it keeps status ``timeout``."""
 
 
 class SlurmSubmitError(UnitrackError):
@@ -44,7 +68,7 @@ class SlurmSubmitError(UnitrackError):
         super().__init__(f"sbatch {script} failed (exit {returncode}): {detail}. Check the #SBATCH lines.")
 
 
-def sbatch_lines(sbatch_args: str | Sequence[str] | None) -> list[str]:
+def sbatch_lines(sbatch_args: str | Sequence[str] | None, *, requeue: bool = False) -> list[str]:
     """Split user sbatch options into ``#SBATCH`` line bodies: an option and the values that follow it, quoted.
 
     Args:
@@ -54,7 +78,8 @@ def sbatch_lines(sbatch_args: str | Sequence[str] | None) -> list[str]:
         One string per option, each token ``shlex.quote``d.
 
     Raises:
-        ConfigError: a token that is not after an option, holds a control character, or sets ``--array``/``--output``.
+        ConfigError: a token that is not after an option, holds a control character, or sets ``--array``/``--output``
+            (or, with ``requeue``, ``--signal``/``--requeue``/``--open-mode``).
     """
     if not sbatch_args:
         return []
@@ -67,9 +92,14 @@ def sbatch_lines(sbatch_args: str | Sequence[str] | None) -> list[str]:
         if _CONTROL.search(token):
             raise ConfigError(f"sbatch option {token!r} holds a control character; give it on one line.")
         if token.startswith("-"):
-            if token.split("=", 1)[0] in _OWNED:
+            option = token.split("=", 1)[0]
+            if option in _OWNED:
                 raise ConfigError(
                     f"sbatch option {token!r} is set by unitrack (one array task per experiment); drop it."
+                )
+            if requeue and option in _OWNED_REQUEUE:
+                raise ConfigError(
+                    f"sbatch option {token!r} is set by unitrack for --requeue; drop one of them."
                 )
             groups.append([token])
         elif groups:
@@ -91,6 +121,7 @@ def write_array_script(
     sbatch_args: str | Sequence[str] | None = None,
     job_name: str | None = None,
     now: datetime | None = None,
+    requeue_grace_s: int | None = None,
 ) -> str:
     """Write ``{root}/slurm/{timestamp}.sbatch``: a job array with one task per folder's ``run.sh``.
 
@@ -100,16 +131,25 @@ def write_array_script(
         sbatch_args: extra sbatch options (see :func:`sbatch_lines`).
         job_name: default ``unitrack-{root name}``.
         now: the timestamp of the file name (default: now).
+        requeue_grace_s: when given, SIGUSR1 arrives this many seconds before the time limit and a timed-out
+            experiment requeues its task (see the module docstring).
 
     Returns:
         The script's path.
 
     Raises:
-        ConfigError: no folders, or bad sbatch options.
+        ConfigError: no folders, bad sbatch options, or a grace period that is not a positive int.
     """
     if not folders:
         raise ConfigError(f"no experiments to submit in {root}.")
-    user = sbatch_lines(sbatch_args)
+    requeue = requeue_grace_s is not None
+    if requeue and (
+        not isinstance(requeue_grace_s, int)
+        or isinstance(requeue_grace_s, bool)
+        or not 0 < requeue_grace_s <= 65535
+    ):
+        raise ConfigError(f"the requeue grace period {requeue_grace_s!r} must be whole seconds in 1..65535.")
+    user = sbatch_lines(sbatch_args, requeue=requeue)
     folder = os.path.join(root, "slurm")
     os.makedirs(folder, exist_ok=True)
     # '%' is Slurm's file-name pattern character: a root holding one must not become a pattern.
@@ -119,8 +159,14 @@ def write_array_script(
         f"#SBATCH --array=0-{len(folders) - 1}",
         f"#SBATCH --job-name={shlex.quote(job_name or _job_name(root))}",
         f"#SBATCH --output={shlex.quote(output)}",
+        *(
+            [f"#SBATCH --signal=B:USR1@{requeue_grace_s}", "#SBATCH --requeue", "#SBATCH --open-mode=append"]
+            if requeue
+            else []
+        ),
         *(f"#SBATCH {line}" for line in user),
         "set -euo pipefail",
+        *([f"export {REQUEUE_ENV}=1"] if requeue else []),
         "runs=(",
         *(f"  {shlex.quote(os.path.join(os.path.abspath(f), 'run.sh'))}" for f in folders),
         ")",
@@ -158,3 +204,37 @@ def submit(script: str, sbatch: str = "sbatch") -> str:
     if result.returncode != 0 or found is None:
         raise SlurmSubmitError(script, result.returncode, result.stderr or result.stdout)
     return found.group(1)
+
+
+def requeue_requested() -> bool:
+    """Whether this process runs under a job script that asked for requeueing (``$UNITRACK_REQUEUE`` is 1)."""
+    return os.environ.get(REQUEUE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def requeue_current_job(scontrol: str = "scontrol") -> str:
+    """Ask Slurm to requeue the job (or array task) this process runs in, with ``scontrol requeue``.
+
+    Returns:
+        The requeued job id (``123``, or ``123_4`` for an array task).
+
+    Raises:
+        SlurmRequeueError: the process is not in a Slurm job, or scontrol is missing or refused.
+    """
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID", "")
+    if not re.fullmatch(r"\d+(_\d+)?", job):
+        raise SlurmRequeueError(f"not in a Slurm job (SLURM_JOB_ID is {job!r}): nothing to requeue")
+    path = shutil.which(scontrol)
+    if path is None:
+        raise SlurmRequeueError(f"{scontrol} is not on PATH: job {job} was not requeued")
+    try:
+        result = subprocess.run(  # noqa: S603 - an argument list, no shell; the id is digits
+            [path, "requeue", job], capture_output=True, text=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SlurmRequeueError(f"{scontrol} requeue {job} failed: {exc}") from exc
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip() or f"exit {result.returncode}"
+        raise SlurmRequeueError(f"{scontrol} requeue {job} failed: {detail}")
+    logger.info("job %s requeued", job)
+    return job
