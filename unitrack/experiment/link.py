@@ -41,7 +41,15 @@ from unitrack.persistence.structure import (
     TrialUpdate,
 )
 
-__all__ = ["PROJECT_ENV", "TrialLink", "group_name", "project_name", "to_status"]
+__all__ = [
+    "PROJECT_ENV",
+    "TrialLink",
+    "experiment_group",
+    "group_name",
+    "newest_trial",
+    "project_name",
+    "to_status",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +95,21 @@ def group_name(root: str | os.PathLike[str]) -> str:
     return name
 
 
+def experiment_group(protocol: Protocol, root: str | os.PathLike[str]) -> TrialGroup:
+    """The group of the experiments in folder ``root``, in project :func:`project_name`; both are created when
+    missing."""
+    project = protocol.new_project(Project(name=project_name()))
+    group = TrialGroup(name=group_name(root), project_id=project.uid)
+    protocol.new_trial_group(group)  # None when it exists: fine, it is the same group
+    return group
+
+
+def newest_trial(protocol: Protocol, group: TrialGroup, name: str) -> Trial | None:
+    """The latest revision of the trial called ``name`` in ``group`` (the experiment in ``{root}/{name}``)."""
+    found = protocol.fetch_trials({"group_id": group.uid, "name": name})
+    return max(found, key=lambda t: t.revision) if found else None
+
+
 class TrialLink:
     """The trial of one registered experiment in one backend.
 
@@ -113,13 +136,8 @@ class TrialLink:
     ) -> None:
         self.uri = resolve_uri(uri, root)
         self.protocol: Protocol = get_protocol(self.uri)
-        project = self.protocol.new_project(Project(name=project_name()))
-        group = TrialGroup(name=group_name(root), project_id=project.uid)
-        self.protocol.new_trial_group(group)  # None when it exists: fine, it is the same group
-        trial: Trial | None = None
-        if restart:
-            found = self.protocol.fetch_trials({"group_id": group.uid, "name": name})
-            trial = max(found, key=lambda t: t.revision) if found else None
+        group = experiment_group(self.protocol, root)
+        trial = newest_trial(self.protocol, group, name) if restart else None
         if trial is None:
             trial = self.protocol.new_trial(
                 Trial(
@@ -127,7 +145,7 @@ class TrialLink:
                     version=version,
                     parameters=parameters,
                     description=description,
-                    project_id=project.uid,
+                    project_id=group.project_id,
                     group_id=group.uid,
                 ),
                 auto_increment=True,  # a folder registered again (or elsewhere) is a new revision

@@ -49,7 +49,7 @@ from unitrack.errors import (
     InvalidExperimentRoot,
 )
 from unitrack.experiment.experiment import _SPECIAL_HELP, Experiment
-from unitrack.experiment.link import group_name, project_name, to_status
+from unitrack.experiment.link import experiment_group, newest_trial, to_status
 from unitrack.experiment.meta import _user, version_string
 from unitrack.experiment.paramfile import (
     _rt_yaml,
@@ -65,7 +65,7 @@ from unitrack.experiment.slurm import write_array_script
 from unitrack.experiment.sweep import expand
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.registry import get_protocol, resolve_uri
-from unitrack.persistence.structure import Project, Trial, TrialGroup, TrialUpdate
+from unitrack.persistence.structure import Trial, TrialUpdate
 
 __all__ = ["ExperimentManager", "load_experiment_class", "sanitize_name"]
 
@@ -458,9 +458,7 @@ class ExperimentManager:
         """
         protocol = self._protocol(backend)
         try:
-            project = protocol.new_project(Project(name=project_name()))
-            group = TrialGroup(name=group_name(self.root), project_id=project.uid)
-            protocol.new_trial_group(group)
+            group = experiment_group(protocol, self.root)
             status = to_status("registered")
             assert status is not None  # "registered" is persisted (SEED_NOTES C25)
             for folder, override in planned:
@@ -472,7 +470,7 @@ class ExperimentManager:
                         version=version_string(dict(version)) if version else "script",
                         parameters={k: to_yaml_value(v) for k, v in values.items()},
                         description=purpose,
-                        project_id=project.uid,
+                        project_id=group.project_id,
                         group_id=group.uid,
                         status=status,
                         metadata={"status": "registered", "directory": folder},
@@ -490,12 +488,10 @@ class ExperimentManager:
             return
         protocol = self._protocol(backend)
         try:
-            project = protocol.new_project(Project(name=project_name()))
-            group = TrialGroup(name=group_name(self.root), project_id=project.uid)
+            group = experiment_group(protocol, self.root)
             for folder, status in statuses.items():
-                found = protocol.fetch_trials({"group_id": group.uid, "name": os.path.basename(folder)})
-                if found:
-                    trial = max(found, key=lambda t: t.revision)
+                trial = newest_trial(protocol, group, os.path.basename(folder))
+                if trial is not None:
                     protocol.update_trial(
                         trial.uid, TrialUpdate(status=to_status(status), metadata={"status": status})
                     )
