@@ -198,6 +198,19 @@ def test_fsync_setting_writes_the_same_data(out_dir):
         assert s["t"].get_pickle(s["t"].df["p"][0]) == [1]
 
 
-def test_h5_every_rows_must_be_positive(out_dir):
-    with pytest.raises(ConfigError):
-        Store(out_dir, "e", h5_every_rows=0)
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "10"])
+def test_h5_every_rows_must_be_positive(out_dir, bad):
+    with pytest.raises(ConfigError, match="positive int or None"):
+        Store(out_dir, "e", h5_every_rows=bad)
+
+
+def test_h5_every_rows_none_rebuilds_store_h5_only_at_close(out_dir):
+    with Store(out_dir, "e", h5_every_rows=None) as s:
+        t = s.add_table("t", {"a": int, "name": str})
+        for i in range(50):
+            t.append_row({"a": i, "name": f"n{i % 3}"})
+        with pd.HDFStore(os.path.join(s.path, "store.h5"), mode="r") as h5:  # the file as created, valid
+            assert "/t" not in h5.keys()
+        assert t.df["a"].tolist() == list(range(50))  # the rows are read from the journal
+    frame = pd.read_hdf(os.path.join(out_dir, "e", "store.h5"), "t")
+    assert frame["a"].tolist() == list(range(50)) and frame["name"].tolist()[:4] == ["n0", "n1", "n2", "n0"]

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import struct
+import sys
 import warnings
 import zlib
 from collections.abc import Iterable
@@ -118,10 +119,35 @@ class RowCodec:
         return tuple(values)
 
     def numpy_dtype(self) -> np.dtype[Any]:
-        """The structured dtype of a fixed-width payload (only for tables without text columns)."""
+        """The structured dtype of a payload's fixed-width part (all of it for tables without text columns; a
+        text column's field holds its byte length)."""
         fields = [("_rec", "u1"), ("_tid", "<u2")]
-        fields += [(f"c{i}", _NUMPY_CODES[kind]) for i, kind in enumerate(self.kinds)]
+        fields += [(f"c{i}", _NUMPY_CODES.get(kind, "<u4")) for i, kind in enumerate(self.kinds)]
         return np.dtype(fields)
+
+    def _decode_single_text(self, payloads: list[bytes | memoryview]) -> list[Any]:
+        """Decode rows with one text column: fixed-width fields vectorized, each text decoded once per value."""
+        fixed, at = self.fixed_size, self.single_text
+        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+        if (lengths < fixed).any():
+            raise ValueError("a row is shorter than its fixed-width columns")
+        heads = np.frombuffer(b"".join([p[:fixed] for p in payloads]), dtype=self.numpy_dtype())
+        if (lengths != fixed + heads[f"c{at}"].astype(np.int64)).any():
+            raise ValueError("a row's length does not match its text's")
+        seen: dict[bytes, str] = {}  # names repeat (metric names, categories): decode and keep each once
+        texts: list[str] = []
+        for payload in payloads:
+            raw = payload[fixed:]
+            if type(raw) is not bytes:  # a memoryview
+                raw = bytes(raw)
+            if len(raw) > 64:
+                texts.append(raw.decode("utf-8"))
+                continue
+            text = seen.get(raw)
+            if text is None:
+                text = seen[raw] = sys.intern(raw.decode("utf-8"))
+            texts.append(text)
+        return [texts if i == at else heads[f"c{i}"].copy() for i in range(len(self.kinds))]
 
     def decode(self, payloads: Iterable[bytes | memoryview] | bytes | bytearray) -> list[Any]:
         """Decode many row payloads into one list or array per column.
@@ -139,6 +165,8 @@ class RowCodec:
             return [arr[f"c{i}"].copy() for i in range(len(self.kinds))]
         if isinstance(payloads, (bytes, bytearray)):
             raise ValueError("text tables decode a list of payloads, not concatenated bytes")
+        if self.single_text is not None:
+            return self._decode_single_text(payloads if isinstance(payloads, list) else list(payloads))
         rows = [self.unpack(p) for p in payloads]
         out: list[Any] = []
         for i, kind in enumerate(self.kinds):

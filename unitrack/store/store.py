@@ -96,6 +96,10 @@ def _at_exit() -> None:
             logger.error("closing store %s at exit failed: %s", store.path, exc)
 
 
+#: Rows after which a store with ``h5_every_rows=None`` would rebuild store.h5: never reached.
+_NEVER = 1 << 62
+
+
 class Store:
     """Save an experiment's tables, objects and TensorBoard events in ``storage_folder/exp_id``.
 
@@ -111,7 +115,8 @@ class Store:
         mode: ``'a'`` append (default), ``'r'`` read only (creates nothing, no TensorBoard writer, no lock),
             ``'w'`` write: start the store afresh, dropping its tables.
         fsync: Also ``fsync`` every row, for durability against power loss (slower).
-        h5_every_rows: Rebuild ``store.h5`` after this many rows (then after as many rows as it holds).
+        h5_every_rows: Rebuild ``store.h5`` after this many rows (then after as many rows as it holds); None: only
+            at :meth:`close` (for writers that read their rows back from the journal, as every reader here does).
 
     Raises:
         InvalidNameError: ``exp_id`` is not a safe folder name (checked before any file is touched).
@@ -145,7 +150,7 @@ class Store:
         mode: str = "a",
         *,
         fsync: bool = False,
-        h5_every_rows: int = 10_000,
+        h5_every_rows: int | None = 10_000,
     ) -> None:
         self._writer: JournalWriter | None = None
         self._lock: StoreLock | None = None
@@ -160,10 +165,12 @@ class Store:
         if exp_id is None:
             exp_id = str(uuid.uuid4())
         self.exp_id = validate_name("exp_id", exp_id)
-        if not isinstance(h5_every_rows, int) or h5_every_rows < 1:
-            raise ConfigError(f"h5_every_rows must be a positive int, not {h5_every_rows!r}.")
+        if h5_every_rows is not None and (
+            not isinstance(h5_every_rows, int) or isinstance(h5_every_rows, bool) or h5_every_rows < 1
+        ):
+            raise ConfigError(f"h5_every_rows must be a positive int or None, not {h5_every_rows!r}.")
         self.fsync = bool(fsync)
-        self._h5_every_rows = h5_every_rows
+        self._h5_every_rows = _NEVER if h5_every_rows is None else h5_every_rows
         self.path = os.path.abspath(os.path.join(os.fspath(storage_folder), self.exp_id))
         self.save_dir = os.path.join(self.path, "save")
         self.tb_dir = os.path.join(self.path, "tensorboard")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import array
 import logging
 import os
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -309,10 +308,11 @@ class Table:
         decoded = self._decoded
         new = self._rows[self._decoded_rows :]
         if new:
-            intern = sys.intern
-            for row in map(codec.unpack, new):
-                for column, value in zip(decoded, row, strict=True):
-                    column.append(intern(value) if type(value) is str else value)
+            for column, values, kind in zip(decoded, codec.decode(new), codec.kinds, strict=True):
+                if kind in _ARRAY_CODES:
+                    column.frombytes(np.asarray(values, dtype=_ARRAY_DTYPES[kind]).tobytes())
+                else:
+                    column.extend(values)
             self._decoded_rows = len(self._rows)
         return [
             np.frombuffer(column, dtype=_ARRAY_DTYPES[kind]).copy() if kind in _ARRAY_CODES else list(column)

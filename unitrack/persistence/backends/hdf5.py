@@ -11,7 +11,8 @@
                                  latest value; what queries read, so a query never opens an HDF5 file
 
 One source of truth per trial: the store's journal (metrics and trial_log rows) — durable when a call returns,
-replayed on open. ``trial.json`` is a summary written atomically when the trial is created, when its status
+replayed on open, and what this backend and ``CollectionReader`` read. ``store.h5``, the same tables for pandas and
+cox's tools, is rebuilt atomically when the writer commits or closes the trial. ``trial.json`` is a summary written atomically when the trial is created, when its status
 changes, at most once per ``summary_interval_s`` otherwise, and at ``commit()``/``close()``; a full read of a
 trial replays the rows written after its summary, so results are always complete. A query run in another
 process while a trial is being written filters on a summary at most ``summary_interval_s`` old (status
@@ -91,7 +92,6 @@ PARAMETERS = "metadata"
 LOG = "trial_log"
 METRICS_SCHEMA = {"step": float, "name": str, "value": float, "time": float}
 LOG_SCHEMA = {"update": str}
-H5_EVERY_ROWS = 1_000_000
 #: json.dumps with its default options, without building an encoder per call (the per-message path).
 _ENCODE = json.JSONEncoder(allow_nan=True).encode
 
@@ -398,9 +398,9 @@ class HDF5Protocol(Protocol):
         folder = self._folder_of(uid)
         with self._locked():  # a first write creates the store: not while another process edits the summary
             summary = self._read_summary(folder)
-            # store.h5 is rebuilt at commit/close and every H5_EVERY_ROWS rows: this backend and
-            # CollectionReader read the journal, so the HDF5 view need not follow every step of a long run.
-            store = Store(self.root, folder, fsync=self.fsync, h5_every_rows=H5_EVERY_ROWS)
+            # store.h5 is rebuilt at commit/close only: this backend and CollectionReader read the journal, and
+            # rebuilding a long run's file from inside a training step would stall it (about 1 s per 1M rows).
+            store = Store(self.root, folder, fsync=self.fsync, h5_every_rows=None)
         try:
             record, log_rows = self._load(summary, store)
             self._ensure_tables(store, record)
