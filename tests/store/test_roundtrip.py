@@ -63,3 +63,35 @@ def test_rows_appended_equal_rows_read_back(rows, h5_every_rows):
             reader = Store(out_dir, "e", mode="r")["t"]
             assert [reader.get_object(v) for v in df["o"]] == [r["o"] for r in rows]
             assert [reader.get_pickle(v) for v in df["p"]] == [r["p"] for r in rows]
+
+
+SHORT_TEXT = st.sampled_from(["loss", "acc", "train/loss", "", "é✓"]) | st.text(max_size=80)
+ONE_TEXT_ROWS = st.lists(
+    st.tuples(INT64, FLOATS, st.booleans(), SHORT_TEXT),
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(ONE_TEXT_ROWS, max_size=4))
+def test_a_table_with_one_text_column_reads_back_after_every_batch(batches):
+    """The vectorized decoding of one-text-column tables (as the metrics table), incrementally and on reopen."""
+    expected: list[tuple] = []
+    with tempfile.TemporaryDirectory() as out_dir:
+        with Store(out_dir, "e", h5_every_rows=None) as store:
+            table = store.add_table("t", {"i": int, "f": float, "b": bool, "s": str})
+            for batch in batches:
+                table.append_tuples(batch)
+                expected += batch
+                df = table.df
+                assert df["i"].tolist() == [r[0] for r in expected]
+                assert [bits(x) for x in df["f"]] == [bits(r[1]) for r in expected]
+                assert df["b"].tolist() == [r[2] for r in expected]
+                assert df["s"].tolist() == [r[3] for r in expected]
+        for df in (
+            Store(out_dir, "e", mode="r")["t"].df,
+            CollectionReader(out_dir).df("t", append_exp_id=False),
+        ):
+            assert len(df) == len(expected)
+            assert df["s"].tolist() == [r[3] for r in expected]
+            assert [bits(x) for x in df["f"]] == [bits(r[1]) for r in expected]
