@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -321,11 +322,15 @@ def test_an_experiment_is_a_monitor_message_sink(tmp_path):
     assert ex.messages["wall"] == "0:00:01" and trial_of(ex).metrics == {}
 
 
-def test_a_message_the_backend_refuses_changes_nothing(tmp_path):
+@pytest.mark.parametrize("backend", ["ephemeral://", None])  # None: the embedded default, hdf5:// at the root
+@pytest.mark.parametrize(("bad", "match"), [({"a/../b": 1.0}, "a/../b"), ({"huge": 10**400}, "float64")])
+def test_a_message_the_backend_refuses_changes_nothing(tmp_path, backend, bad, match):
     from unitrack.errors import SchemaError
 
-    ex = AnExperiment(str(tmp_path), "ex1", backend="ephemeral://")
+    ex = AnExperiment(str(tmp_path), "ex1", backend=backend)
     ex.message({"ok": 1.0})
-    with pytest.raises(SchemaError):
-        ex.message({"ok": 2.0, "a/../b": 1.0})
-    assert ex.messages == {"ok": 1.0} and trial_of(ex).metrics["ok"].values == (1.0,)
+    with pytest.raises(SchemaError, match=re.escape(match)):
+        ex.message({"ok": 2.0, **bad})
+    assert ex.messages == {"ok": 1.0}
+    trial = trial_of(ex)
+    assert trial.metrics["ok"].values == (1.0,) and trial.metadata["messages"] == {"ok": 1.0}

@@ -203,7 +203,7 @@ def test_metric_with_a_slash_in_its_name_is_fine(protocol: Protocol, trial: Tria
     assert protocol.fetch_trials(None)[0].metrics["train/loss"].latest == 1.0
 
 
-@pytest.mark.parametrize("bad", ["abc", [1, 2], {"a": 1}, None])
+@pytest.mark.parametrize("bad", ["abc", [1, 2], {"a": 1}, None, 10**400, -(10**309)])
 def test_non_numeric_metric_raises_schema_error_and_writes_nothing(
     protocol: Protocol, trial: Trial, bad: object
 ) -> None:

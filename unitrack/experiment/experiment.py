@@ -692,6 +692,8 @@ class Experiment(metaclass=ExperimentMeta):
 
         Raises:
             ConfigError: for an unknown ``keep`` or a ``leader`` missing from ``messages``.
+            SchemaError: for a subject that is not a valid metric name, or a number beyond float64; nothing of
+                the call is recorded.
         """
         if self._root is None:
             return

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -281,12 +282,22 @@ Number = int | float
 Step = int | float | None
 
 
+#: The largest int a float64 holds (rounded): bigger metric values cannot be stored by every backend.
+_MAX_METRIC_INT = int(sys.float_info.max)
+
+
 def check_number(where: str, value: Any) -> Number:
     """Return a metric value as int or float (bools and 0-d arrays/tensors converted)."""
     value = _to_plain_scalar(value)
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, (int, float)):
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        if abs(value) > _MAX_METRIC_INT:
+            raise SchemaError(
+                f"{where} = {value} is beyond the float64 range metrics are stored in (about 1.8e308)."
+            )
         return value
     raise SchemaError(
         f"{where} = {value!r} has type {type(value).__name__}; metric values are numbers. "
