@@ -207,6 +207,9 @@ class Experiment(metaclass=ExperimentMeta):
         InvalidNameError: for a name with ``/``, ``..`` or control characters.
     """
 
+    #: The base class declares no parameters, so its (long) source is not read for ``# @p`` comments.
+    __unitrack_params__: ClassVar[list[Param]] = []
+
     _params: ClassVar[dict[str, Param]]
     _root: str | None
     _status: str

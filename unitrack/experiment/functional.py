@@ -33,7 +33,7 @@ import logging
 import textwrap
 import tokenize
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from unitrack.experiment.experiment import Experiment, ExperimentMeta
 from unitrack.experiment.params import Param
@@ -48,6 +48,8 @@ class Root(Experiment):
 
     It gives the function the experiment's ``directory``, ``message`` and every other Experiment feature.
     """
+
+    __unitrack_params__: ClassVar[list[Param]] = []  # no parameters of its own: no source to read
 
 
 def _arg_comments(fn: Callable[..., Any]) -> dict[str, str]:
