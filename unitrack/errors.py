@@ -54,6 +54,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConcurrentWrite",
     "ConfigError",
+    "ExperimentStateError",
     "ConnectionLostError",
     "CorruptStoreError",
     "FrameError",
@@ -215,6 +216,11 @@ class InvalidParameterError(ConfigError, TypeError):
             expected=expected,
             value=repr(value),
         )
+
+
+class ExperimentStateError(ConfigError):
+    """An Experiment operation its status does not allow (e.g. changing the parameters of a registered one, or
+    running one that was never registered). Also a ``ValueError``, as xmen raised."""
 
 
 class IncompatibleYmlException(ConfigError):

@@ -204,3 +204,44 @@ def test_sigusr1_that_cannot_requeue_leaves_timeout(tmp_path, subprocess_env, ca
     assert expected in err and "status stays 'timeout'" in err
     (trial,) = read_back(uri)
     assert trial.status == CustomStatus("timeout", 204)
+
+
+# ----------------------------------------------------------------------------- SIGTERM inside `with ex:` only
+WITH_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from unitrack.experiment import Experiment
+
+    class Plain(Experiment):
+        '''Used as a context manager, no main().'''
+
+    with Plain(sys.argv[1], "ex1") as ex:
+        for i in range(10**9):
+            ex.message({"i": i}, step=i)
+            print(i, flush=True)
+    """
+)
+
+
+def test_sigterm_inside_a_plain_with_block_stops_the_run_and_exits_143(tmp_path, subprocess_env):
+    script = tmp_path / "plain.py"
+    script.write_text(WITH_SCRIPT)
+    env = {k: v for k, v in subprocess_env.items() if k != "UNITRACK_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "root")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = proc.stdout.readline()
+    assert first, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    rest, err = finish(proc)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    acknowledged = [int(first), *(int(x) for x in rest.split())]
+    state = YAML(typ="safe").load((tmp_path / "root" / "ex1" / "params.yml").read_text())
+    assert state["_status"] == "stopped"
+    (trial,) = read_back(f"hdf5://{tmp_path}/root")
+    assert trial.status == Status.Interrupted
+    assert set(acknowledged) <= set(trial.metrics["i"].steps)

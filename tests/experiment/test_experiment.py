@@ -10,7 +10,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.experiment.experiments_for_tests import AnExperiment, Failing, Interrupted, NoRun, Typed
-from unitrack.errors import AlreadyExistsError, ConfigError, InvalidNameError
+from unitrack.errors import AlreadyExistsError, ConfigError, ExperimentStateError, InvalidNameError
 from unitrack.experiment import Experiment
 from unitrack.experiment.experiment import Experiment as ExperimentByPath
 from unitrack.persistence.registry import get_protocol
@@ -112,7 +112,7 @@ def test_parameters_cannot_change_once_registered(tmp_path):
     ex.register(str(tmp_path), "ex1")
     with pytest.raises(AttributeError, match='status = "default" or "detached"'):
         ex.a = "no"
-    with pytest.raises(ValueError, match="Parameters of a created experiment cannot be updated."):
+    with pytest.raises(ExperimentStateError, match="parameters of a registered experiment cannot change"):
         ex.update({"a": "no"})
 
 
@@ -232,7 +232,7 @@ def test_to_defaults_and_from_yml_round_trip(tmp_path):
     loaded = Typed().from_yml(str(tmp_path / "defaults.yml"))
     assert loaded.status == "default" and loaded.i == 9 and loaded.items == [3]
     ex.register(str(tmp_path), "ex1")
-    with pytest.raises(ValueError, match="status 'default'"):
+    with pytest.raises(ExperimentStateError, match="unregistered experiment; this one is 'registered'"):
         ex.to_defaults(str(tmp_path))
     copied = Typed().from_yml(str(tmp_path / "ex1" / "params.yml"), copy=True)
     assert copied.status == "default" and copied.i == 9
@@ -334,3 +334,28 @@ def test_a_message_the_backend_refuses_changes_nothing(tmp_path, backend, bad, m
     assert ex.messages == {"ok": 1.0}
     trial = trial_of(ex)
     assert trial.metrics["ok"].values == (1.0,) and trial.metadata["messages"] == {"ok": 1.0}
+
+
+def test_with_block_handles_sigterm_only_when_nobody_else_does(tmp_path):
+    import signal
+
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ex = AnExperiment(str(tmp_path), "default-handler")
+    with ex:
+        assert signal.getsignal(signal.SIGTERM) == ex._on_sigterm
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+    def mine(signum, frame):  # pragma: no cover - never delivered
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with AnExperiment(str(tmp_path), "program-handler"):
+            assert signal.getsignal(signal.SIGTERM) is mine  # the program's own handler is left alone
+        with AnExperiment(str(tmp_path), "asked").catch_sigterm() as asked:
+            assert signal.getsignal(signal.SIGTERM) == asked._on_sigterm  # unless the experiment is told to
+        assert signal.getsignal(signal.SIGTERM) is mine
+        with AnExperiment(str(tmp_path), "off").catch_sigterm(False):
+            assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)

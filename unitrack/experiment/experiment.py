@@ -15,10 +15,10 @@ An experiment is defined by its parameters (class attributes tagged ``# @p``) an
 
 Registering (``register(root, name)`` or ``Experiment(root, name)``) creates ``{root}/{name}/params.yml`` and a
 trial in the backend (:mod:`unitrack.experiment.link`); running it (``with ex:`` or ``ex()``) records the status
-``running`` then ``finished``, ``error`` (traceback kept in the trial's errors) or ``stopped`` (Ctrl-C, and
-SIGTERM when :meth:`Experiment.catch_sigterm` or :meth:`Experiment.main` installed the handler); with that handler
-SIGUSR1 (Slurm's warning before a time limit) ends it with ``timeout``, or ``requeue`` when its job script asked
-for requeueing and Slurm accepted (:mod:`unitrack.experiment.slurm`).
+``running`` then ``finished``, ``error`` (traceback kept in the trial's errors) or ``stopped`` (Ctrl-C or
+SIGTERM); SIGUSR1 (Slurm's warning before a time limit) ends it with ``timeout``, or ``requeue`` when its job
+script asked for requeueing and Slurm accepted (:mod:`unitrack.experiment.slurm`). Signals another handler
+already claims are left to it (see :meth:`Experiment.catch_sigterm`).
 ``message()`` is durable in the backend when it returns; ``params.yml`` is refreshed at most about once a second
 while messages arrive, and on every status change.
 
@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
 import os
@@ -49,15 +50,24 @@ import textwrap
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import FrameType, TracebackType
 from typing import IO, Any, ClassVar, Literal
 
 from ruamel.yaml.comments import CommentedMap
 
-from unitrack.errors import AlreadyExistsError, ConfigError, InvalidParameterError
+from unitrack.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    ExperimentStateError,
+    IncompatibleYmlException,
+    InvalidNameError,
+    InvalidParameterError,
+    StorageError,
+    UnitrackError,
+)
 from unitrack.experiment.link import TrialLink
-from unitrack.experiment.meta import _user, get_meta, get_version, version_string
+from unitrack.experiment.meta import ENVIRON_ALLOW_LIST, _user, get_meta, get_version, version_string
 from unitrack.experiment.paramfile import (
     atomic_write_text,
     commented_to_py,
@@ -112,6 +122,9 @@ SAVE_INTERVAL_S = 1.0
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread by the SIGTERM handler; the experiment ends with status ``stopped``."""
 
+    #: The signal that was received.
+    signum: int = signal.SIGTERM
+
 
 class TimedOut(Terminated):
     """Raised in the main thread by the SIGUSR1 handler (Slurm's ``--signal=B:USR1@N`` warning before the time
@@ -136,8 +149,15 @@ _MESSAGE_TYPES = frozenset({str, int, float})
 
 
 def _convert_message(value: Any) -> Any:
-    if isinstance(value, (str, int, float)):
+    """A message as xmen stores it: str, int and float as they are; anything else float if it can be, else str.
+
+    Subclasses are converted too (numpy's float64 and str_, bool, IntEnum), so params.yml and the backend only
+    ever see plain values.
+    """
+    if type(value) in _MESSAGE_TYPES:
         return value
+    if isinstance(value, str):
+        return str(value)
     detach = getattr(value, "detach", None)  # a tensor that requires grad: convert its value, no warning
     if callable(detach):
         value = detach()
@@ -182,6 +202,21 @@ class ExperimentMeta(TypedMeta):
     A subclass ``__init__`` that sets ``self.x = 3  # @p`` after ``super().__init__()`` would otherwise overwrite
     the overrides given to the constructor (and fail once registered).
     """
+
+    def __init__(cls, name: str, bases: tuple[type, ...], attr_dict: dict[str, Any]) -> None:
+        super().__init__(name, bases, attr_dict)
+        base = next(
+            (b for b in cls.__mro__[1:] if b.__name__ == "Experiment" and b.__module__ == __name__), None
+        )
+        if base is None:
+            return  # Experiment itself
+        clashes = sorted(p for p in cls._params if p in vars(base))
+        if clashes:
+            raise InvalidParameterError(
+                clashes[0],
+                f"of {name} has the name of Experiment.{clashes[0]}, which the experiment needs (its "
+                f"{'method' if callable(getattr(base, clashes[0])) else 'property'}); rename the parameter.",
+            )
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         obj = super().__call__(*args, **kwargs)
@@ -250,8 +285,9 @@ class Experiment(metaclass=ExperimentMeta):
             _doc=None,
             _last_save=0.0,
             _is_debug=False,
-            _catch_sigterm=False,
+            _catch_sigterm=None,
             _previous_handlers={},
+            _auto_handlers=(),
             _in_message=False,
             _term_pending=0,
             _tee=None,
@@ -375,11 +411,14 @@ class Experiment(metaclass=ExperimentMeta):
         """Set parameters from a mapping (only while the status is ``default`` or ``detached``).
 
         Raises:
-            ValueError: when the experiment is registered or running.
+            ExperimentStateError: when the experiment is registered or running (a ValueError, as in xmen).
             InvalidParameterError: for an unknown name or a value of the wrong type (naming the expected type).
         """
         if self._status not in _EDITABLE:
-            raise ValueError("Parameters of a created experiment cannot be updated.")
+            raise ExperimentStateError(
+                f"The parameters of a {self._status} experiment cannot change (they are in its params.yml and its "
+                "trial); make a new instance, update it, then register it."
+            )
         checked = {}
         for key, value in kwargs.items():
             param = self._params.get(key)
@@ -476,10 +515,13 @@ class Experiment(metaclass=ExperimentMeta):
         """Write ``{defaults_dir}/defaults.yml`` (parameters with their help as comments, version and meta).
 
         Raises:
-            ValueError: unless the status is ``default``.
+            ExperimentStateError: unless the status is ``default``.
         """
         if self._status != "default":
-            raise ValueError(f"to_defaults needs status 'default'; the experiment is {self._status!r}.")
+            raise ExperimentStateError(
+                f"to_defaults writes the defaults of an unregistered experiment; this one is {self._status!r}. "
+                "Call it on a new instance."
+            )
         os.makedirs(defaults_dir, exist_ok=True)
         self.__dict__["_version"] = get_version(cls=type(self))
         self.__dict__["_meta"] = get_meta()
@@ -497,17 +539,27 @@ class Experiment(metaclass=ExperimentMeta):
         ``_status`` in the file, the status is ``default`` for a defaults.yml and ``registered`` otherwise.
         xmen's older keys (``_name`` joined into ``_root``, ``_created``) and date format are read.
 
+        An old xmen file's ``_meta.environ`` (every environment variable, secrets included) is cut down to
+        :data:`~unitrack.experiment.meta.ENVIRON_ALLOW_LIST`, so it is never recorded again.
+
         Raises:
-            IncompatibleYmlException: for a file that cannot be read.
+            IncompatibleYmlException: for a file that cannot be read, or a special key of the wrong shape.
             InvalidParameterError: for a value of the wrong type.
+            ExperimentStateError: when the experiment is registered or running (its parameters cannot change).
         """
+        if self._status not in (*_EDITABLE, "debug"):
+            raise ExperimentStateError(
+                f"from_yml changes the parameters, and this experiment is already {self._status!r}; load the file "
+                "into a new instance."
+            )
         folder, file = os.path.split(os.path.abspath(os.fspath(path)))
         doc = load_param(folder, file)
         values = {k: commented_to_py(v) for k, v in doc.items()}
-        for key, value in values.items():
-            param = self._params.get(key)
-            if param is not None:
-                self.__dict__[key] = coerce(param, value)
+        _check_special_keys(os.fspath(path), values)
+        coerced = {
+            key: coerce(self._params[key], value) for key, value in values.items() if key in self._params
+        }
+        self.__dict__.update(coerced)  # all or nothing: every value was checked first
         if copy:
             return self
         state = self.__dict__
@@ -524,7 +576,7 @@ class Experiment(metaclass=ExperimentMeta):
             _purpose=str(values.get("_purpose") or ""),
             _timestamps=timestamps,
             _version=values.get("_version") or None,
-            _meta=values.get("_meta") or None,
+            _meta=_without_environment(values.get("_meta")) or None,
         )
         for key in ("_user", "_host"):
             if values.get(key):
@@ -572,18 +624,49 @@ class Experiment(metaclass=ExperimentMeta):
         loads it (status back to registered, messages kept, the same trial continued); else ``force=True``
         tries ``{name}_1``, ``{name}_2``, … up to ``same_names``; else an error.
 
+        A failed registration (a bad name, a folder that cannot be made, a backend that refuses) leaves the
+        experiment as it was, and no empty folder behind.
+
         Raises:
-            InvalidNameError: for a name with ``/``, ``..`` or control characters.
+            InvalidNameError: for a name with ``/``, ``..``, control characters or a leading ``.`` (hidden
+                folders such as the backend's ``.unitrack`` are not experiments).
             AlreadyExistsError: (a ValueError) when the folder is taken and ``force`` is False, or all
                 ``same_names`` alternatives are taken.
-            ValueError: when the experiment is already registered or running.
+            ExperimentStateError: when the experiment is already registered or running.
+            StorageError: when the folder cannot be created.
         """
         if self._status not in (*_EDITABLE, "debug"):
-            raise ValueError(f"The experiment is already {self._status!r}; register a new instance instead.")
+            raise ExperimentStateError(
+                f"The experiment is already {self._status!r}; register a new instance instead."
+            )
+        if name is None and PurePath(os.fspath(root)).name == "..":
+            raise InvalidNameError(
+                "experiment", "..", "is a relative folder reference; give the folder itself"
+            )
         root_path = os.path.abspath(os.fspath(root))
         if name is None:
             root_path, name = os.path.split(root_path)
         check_name("experiment", name)
+        if name.startswith("."):
+            raise InvalidNameError("experiment", name, "starts with '.' (a hidden folder)")
+        before = {**self.__dict__, "_timestamps": dict(self._timestamps)}
+        try:
+            return self._register(root_path, name, purpose, force, same_names, restart, backend)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _register(
+        self,
+        root_path: str,
+        name: str,
+        purpose: str,
+        force: bool,
+        same_names: int,
+        restart: bool,
+        backend: str | None,
+    ) -> Experiment:
         directory = os.path.join(root_path, name)
         params_file = os.path.join(directory, "params.yml")
         if os.path.exists(params_file):
@@ -604,23 +687,31 @@ class Experiment(metaclass=ExperimentMeta):
                 raise AlreadyExistsError(
                     f"{directory} already holds a params.yml; pass force=True for a new name or restart=True."
                 )
-        os.makedirs(directory, exist_ok=True)
-        state = self.__dict__
-        state["_root"] = directory
-        state["_status"] = "registered"
-        if purpose:
-            state["_purpose"] = purpose
-        now = now_iso()
-        self._timestamps.setdefault("created", now)
-        self._timestamps["registered"] = now
-        version = get_version(cls=type(self))
-        state["_version"] = version
-        if state["_meta"] is None:
-            state["_meta"] = get_meta()
-        state["_link"] = self._new_link(backend, root_path, name, version, restart=restart)
-        state["_link"].set_status("registered")
-        state["_link"].commit()  # registered, not running: hdf5:// then lets the process that runs it write
-        self._save()
+        created = _make_folder(directory)
+        try:
+            state = self.__dict__
+            state["_root"] = directory
+            state["_status"] = "registered"
+            if purpose:
+                state["_purpose"] = purpose
+            now = now_iso()
+            self._timestamps.setdefault("created", now)
+            self._timestamps["registered"] = now
+            version = get_version(cls=type(self))
+            state["_version"] = version
+            if state["_meta"] is None:
+                state["_meta"] = get_meta()
+            state["_link"] = self._new_link(backend, root_path, name, version, restart=restart)
+            state["_link"].set_status("registered")
+            state[
+                "_link"
+            ].commit()  # registered, not running: hdf5:// then lets the process that runs it write
+            self._save()
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):  # only if still empty: whatever else is there stays
+                    os.rmdir(directory)
+            raise
         return self
 
     link = register
@@ -647,14 +738,22 @@ class Experiment(metaclass=ExperimentMeta):
         ``python -m unitrack.experiment.launch module:Class --execute "$1"``; every value is shell-quoted and
         no Python is generated (xmen's launcher interpolated paths into Python source).
         """
+        command, pythonpath = self._launch_command()  # before anything is written: it may refuse
         self.to_defaults(root_dir)
         lines = [f"#!{shell}", f"# unitrack: run {type(self).__qualname__} with the params.yml given as $1"]
-        lines.append(f'exec {" ".join(shlex.quote(p) for p in self._launch_command())} --execute "$1"')
+        if pythonpath is not None:  # the package's folder first, the caller's PYTHONPATH kept after it
+            lines.append(f'export PYTHONPATH={shlex.quote(pythonpath)}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+        lines.append(f'exec {" ".join(shlex.quote(p) for p in command)} --execute "$1"')
         script = os.path.join(os.fspath(root_dir), "script.sh")
         atomic_write_text(script, "\n".join(lines) + "\n")
         os.chmod(script, 0o755)  # noqa: S103 - a script the user runs, like xmen's
 
-    def _launch_command(self) -> list[str]:
+    def _launch_command(self) -> tuple[list[str], str | None]:
+        """The command that runs this experiment's class, and the folder to put first on PYTHONPATH (or None).
+
+        Raises:
+            ConfigError: when the class cannot be launched by reference (not at module level, no file).
+        """
         cls = type(self)
         target = cls.__dict__.get("fn")  # functional experiments: (module, function name)
         if isinstance(target, tuple) and len(target) == 2:
@@ -665,18 +764,20 @@ class Experiment(metaclass=ExperimentMeta):
         file = getattr(module_obj, "__file__", None)
         if module == "__main__" or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
             if not file:
-                raise ValueError(
+                raise ConfigError(
                     f"Cannot tell which file defines {qualname}; run to_root from a script or module."
                 )
-            return [sys.executable, os.path.abspath(file)]
+            return [sys.executable, os.path.abspath(file)], None
         if not re.fullmatch(r"[A-Za-z_]\w*", qualname):
-            raise ValueError(f"{qualname} is not a module-level class or function; to_root cannot launch it.")
+            raise ConfigError(
+                f"{qualname} is not a module-level class or function; to_root cannot launch it. Define it at the "
+                "top level of a module."
+            )
         command = [sys.executable, "-m", "unitrack.experiment.launch", f"{module}:{qualname}"]
-        if file:
-            depth = module.count(".") + (1 if os.path.basename(file) == "__init__.py" else 0)
-            top = Path(os.path.abspath(file)).parents[depth]
-            command = ["env", f"PYTHONPATH={top}", *command]
-        return command
+        if not file:
+            return command, None
+        depth = module.count(".") + (1 if os.path.basename(file) == "__init__.py" else 0)
+        return command, str(Path(os.path.abspath(file)).parents[depth])
 
     # ---------------------------------------------------------------------------------------- messages
     def message(
@@ -758,15 +859,19 @@ class Experiment(metaclass=ExperimentMeta):
             link.log_metadata(values)
 
     # ------------------------------------------------------------------------------------------- running
-    def catch_sigterm(self, enable: bool = True) -> Experiment:
+    def catch_sigterm(self, enable: bool | None = True) -> Experiment:
         """Turn SIGTERM into a ``stopped`` status and SIGUSR1 into ``timeout`` (data flushed either way) while the
-        experiment runs (``with ex:``).
+        experiment runs (``with ex:``), by raising :class:`Terminated` / :class:`TimedOut` in the main thread.
 
         SIGUSR1 is what Slurm sends before a time limit when asked (``#SBATCH --signal=B:USR1@120``; ``unitrack
         run --slurm --requeue`` writes it). When ``$UNITRACK_REQUEUE`` is 1 the job is then requeued with
         ``scontrol requeue`` and the status is ``requeue``, so the experiment runs again.
 
-        Off by default: a library does not take over process-wide signals unless asked. :meth:`main` asks.
+        ``enable=None`` (the default) handles only the signals nobody else handles (their handler is the
+        default, which kills the process at once): the run records its status, flushes, then exits with status
+        128 + signal, as the signal would have ended it. A handler installed by the program or another library
+        is left alone. ``True`` always handles them and lets the exception propagate (what :meth:`main` does);
+        ``False`` never does. The previous handlers come back when the run ends.
         """
         self.__dict__["_catch_sigterm"] = enable
         return self
@@ -781,7 +886,7 @@ class Experiment(metaclass=ExperimentMeta):
 
     def __enter__(self) -> Experiment:
         if self._status == "default":
-            raise ValueError(
+            raise ExperimentStateError(
                 "An experiment must be registered before it runs: call register(root, name) or use --execute."
             )
         if self._status not in (
@@ -793,7 +898,9 @@ class Experiment(metaclass=ExperimentMeta):
             "error",
             "finished",
         ):
-            raise ValueError(f"Cannot start an experiment whose status is {self._status!r}.")
+            raise ExperimentStateError(
+                f"Cannot start an experiment whose status is {self._status!r}; register a new instance."
+            )
         state = self.__dict__
         if self._root is not None:
             state["_meta"] = get_meta(
@@ -808,9 +915,12 @@ class Experiment(metaclass=ExperimentMeta):
             )
         state["_status"] = "running"
         self._timestamps["start"] = now_iso()
-        if state["_catch_sigterm"] and _in_main_thread():
+        mode = state["_catch_sigterm"]
+        if mode is not False and _in_main_thread():
+            chosen = [s for s in _CAUGHT if mode or signal.getsignal(s) == signal.SIG_DFL]
+            state["_auto_handlers"] = () if mode else tuple(chosen)
             state["_previous_handlers"] = {
-                signum: signal.signal(signum, self._on_sigterm) for signum in _CAUGHT
+                signum: signal.signal(signum, self._on_sigterm) for signum in chosen
             }
         if self._link is not None:
             self._link.set_status(
@@ -824,6 +934,7 @@ class Experiment(metaclass=ExperimentMeta):
     ) -> Literal[False]:
         state = self.__dict__
         previous, state["_previous_handlers"] = state.get("_previous_handlers") or {}, {}
+        auto, state["_auto_handlers"] = state.get("_auto_handlers") or (), ()
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         error = None
@@ -846,6 +957,9 @@ class Experiment(metaclass=ExperimentMeta):
         if self._link is not None:
             self._link.commit()
         self._restore_stdout()
+        if isinstance(exc, Terminated) and exc.signum in auto:
+            # Nobody else handled this signal: end the process as the signal would have, now that it is flushed.
+            raise SystemExit(128 + exc.signum) from exc
         return False
 
     @staticmethod
@@ -866,10 +980,12 @@ class Experiment(metaclass=ExperimentMeta):
         """Run the experiment inside its context (status running → finished/error/stopped).
 
         Raises:
-            ValueError: when the experiment is not registered (status ``default``).
+            ExperimentStateError: when the experiment is not registered (status ``default``).
         """
         if self._status == "default":
-            raise ValueError("An experiment must be registered before it is run (register or --execute).")
+            raise ExperimentStateError(
+                "An experiment must be registered before it is run: call register(root, name) or use --execute."
+            )
         with self:
             return self.run(*args, **kwargs)
 
@@ -905,7 +1021,7 @@ class Experiment(metaclass=ExperimentMeta):
         ns = parser.parse_args(args)
         try:
             configure(self, ns)
-        except (ConfigError, ValueError) as exc:
+        except (UnitrackError, ValueError) as exc:
             parser.error(str(exc))
         ns.configured = True
         return ns
@@ -953,10 +1069,64 @@ class Experiment(metaclass=ExperimentMeta):
         return "\n".join(lines)
 
 
+#: The special keys of a params.yml that must be mappings, and those that must be text (when present and not null).
+_MAPPING_KEYS = ("_timestamps", "_messages", "_version", "_meta")
+_TEXT_KEYS = ("_root", "_name", "_purpose", "_status", "_user", "_host")
+
+
+def _check_special_keys(path: str, values: Mapping[str, Any]) -> None:
+    """Refuse a params.yml whose special keys have the wrong shape, naming the key (before anything is loaded)."""
+
+    def bad(key: str, expected: str) -> IncompatibleYmlException:
+        return IncompatibleYmlException(
+            f"{path}: {key} is {values[key]!r} ({type(values[key]).__name__}); expected {expected}. Fix or delete "
+            "the line."
+        )
+
+    for key in _MAPPING_KEYS:
+        if values.get(key) is not None and not isinstance(values[key], Mapping):
+            raise bad(key, "a mapping")
+    for key in _TEXT_KEYS:
+        if values.get(key) is not None and not isinstance(values[key], str):
+            raise bad(key, "text")
+    notes = values.get("_notes")
+    if notes is not None and not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
+        raise bad("_notes", "a list of text")
+
+
+def _without_environment(meta: Any) -> Any:
+    """xmen's ``_meta`` with its ``environ`` (all environment variables) cut down to the allow-list."""
+    if not isinstance(meta, Mapping) or "environ" not in meta:
+        return meta
+    environ = meta["environ"] if isinstance(meta["environ"], Mapping) else {}
+    kept = {k: v for k, v in environ.items() if k in ENVIRON_ALLOW_LIST}
+    return {**{k: v for k, v in meta.items() if k != "environ"}, **({"environ": kept} if kept else {})}
+
+
+def _make_folder(directory: str) -> bool:
+    """Create an experiment folder (and its parents); True when it did not exist.
+
+    Raises:
+        StorageError: when it cannot be created (a file in the way, no permission), saying which path.
+    """
+    existed = os.path.isdir(directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"Cannot create the experiment folder {directory}: {exc.strerror or exc}. Choose a root you can write."
+        ) from exc
+    return not existed
+
+
 def _interruption(signum: int) -> Terminated:
-    if signum == getattr(signal, "SIGUSR1", None):
-        return TimedOut(f"received signal {signum} (SIGUSR1: the time limit is near)")
-    return Terminated(f"received signal {signum}")
+    exc = (
+        TimedOut(f"received signal {signum} (SIGUSR1: the time limit is near)")
+        if signum == getattr(signal, "SIGUSR1", None)
+        else Terminated(f"received signal {signum}")
+    )
+    exc.signum = signum
+    return exc
 
 
 def _in_main_thread() -> bool:
@@ -1040,8 +1210,26 @@ def read_update(item: str, param_names: Sequence[str]) -> dict[str, Any]:
 
 
 def configure(ex: Experiment, ns: argparse.Namespace) -> None:
-    """Apply parsed flags to ``ex`` in xmen's order: debug → update → execute (register/load)."""
+    """Apply parsed flags to ``ex`` in xmen's order: debug → update → execute (register/load).
+
+    Raises:
+        ConfigError: for flags that contradict each other (``-r`` with ``-x``; ``-u`` with ``-x`` of an experiment
+            already registered, whose params.yml fixes its parameters), before anything is written.
+    """
+    if ns.to_root and ns.execute is not None:
+        raise ConfigError(
+            "--to_root and --execute are separate steps: generate the root with -r ROOT, then register "
+            "experiments into it (unitrack register, or -x ROOT/NAME)."
+        )
+    if ns.update and ns.execute:
+        loaded = ns.execute if os.path.isfile(ns.execute) else os.path.join(ns.execute, "params.yml")
+        if os.path.isfile(loaded) and (loaded == ns.execute or ns.restart):
+            raise ConfigError(
+                f"--update cannot change the experiment registered in {loaded}: its params.yml fixes its "
+                "parameters. Edit that file before running it, or register a new experiment (-u ... -x NEWDIR)."
+            )
     if ns.debug:
+        sys.stdout.write("Running as debug\n")
         ex.__dict__["_is_debug"] = True
         ex.debug()
     for item in ns.update or ():

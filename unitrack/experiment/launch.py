@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from unitrack.errors import ConfigError
 from unitrack.experiment.experiment import Experiment
 from unitrack.experiment.functional import functional_experiment
 
@@ -26,17 +27,20 @@ def load_experiment(target: str) -> type[Experiment]:
     """Import ``module:Name`` and return the experiment class (a function is wrapped).
 
     Raises:
-        ValueError: for a malformed target or a name that is neither an Experiment subclass nor a function.
+        ConfigError: (a ValueError) for a malformed target or a name that is neither an Experiment subclass nor a
+            function.
     """
     match = _TARGET.fullmatch(target)
     if match is None:
-        raise ValueError(f"{target!r} is not 'module:Name' with Python identifiers.")
+        raise ConfigError(
+            f"{target!r} is not 'module:Name' with Python identifiers (e.g. mypackage.exps:Train)."
+        )
     obj = getattr(importlib.import_module(match["module"]), match["name"])
     if inspect.isclass(obj) and issubclass(obj, Experiment):
         return obj
     if inspect.isfunction(obj):
         return functional_experiment(obj)
-    raise ValueError(f"{target} is neither an Experiment subclass nor a function.")
+    raise ConfigError(f"{target} is neither an Experiment subclass nor a function; name one of those.")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

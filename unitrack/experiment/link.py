@@ -158,7 +158,11 @@ class TrialLink:
             (int(s) for m in trial.metrics.values() for s in m.steps if isinstance(s, int)),
             default=0,
         )
-        self.protocol.update_trial(self.uid, TrialUpdate(metadata=metadata, tags=tags))
+        # A restarted trial takes the parameters its params.yml holds now (edited by hand before the run, say).
+        changed = {
+            k: v for k, v in parameters.items() if k not in trial.parameters or trial.parameters[k] != v
+        }
+        self.protocol.update_trial(self.uid, TrialUpdate(parameters=changed, metadata=metadata, tags=tags))
 
     def set_status(self, xmen_status: str, error: str | None = None, **metadata: Any) -> None:
         """Record a status change (and metadata such as timestamps) in one write."""
@@ -171,15 +175,17 @@ class TrialLink:
 
     def message(self, kept: Mapping[str, Any], values: Mapping[str, Any], step: Any = None) -> None:
         """Append the numeric ``values`` to the metric series and store the ``kept`` messages, in one write."""
-        if step is None:
-            self.step += 1
-            step = self.step
+        counted = step is None
+        if counted:
+            step = self.step + 1  # taken only once the write succeeded: a refused message leaves no gap
         numbers = {k: v for k, v in values.items() if type(v) is float or (type(v) is int)}
         if len(numbers) != len(values):  # int/float subclasses (not bool) count too; str does not
             numbers = {
                 k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
             }
         self.protocol.log_trial_step(self.uid, step, numbers, {"messages": kept})
+        if counted:
+            self.step = step
 
     def log_metrics(self, values: Mapping[str, Any], step: int) -> None:
         """Append one point per name at ``step`` (``log_trial_metrics``); later unstepped messages count on from it."""
