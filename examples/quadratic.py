@@ -1,10 +1,14 @@
 """Minimise (x - 2.03)^2 + 3 by uniform steps: the cox walkthrough's problem as a unitrack Experiment.
 
-Run it from its own command line, then query the results through any backend::
+Run it from its own command line, then query the results through the embedded default backend (the root's
+folder of cox stores), or read them as cox tables::
 
     python examples/quadratic.py --update "{step: 0.1}" --execute /tmp/root/exp1
     python -c "from unitrack import get_protocol; \\
-        print(get_protocol('file:///tmp/root/unitrack.json').fetch_trials({'parameters.step': 0.1}))"
+        print(get_protocol('hdf5:///tmp/root').fetch_trials({'parameters.step': 0.1}))"
+    python -c "from unitrack.store.readers import CollectionReader; print(CollectionReader('/tmp/root').df('metrics'))"
+
+With ``UNITRACK_URI`` set (``file://``, ``postgresql://``, ``socket://``...) the same command logs there instead.
 
 Each iteration leaves the messages ``x`` and ``f`` (kept: the latest ``x`` and the smallest ``f``); every
 value is also a point of the trial's metric series.
