@@ -181,8 +181,12 @@ def _git(path: str, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def get_git(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Return ``{local, remote, commit, branch}`` for the git repository holding ``path``, or ``{}``."""
+def get_git(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return ``{local, remote, commit, branch, dirty}`` for the git repository holding ``path``, or ``{}``.
+
+    ``dirty`` is True when tracked files have uncommitted changes (untracked files do not count), so the
+    commit alone does not describe the code that ran; it is left out when ``git status`` fails.
+    """
     folder = os.fspath(path)
     if os.path.isfile(folder):
         folder = os.path.dirname(folder) or "."
@@ -194,11 +198,14 @@ def get_git(path: str | os.PathLike[str]) -> dict[str, str]:
     commit = _git(folder, "rev-parse", "HEAD")
     if not commit:
         return {}
-    info = {"local": local, "commit": commit}
+    info: dict[str, Any] = {"local": local, "commit": commit}
     remote = _git(folder, "remote", "get-url", "origin")
     info["remote"] = remote or ""
     branch = _git(folder, "rev-parse", "--abbrev-ref", "HEAD")
     info["branch"] = branch or ""
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    if status is not None:
+        info["dirty"] = bool(status)
     return info
 
 
