@@ -9,6 +9,7 @@ import pytest
 
 from unitrack.errors import IncompatibleYmlException, UnsafeYAMLError
 from unitrack.experiment import utils
+from unitrack.experiment.meta import version_string
 from unitrack.experiment.utils import (
     dic_from_yml,
     dic_to_yaml,
@@ -137,6 +138,19 @@ def test_get_git_without_git_on_the_path_is_empty(repo, tmp_path, monkeypatch):
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     assert get_git(str(repo)) == {}
+
+
+def test_version_string_reads_the_commit_of_every_layout(repo):
+    commit = _run_git(repo, "rev-parse", "HEAD")
+    assert version_string(get_version(path=str(repo))) == commit
+    old_params_yml = {
+        "module": "m",
+        "class": "C",
+        "git": {"local_path": "/r", "remote_url": "", "hash": commit},
+    }
+    assert version_string(old_params_yml) == commit
+    assert version_string({"module": "m", "class": "C", "git_local": "/r", "git_commit": commit}) == commit
+    assert version_string({"module": "m", "class": "C"}) == "m:C"
 
 
 def test_get_run_script_quotes_and_validates():

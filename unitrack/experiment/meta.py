@@ -233,8 +233,14 @@ def get_version(*, path: str | None = None, cls: type | None = None, fn: Any = N
 
 
 def version_string(version: dict[str, Any]) -> str:
-    """The trial version: the git commit when known, else ``module:Class`` (or ``module:function``)."""
-    commit = (version.get("git") or {}).get("commit")
+    """The trial version: the git commit when known, else ``module:Class`` (or ``module:function``).
+
+    The commit is read from ``git.commit``, or from the layouts xmen wrote (SEED_NOTES C12): ``git.hash``
+    (params.yml) and a flat ``git_commit``.
+    """
+    git = version.get("git")
+    git = git if isinstance(git, dict) else {}
+    commit = git.get("commit") or git.get("hash") or version.get("git_commit")
     if commit:
         return str(commit)
     name = version.get("class") or version.get("function")
