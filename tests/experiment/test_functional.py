@@ -113,6 +113,7 @@ def test_functional_experiment_builds_a_class(tmp_path):
     assert ex() == "HelloHello"
     assert (tmp_path / "ex1" / "out.txt").read_text() == "HelloHello"
     assert ex.messages == {"length": 10} and ex.status == "finished"
+    assert ex.version["function"] == "hello" and "class" not in ex.version
     with pytest.raises(InvalidParameterError, match="'b' expects int"):
         Hello(b="x")
 

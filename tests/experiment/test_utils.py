@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
 
 import pytest
 
 from unitrack.errors import IncompatibleYmlException, UnsafeYAMLError
 from unitrack.experiment import utils
+from unitrack.experiment.functional import functional_experiment
 from unitrack.experiment.meta import version_string
 from unitrack.experiment.utils import (
     dic_from_yml,
@@ -151,6 +154,28 @@ def test_version_string_reads_the_commit_of_every_layout(repo):
     assert version_string(old_params_yml) == commit
     assert version_string({"module": "m", "class": "C", "git_local": "/r", "git_commit": commit}) == commit
     assert version_string({"module": "m", "class": "C"}) == "m:C"
+
+
+@pytest.fixture
+def train(repo):
+    """The function ``train`` imported from the repository's ``code.py``."""
+    spec = importlib.util.spec_from_file_location("_repo_code", repo / "code.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_repo_code"] = module
+    spec.loader.exec_module(module)
+    yield module.train
+    sys.modules.pop("_repo_code", None)
+
+
+def test_get_version_of_a_function_records_the_function(repo, train):
+    expected = {
+        "module": "_repo_code",
+        "function": "train",
+        "path": str(repo / "code.py"),
+        "git": get_git(str(repo)),
+    }
+    assert get_version(fn=train) == expected
+    assert get_version(cls=functional_experiment(train)) == expected
 
 
 def test_get_run_script_quotes_and_validates():

@@ -174,6 +174,7 @@ def functional_experiment(fn: Callable[..., Any]) -> type[Experiment]:
         "__qualname__": fn.__qualname__,
         "__doc__": fn.__doc__,
         "fn": (fn.__module__, fn.__name__),
+        "__unitrack_function__": fn,  # read by meta.get_version: the version names the function
         "run": run,
     }
     for param in params:

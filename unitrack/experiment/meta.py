@@ -210,8 +210,14 @@ def get_git(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def get_version(*, path: str | None = None, cls: type | None = None, fn: Any = None) -> dict[str, Any]:
-    """Describe the code: ``{path}``, ``{module, class, path}`` or ``{module, function, path}``, plus ``git``."""
+    """Describe the code: ``{path}``, ``{module, class, path}`` or ``{module, function, path}``, plus ``git``.
+
+    A class made by ``functional_experiment`` is described by its function (``{module, function, path}``), as
+    xmen recorded functional experiments.
+    """
     version: dict[str, Any] = {}
+    if cls is not None and fn is None and callable(vars(cls).get("__unitrack_function__")):
+        cls, fn = None, vars(cls)["__unitrack_function__"]
     target = cls if cls is not None else fn
     if path is not None:
         version["path"] = os.path.abspath(path)
