@@ -206,17 +206,11 @@ class CollectionReader:
 
         columns = list(parts[0].codec.columns)
         kinds = dict(zip(parts[0].codec.columns, parts[0].codec.kinds, strict=True))
-        holders: dict[str, dict[ColumnKind, list[str]]] = {}
-        for part in parts:
-            for column, kind in zip(part.codec.columns, part.codec.kinds, strict=True):
-                holders.setdefault(column, {}).setdefault(kind, []).append(part.exp_id)
         accepted: list[_Part] = []
         for part in parts:
             theirs = dict(zip(part.codec.columns, part.codec.kinds, strict=True))
             try:
-                kinds = _merge_kinds(
-                    key, kinds, theirs, part.exp_id, union_schemas, self.log_warnings, holders
-                )
+                kinds = _merge_kinds(key, kinds, theirs, part.exp_id, union_schemas, self.log_warnings, parts)
             except SchemaError:
                 if not skip_errors:
                     raise
@@ -308,7 +302,7 @@ def _merge_kinds(
     exp_id: str,
     union: bool,
     log_warnings: bool,
-    holders: dict[str, dict[ColumnKind, list[str]]],
+    everyone: list[_Part],
 ) -> dict[str, ColumnKind]:
     merged = dict(ours)
     missing = sorted(set(ours) - set(theirs))
@@ -328,7 +322,11 @@ def _merge_kinds(
         if {have, kind} <= {ColumnKind.INT, ColumnKind.FLOAT}:
             merged[column] = ColumnKind.FLOAT
             continue
-        stores = {k.value: ids for k, ids in holders[column].items()}
+        stores: dict[str, list[str]] = {}  # the message names the stores of each kind, among all read
+        for part in everyone:
+            for name, held in zip(part.codec.columns, part.codec.kinds, strict=True):
+                if name == column:
+                    stores.setdefault(held.value, []).append(part.exp_id)
         described = " but ".join(f"{k} in {_some(ids)}" for k, ids in stores.items())
         raise SchemaError(
             f"Column {column!r} of table {key!r} is {described}; a column must hold one kind in every store "
