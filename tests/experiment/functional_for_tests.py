@@ -24,3 +24,7 @@ def hello(
 
 def plain(root: Root, x: float = 1.5):  # @p a float
     return x * 2
+
+
+def shared_line(root: Root, x=3, y: tuple = (1, 2)):  # @p y is
+    return x, y

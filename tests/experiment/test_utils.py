@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 
 from unitrack.errors import IncompatibleYmlException, UnsafeYAMLError
 from unitrack.experiment import utils
+from unitrack.experiment.functional import functional_experiment
+from unitrack.experiment.meta import version_string
 from unitrack.experiment.utils import (
     dic_from_yml,
     dic_to_yaml,
@@ -80,11 +85,97 @@ def test_get_meta_never_returns_the_environment(monkeypatch):
 def test_get_git_and_version(tmp_path):
     assert get_git(str(tmp_path)) == {}
     here = get_version(path=os.path.dirname(__file__))
-    assert set(here["git"]) == {"local", "remote", "commit", "branch"}
+    assert set(here["git"]) == {"local", "remote", "commit", "branch", "dirty"}
     from tests.experiment.experiments_for_tests import Typed
 
     version = get_version(cls=Typed)
     assert version["module"] == "tests.experiment.experiments_for_tests" and version["class"] == "Typed"
+
+
+def _run_git(repo, *args):
+    done = subprocess.run(
+        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false", *args],
+        cwd=repo, capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A real git repository with one commit of ``tracked.txt`` and ``code.py`` (a function ``train``)."""
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    _run_git(folder, "init", "-q", "-b", "main")
+    (folder / "tracked.txt").write_text("one\n")
+    (folder / "code.py").write_text("def train(root, lr=0.1):  # @p the rate\n    return lr\n")
+    _run_git(folder, "add", "tracked.txt", "code.py")
+    _run_git(folder, "commit", "-q", "-m", "first")
+    return folder
+
+
+def test_get_git_reports_a_clean_work_tree(repo):
+    assert get_git(str(repo)) == {
+        "local": os.path.realpath(repo),
+        "commit": _run_git(repo, "rev-parse", "HEAD"),
+        "remote": "",
+        "branch": "main",
+        "dirty": False,
+    }
+
+
+def test_untracked_files_leave_the_work_tree_clean(repo):
+    (repo / "new.txt").write_text("not added\n")
+    assert get_git(str(repo))["dirty"] is False
+
+
+@pytest.mark.parametrize("stage", [False, True])
+def test_changed_tracked_files_make_the_work_tree_dirty(repo, stage):
+    (repo / "tracked.txt").write_text("two\n")
+    if stage:
+        _run_git(repo, "add", "tracked.txt")
+    assert get_git(str(repo / "tracked.txt"))["dirty"] is True
+
+
+def test_get_git_without_git_on_the_path_is_empty(repo, tmp_path, monkeypatch):
+    empty = tmp_path / "no-git-here"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert get_git(str(repo)) == {}
+
+
+def test_version_string_reads_the_commit_of_every_layout(repo):
+    commit = _run_git(repo, "rev-parse", "HEAD")
+    assert version_string(get_version(path=str(repo))) == commit
+    old_params_yml = {
+        "module": "m",
+        "class": "C",
+        "git": {"local_path": "/r", "remote_url": "", "hash": commit},
+    }
+    assert version_string(old_params_yml) == commit
+    assert version_string({"module": "m", "class": "C", "git_local": "/r", "git_commit": commit}) == commit
+    assert version_string({"module": "m", "class": "C"}) == "m:C"
+
+
+@pytest.fixture
+def train(repo):
+    """The function ``train`` imported from the repository's ``code.py``."""
+    spec = importlib.util.spec_from_file_location("_repo_code", repo / "code.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_repo_code"] = module
+    spec.loader.exec_module(module)
+    yield module.train
+    sys.modules.pop("_repo_code", None)
+
+
+def test_get_version_of_a_function_records_the_function(repo, train):
+    expected = {
+        "module": "_repo_code",
+        "function": "train",
+        "path": str(repo / "code.py"),
+        "git": get_git(str(repo)),
+    }
+    assert get_version(fn=train) == expected
+    assert get_version(cls=functional_experiment(train)) == expected
 
 
 def test_get_run_script_quotes_and_validates():

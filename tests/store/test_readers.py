@@ -110,3 +110,42 @@ def test_cox_only_stores_need_opt_in(out_dir, caplog):
         assert CollectionReader(out_dir).exp_ids == ["new"]
     assert "read_cox_h5=True" in caplog.text
     assert CollectionReader(out_dir, read_cox_h5=True).df("t")["x"].tolist() == [1.0, 2.0]
+
+
+@pytest.fixture
+def two_kinds(out_dir):
+    """Three runs whose metadata column ``lr`` is an int in ``a`` and ``c`` but a str in ``b``."""
+    for exp_id, lr in (("a", 1), ("b", "1e-3"), ("c", 3)):
+        with Store(out_dir, exp_id) as s:
+            s.add_table("metadata", {"lr": type(lr), "seed": int}).append_row({"lr": lr, "seed": 0})
+    return out_dir
+
+
+def test_a_column_of_two_kinds_names_the_stores_of_each_and_what_to_do(two_kinds):
+    reader = CollectionReader(two_kinds, log_warnings=False)
+    with pytest.raises(
+        SchemaError,
+        match=r"Column 'lr' of table 'metadata' is int in a, c but str in b; .* Pass skip_errors=True .* exp_filter=",
+    ) as info:
+        reader.df("metadata")
+    assert info.value.table == "metadata" and info.value.column == "lr"
+    assert info.value.kinds == {"int": ["a", "c"], "str": ["b"]}
+    with pytest.raises(SchemaError, match="union_schemas=True does not change that"):
+        reader.df("metadata", union_schemas=True)
+
+
+def test_the_remedies_named_for_a_column_of_two_kinds_work(two_kinds):
+    reader = CollectionReader(two_kinds, log_warnings=False)
+    matching = reader.df("metadata", skip_errors=True)
+    assert matching["exp_id"].tolist() == ["a", "c"] and matching["lr"].tolist() == [1, 3]
+    ints = reader.df("metadata", exp_filter=lambda exp_id: exp_id in {"a", "c"})
+    strs = reader.df("metadata", exp_filter=lambda exp_id: exp_id == "b")
+    assert ints["lr"].tolist() == [1, 3] and strs["lr"].tolist() == ["1e-3"]
+
+
+def test_a_long_list_of_stores_is_shortened(out_dir):
+    for k in range(8):
+        make(out_dir, f"e{k}", {"x": int}, [{"x": k}])
+    make(out_dir, "z", {"x": str}, [{"x": "s"}])
+    with pytest.raises(SchemaError, match=r"is int in e0, e1, e2, e3, e4 and 3 more but str in z;"):
+        CollectionReader(out_dir, log_warnings=False).df("t")

@@ -14,7 +14,8 @@
     Hello().main()
 
 The comment after each argument is its help (the ``@p`` is optional here); comment-only lines that follow
-continue it. :func:`autodoc` adds the ``Parameters:`` lines to the function's own docstring.
+continue it. A comment belongs to the last argument starting on its line: the ones before it on that line get
+no help. :func:`autodoc` adds the ``Parameters:`` lines to the function's own docstring.
 
 Example:
     >>> def fn(root: Root, a: int = 3):  # @p a number
@@ -79,7 +80,10 @@ def _arg_comments(fn: Callable[..., Any]) -> dict[str, str]:
         line = max(arg.end_lineno or arg.lineno, _default_end(func, arg))
         next_line = args[i + 1].lineno if i + 1 < len(args) else body_start
         parts = []
-        if line in comments:
+        # One argument per line (xmen's convention): a comment belongs to the last argument starting on its
+        # line, so in ``x=3, y=[1, 2]):  # @p y's help`` x has no help.
+        shares_line = i + 1 < len(args) and next_line <= line
+        if line in comments and not shares_line:
             parts.append(comments[line])
             follow = line + 1
             while follow < next_line and follow in comments and follow not in code_lines:
@@ -170,6 +174,7 @@ def functional_experiment(fn: Callable[..., Any]) -> type[Experiment]:
         "__qualname__": fn.__qualname__,
         "__doc__": fn.__doc__,
         "fn": (fn.__module__, fn.__name__),
+        "__unitrack_function__": fn,  # read by meta.get_version: the version names the function
         "run": run,
     }
     for param in params:

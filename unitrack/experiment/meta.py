@@ -181,8 +181,12 @@ def _git(path: str, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def get_git(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Return ``{local, remote, commit, branch}`` for the git repository holding ``path``, or ``{}``."""
+def get_git(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return ``{local, remote, commit, branch, dirty}`` for the git repository holding ``path``, or ``{}``.
+
+    ``dirty`` is True when tracked files have uncommitted changes (untracked files do not count), so the
+    commit alone does not describe the code that ran; it is left out when ``git status`` fails.
+    """
     folder = os.fspath(path)
     if os.path.isfile(folder):
         folder = os.path.dirname(folder) or "."
@@ -194,17 +198,26 @@ def get_git(path: str | os.PathLike[str]) -> dict[str, str]:
     commit = _git(folder, "rev-parse", "HEAD")
     if not commit:
         return {}
-    info = {"local": local, "commit": commit}
+    info: dict[str, Any] = {"local": local, "commit": commit}
     remote = _git(folder, "remote", "get-url", "origin")
     info["remote"] = remote or ""
     branch = _git(folder, "rev-parse", "--abbrev-ref", "HEAD")
     info["branch"] = branch or ""
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    if status is not None:
+        info["dirty"] = bool(status)
     return info
 
 
 def get_version(*, path: str | None = None, cls: type | None = None, fn: Any = None) -> dict[str, Any]:
-    """Describe the code: ``{path}``, ``{module, class, path}`` or ``{module, function, path}``, plus ``git``."""
+    """Describe the code: ``{path}``, ``{module, class, path}`` or ``{module, function, path}``, plus ``git``.
+
+    A class made by ``functional_experiment`` is described by its function (``{module, function, path}``), as
+    xmen recorded functional experiments.
+    """
     version: dict[str, Any] = {}
+    if cls is not None and fn is None and callable(vars(cls).get("__unitrack_function__")):
+        cls, fn = None, vars(cls)["__unitrack_function__"]
     target = cls if cls is not None else fn
     if path is not None:
         version["path"] = os.path.abspath(path)
@@ -226,8 +239,14 @@ def get_version(*, path: str | None = None, cls: type | None = None, fn: Any = N
 
 
 def version_string(version: dict[str, Any]) -> str:
-    """The trial version: the git commit when known, else ``module:Class`` (or ``module:function``)."""
-    commit = (version.get("git") or {}).get("commit")
+    """The trial version: the git commit when known, else ``module:Class`` (or ``module:function``).
+
+    The commit is read from ``git.commit``, or from the layouts xmen wrote (SEED_NOTES C12): ``git.hash``
+    (params.yml) and a flat ``git_commit``.
+    """
+    git = version.get("git")
+    git = git if isinstance(git, dict) else {}
+    commit = git.get("commit") or git.get("hash") or version.get("git_commit")
     if commit:
         return str(commit)
     name = version.get("class") or version.get("function")

@@ -42,6 +42,7 @@ import logging
 import re
 import textwrap
 import tokenize
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -61,6 +62,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _PARAM_COMMENT = re.compile(r"#\s*@p\b[ \t]*(?P<help>.*)$")
+#: Unicode categories escaped in a rendered parameter line: controls and line/paragraph separators, every
+#: character ``str.splitlines`` breaks at.
+_ESCAPED_CATEGORIES = frozenset(("Cc", "Zl", "Zp"))
 _NO_DEFAULT = object()
 
 
@@ -76,12 +80,23 @@ class Param:
     in_init: bool = False
 
     def line(self) -> str:
-        """The docstring/``--help`` line: ``name: type=default ~ help`` (parts left out when missing)."""
+        """The docstring/``--help`` line: ``name: type=default ~ help`` (parts left out when missing).
+
+        The line is always one line: control characters and line separators (in a default such as
+        ``'a\\nb'``) are escaped as ``repr`` escapes them (``a\\nb``); other text is shown as ``str`` shows it.
+        """
         text = f"{self.name}: {self.type}" if self.type else self.name
         text += f"={self.default!s}"
         if self.help:
             text += f" ~ {self.help}"
+        return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    """Escape the characters of ``text`` that would break its line, as ``repr`` does (``\\n``, ``\\x85``)."""
+    if text.isprintable():
         return text
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _ESCAPED_CATEGORIES else ch for ch in text)
 
 
 # ------------------------------------------------------------------------------------------ source parsing

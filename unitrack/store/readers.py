@@ -174,7 +174,8 @@ class CollectionReader:
             key: The table's name.
             append_exp_id: Add an ``exp_id`` column.
             keep_serialized: OBJECT/PICKLE columns never to decode.
-            union_schemas: Accept stores whose columns differ, filling missing values; otherwise raise.
+            union_schemas: Accept stores whose columns differ, filling missing values; otherwise raise. A column
+                must still hold one kind in every store (int and float combine as float).
             exp_filter: ``exp_filter(exp_id)`` False excludes the store.
             skip_errors: Skip stores whose table cannot be read or does not match, instead of raising.
             trusted: Decode OBJECT and PICKLE columns (runs dill on the stores' data; only for stores you trust).
@@ -183,7 +184,8 @@ class CollectionReader:
             The rows of all stores, each store's index starting at 0 (as cox did).
 
         Raises:
-            SchemaError: Schemas differ (other than int vs float) and ``union_schemas`` is False.
+            SchemaError: Stores have other columns and ``union_schemas`` is False, or a column holds different
+                kinds in different stores (other than int and float); the message names the stores of each kind.
             NotFoundError: No store has the table.
         """
         import pandas as pd
@@ -208,7 +210,7 @@ class CollectionReader:
         for part in parts:
             theirs = dict(zip(part.codec.columns, part.codec.kinds, strict=True))
             try:
-                kinds = _merge_kinds(key, kinds, theirs, part.exp_id, union_schemas, self.log_warnings)
+                kinds = _merge_kinds(key, kinds, theirs, part.exp_id, union_schemas, self.log_warnings, parts)
             except SchemaError:
                 if not skip_errors:
                     raise
@@ -300,6 +302,7 @@ def _merge_kinds(
     exp_id: str,
     union: bool,
     log_warnings: bool,
+    everyone: list[_Part],
 ) -> dict[str, ColumnKind]:
     merged = dict(ours)
     missing = sorted(set(ours) - set(theirs))
@@ -319,11 +322,28 @@ def _merge_kinds(
         if {have, kind} <= {ColumnKind.INT, ColumnKind.FLOAT}:
             merged[column] = ColumnKind.FLOAT
             continue
+        stores: dict[str, list[str]] = {}  # the message names the stores of each kind, among all read
+        for part in everyone:
+            for name, held in zip(part.codec.columns, part.codec.kinds, strict=True):
+                if name == column:
+                    stores.setdefault(held.value, []).append(part.exp_id)
+        described = " but ".join(f"{k} in {_some(ids)}" for k, ids in stores.items())
         raise SchemaError(
-            f"Column {column!r} of table {key!r} is {kind.value} in {exp_id} but {have.value} elsewhere.",
+            f"Column {column!r} of table {key!r} is {described}; a column must hold one kind in every store "
+            "(only int and float combine), and union_schemas=True does not change that. Pass skip_errors=True "
+            "to read only the stores that match the first one read, or exp_filter= to read the stores of each "
+            "kind separately.",
             table=key,
+            column=column,
+            kinds=stores,
             exp_id=exp_id,
         )
     if (missing or extra) and log_warnings:
         logger.warning("exp_id %s: table %r schema differs (missing %s, new %s)", exp_id, key, missing, extra)
     return merged
+
+
+def _some(exp_ids: list[str], limit: int = 5) -> str:
+    """``a, b, c`` or, past ``limit`` names, ``a, b, c, d, e and 7 more``."""
+    shown = ", ".join(exp_ids[:limit])
+    return f"{shown} and {len(exp_ids) - limit} more" if len(exp_ids) > limit else shown
