@@ -1148,10 +1148,13 @@ def build_parser(name: str, doc: str) -> argparse.ArgumentParser:
     ``--debug/-d``, ``--txt/-t`` (tee stdout/stderr to out.txt), ``--restart/-f`` (with ``-x DIR``: continue
     the experiment in DIR).
     """
+    epilog = textwrap.dedent(doc)
+    if "%(prog)" in epilog:  # argparse %-formats such a text: keep every '%' of the docstring as written
+        epilog = epilog.replace("%", "%%")
     parser = argparse.ArgumentParser(
         description=f"Run the experiment {name}.",
         usage=_USAGE,
-        epilog=textwrap.dedent(doc),
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

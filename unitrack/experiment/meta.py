@@ -29,6 +29,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from unitrack.errors import ConfigError
+
 __all__ = [
     "ENVIRON_ALLOW_LIST",
     "get_git",
@@ -262,11 +264,14 @@ def get_run_script(module: str, name: str, shell: str = "/usr/bin/env python3", 
     with every value quoted, and ``module``/``name`` must be dotted identifiers.
 
     Raises:
-        ValueError: when ``module`` or ``name`` is not a (dotted) Python identifier.
+        ConfigError: (a ValueError) when ``module`` or ``name`` is not a (dotted) Python identifier.
     """
     for what, value in (("module", module), ("name", name)):
         if not _IDENTIFIER.fullmatch(value):
-            raise ValueError(f"{what} {value!r} is not a Python identifier; refusing to write a launcher.")
+            raise ConfigError(
+                f"{what} {value!r} is not a Python identifier; refusing to write a launcher. Pass the module's "
+                "dotted name and the experiment's name."
+            )
     interpreter = " ".join(shlex.quote(part) for part in shlex.split(shell))
     return (
         "#!/bin/sh\n"
