@@ -207,3 +207,18 @@ def test_a_registered_only_trial_has_no_store(tmp_path: Path) -> None:
         assert reader.exp_ids == []
     finally:
         reader.close()
+
+
+def test_a_description_update_is_a_trial_log_row_replayed_by_other_readers(tmp_path: Path) -> None:
+    uri = f"hdf5://{tmp_path}?summary_interval_s=3600"  # the writer's summary stays stale
+    with HDF5Protocol(uri, strict=False) as writer:
+        t = writer.new_trial(Trial(name="run", description="first"))
+        assert t is not None
+        writer.log_trial_metrics(t, step=0, loss=1.0)
+        writer.update_trial(t.uid, TrialUpdate(description="second"))
+        with HDF5Protocol(uri) as reader:
+            assert reader.fetch_trials(None)[0].description == "second"
+        with Store(tmp_path, "run", mode="r") as store:
+            assert '"description": "second"' in store["trial_log"].df["update"].iloc[-1]
+    with HDF5Protocol(uri) as db:  # and the summary written at close says so
+        assert db.fetch_trials({"description": "second"})[0].uid == t.uid

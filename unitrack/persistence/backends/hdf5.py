@@ -171,6 +171,7 @@ def _beyond_metrics(update: TrialUpdate) -> bool:
         or update.status is not None
         or update.project_id is not None
         or update.group_id is not None
+        or update.description is not None
         or update.writer is not None
     )
 
