@@ -5,7 +5,9 @@
   the raw ``append_row`` figure printed beside it is a reference, not the bar);
 - sweep: 1,000 trials x (parameters + 100 steps of 4 metrics) created through the backend, then
   ``CollectionReader(root).df('metrics')`` joined with ``.df('metadata')`` (targets <= 10 s and <= 1 s);
-- query: ``fetch_trials({'parameters.lr': {'$lt': 0.01}})`` over those 1,000 trials, and a filter on status.
+- query: ``fetch_trials({'parameters.lr': {'$lt': 0.01}})`` over those 1,000 trials, and a filter on status;
+- lifecycle: 1,000 trials registered (xmen's ``registered`` status: a summary each, no store), then each set
+  running and completed without a metric (the running status creates its store).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unitrack.persistence.backends.hdf5 import HDF5Protocol  # noqa: E402
-from unitrack.persistence.structure import Trial  # noqa: E402
+from unitrack.persistence.structure import CustomStatus, Status, Trial  # noqa: E402
 from unitrack.store import Store  # noqa: E402
+from unitrack.store.contents import is_store_dir  # noqa: E402
 
 
 def logging_speed(steps: int) -> None:
@@ -80,6 +83,30 @@ def sweep(trials: int, steps: int) -> None:
     print(f"  fetch_trials(status == running), none match:   {scan:8.3f} s  (summaries only)")
 
 
+def lifecycle(trials: int) -> None:
+    registered = CustomStatus("registered", 1)
+    with tempfile.TemporaryDirectory() as folder:
+        with HDF5Protocol(f"hdf5://{folder}", strict=False) as db:
+            t0 = time.perf_counter()
+            uids = []
+            for k in range(trials):
+                t = db.new_trial(Trial(name=f"run{k}", parameters={"seed": k}, status=registered))
+                assert t is not None
+                uids.append(t.uid)
+            register = time.perf_counter() - t0
+            early = sum(is_store_dir(str(Path(folder) / f"run{k}")) for k in range(trials))
+            t0 = time.perf_counter()
+            for uid in uids:
+                db.set_trial_status(uid, Status.Running)
+                db.set_trial_status(uid, Status.Completed)
+            db.commit()
+            run = time.perf_counter() - t0
+        stores = sum(is_store_dir(str(Path(folder) / f"run{k}")) for k in range(trials))
+    print(f"lifecycle: {trials:,} trials")
+    print(f"  registered ({early:,} stores):                          {register:8.2f} s")
+    print(f"  running -> completed, no metrics ({stores:,} stores):  {run:8.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,6 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     logging_speed(args.steps)
     sweep(args.trials, 100)
+    lifecycle(args.trials)
 
 
 if __name__ == "__main__":

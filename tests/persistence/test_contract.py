@@ -172,6 +172,38 @@ def test_fetched_objects_are_snapshots(protocol: Protocol, trial: Trial) -> None
     assert protocol.fetch_trials(None)[0].metadata["nested"] == {"k": [1, 2]}
 
 
+# --------------------------------------------------------------------------------------------- description
+def test_an_update_replaces_the_description_and_one_without_it_keeps_it(
+    protocol: Protocol, project: Project
+) -> None:
+    t = protocol.new_trial(Trial(name="described", project_id=project.uid, description="first purpose"))
+    assert t is not None
+    protocol.update_trial(t.uid, TrialUpdate(description="second purpose", metadata={"k": 1}))
+    stored = protocol.fetch_trials({"uid": t.uid})[0]
+    assert stored.description == "second purpose" and dict(stored.metadata) == {"k": 1}
+    protocol.update_trial(t.uid, TrialUpdate(metadata={"k": 2}))
+    protocol.set_trial_status(t, Status.Running)
+    protocol.log_trial_metrics(t, step=0, loss=1.0)
+    assert protocol.fetch_trials({"uid": t.uid})[0].description == "second purpose"
+    assert [x.uid for x in protocol.fetch_trials({"description": "second purpose"})] == [t.uid]
+    taken = protocol.find_and_update_trial({"uid": t.uid}, TrialUpdate(description="taken"))
+    assert taken is not None and taken.description == "taken"
+    protocol.update_trial(t.uid, TrialUpdate(description=""))  # an empty description is a description
+    stored = protocol.fetch_trials({"uid": t.uid})[0]
+    assert stored.description == "" and dict(stored.metadata) == {"k": 2}
+    assert stored.metrics["loss"].values == (1.0,) and stored.status is Status.Running
+
+
+@pytest.mark.parametrize("bad", [5, b"purpose", ["purpose"], "nul\x00char"])
+def test_a_bad_description_is_refused_with_schema_error_and_nothing_written(
+    protocol: Protocol, trial: Trial, bad: Any
+) -> None:
+    with pytest.raises(SchemaError, match="description"):
+        protocol.update_trial(trial.uid, TrialUpdate(description=bad, metadata={"k": 1}))
+    stored = protocol.fetch_trials(None)[0]
+    assert stored.description is None and dict(stored.metadata) == {}
+
+
 # ------------------------------------------------------------------------------------------------- metrics
 def test_metrics_append_with_and_without_steps(protocol: Protocol, trial: Trial) -> None:
     protocol.log_trial_metrics(trial, step=1, loss=0.9, acc=0.1)

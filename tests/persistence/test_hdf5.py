@@ -14,8 +14,9 @@ import pytest
 from unitrack.errors import StoreLockedError
 from unitrack.persistence.backends.hdf5 import HDF5Protocol
 from unitrack.persistence.registry import get_protocol, resolve_uri
-from unitrack.persistence.structure import Status, Trial
+from unitrack.persistence.structure import CustomStatus, Status, Trial, TrialUpdate
 from unitrack.store import Store
+from unitrack.store.contents import is_store_dir
 from unitrack.store.readers import CollectionReader
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,14 +138,87 @@ def test_a_trial_gets_its_store_at_its_first_point(tmp_path: Path) -> None:
     with HDF5Protocol(f"hdf5://{tmp_path}", strict=False) as db:
         t = db.new_trial(Trial(name="queued", parameters={"lr": 0.1}))
         assert t is not None
-        db.set_trial_status(t, "running")  # a registered/reserved trial: still just a summary
+        db.set_trial_status(t, "registered")  # a registered trial: still just a summary
         db.log_trial_arguments(t, batch=32)
         assert not (tmp_path / "queued" / "store.journal").exists()
-        assert db.fetch_trials({"status": "running"})[0].parameters == {"lr": 0.1, "batch": 32}
+        assert db.fetch_trials({"status": "registered"})[0].parameters == {"lr": 0.1, "batch": 32}
         db.log_trial_metrics(t, step=0, loss=1.0)
         assert (tmp_path / "queued" / "store.journal").exists()
     with Store(tmp_path, "queued", mode="r") as store:  # the parameters as merged when the store was made
         assert store["metadata"].df.to_dict("records") == [{"lr": 0.1, "batch": 32}]
     with HDF5Protocol(f"hdf5://{tmp_path}") as db:
         (trial,) = db.fetch_trials(None)
-    assert trial.status is Status.Running and trial.metrics["loss"].values == (1.0,)
+    assert trial.status == "registered" and trial.metrics["loss"].values == (1.0,)
+
+
+REGISTERED = CustomStatus("registered", 1)
+
+
+def _start(db: HDF5Protocol, uid: str, how: str) -> None:
+    update = TrialUpdate(status=Status.Running, parameters={"batch": 32})
+    if how == "update_trial":
+        db.update_trial(uid, update)
+    else:
+        taken = db.find_and_update_trial({"status": "registered"}, update)
+        assert taken is not None and taken.uid == uid and taken.status is Status.Running
+
+
+@pytest.mark.parametrize("how", ["update_trial", "find_and_update_trial"])
+def test_a_trial_run_without_metrics_is_a_cox_store_holding_its_parameters(tmp_path: Path, how: str) -> None:
+    with HDF5Protocol(f"hdf5://{tmp_path}", strict=False) as db:
+        t = db.new_trial(Trial(name="silent", parameters={"lr": 0.1, "opt": "sgd"}, status=REGISTERED))
+        assert t is not None
+        assert not is_store_dir(str(tmp_path / "silent"))
+        _start(db, t.uid, how)
+        assert is_store_dir(str(tmp_path / "silent"))
+        db.set_trial_status(t, Status.Completed)
+    reader = CollectionReader(str(tmp_path))
+    try:
+        params = reader.df("metadata")
+    finally:
+        reader.close()
+    # The parameters merged by the update that started the trial are in its one-row table.
+    assert params.to_dict("records") == [{"lr": 0.1, "opt": "sgd", "batch": 32, "exp_id": "silent"}]
+    with Store(tmp_path, "silent", mode="r") as store:
+        assert store["metrics"].nrows == 0
+    with HDF5Protocol(f"hdf5://{tmp_path}") as db:
+        (trial,) = db.fetch_trials(None)
+    assert trial.status is Status.Completed and trial.metrics == {}
+    assert trial.parameters == {"lr": 0.1, "opt": "sgd", "batch": 32}
+
+
+def test_a_trial_inserted_already_finished_is_a_cox_store(tmp_path: Path) -> None:
+    with HDF5Protocol(f"hdf5://{tmp_path}", strict=False) as db:
+        db.new_trial(Trial(name="copied", parameters={"lr": 0.5}, status=Status.Completed))
+    with Store(tmp_path, "copied", mode="r") as store:
+        assert store["metadata"].df.to_dict("records") == [{"lr": 0.5}]
+
+
+def test_a_registered_only_trial_has_no_store(tmp_path: Path) -> None:
+    with HDF5Protocol(f"hdf5://{tmp_path}", strict=False) as db:
+        t = db.new_trial(Trial(name="waiting", parameters={"lr": 0.1}, status=REGISTERED))
+        assert t is not None
+        db.update_trial(t.uid, TrialUpdate(status=REGISTERED, metadata={"status": "registered"}))
+        db.log_trial_arguments(t, batch=32)
+        assert db.fetch_trials(None)[0].status == REGISTERED
+    assert sorted(p.name for p in (tmp_path / "waiting").iterdir()) == ["trial.json"]
+    reader = CollectionReader(str(tmp_path))
+    try:
+        assert reader.exp_ids == []
+    finally:
+        reader.close()
+
+
+def test_a_description_update_is_a_trial_log_row_replayed_by_other_readers(tmp_path: Path) -> None:
+    uri = f"hdf5://{tmp_path}?summary_interval_s=3600"  # the writer's summary stays stale
+    with HDF5Protocol(uri, strict=False) as writer:
+        t = writer.new_trial(Trial(name="run", description="first"))
+        assert t is not None
+        writer.log_trial_metrics(t, step=0, loss=1.0)
+        writer.update_trial(t.uid, TrialUpdate(description="second"))
+        with HDF5Protocol(uri) as reader:
+            assert reader.fetch_trials(None)[0].description == "second"
+        with Store(tmp_path, "run", mode="r") as store:
+            assert '"description": "second"' in store["trial_log"].df["update"].iloc[-1]
+    with HDF5Protocol(uri) as db:  # and the summary written at close says so
+        assert db.fetch_trials({"description": "second"})[0].uid == t.uid

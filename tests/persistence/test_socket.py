@@ -530,6 +530,26 @@ def test_calls_outside_the_primitive_table_are_rejected_and_the_server_keeps_ser
         assert recv_frame(sock) == Pong(id=6)
 
 
+def test_server_decodes_updates_with_or_without_a_description(server: ServerThread) -> None:
+    with SocketProtocol(_uri(ADMIN, server.port)) as client:
+        client.new_project(Project(name="p"))
+        trial = client.new_trial(Trial(name="t", project_id="p", description="first"))
+        assert trial is not None
+        with _login(server.port) as sock:
+            old_client = {"dtype": "trial_update", "metadata": {"k": 1}}  # sent before the field existed
+            send_frame(sock, Call(method="update_trial", args=[trial.uid, old_client], id=1))
+            assert isinstance(recv_frame(sock), Reply)
+            bad = {"dtype": "trial_update", "metadata": {"k": 2}, "description": 5}
+            send_frame(sock, Call(method="update_trial", args=[trial.uid, bad], id=2))
+            reply = recv_frame(sock)
+            assert isinstance(reply, ErrorReply) and "description" in reply.message
+            new = {"dtype": "trial_update", "description": "second"}
+            send_frame(sock, Call(method="update_trial", args=[trial.uid, new], id=3))
+            assert isinstance(recv_frame(sock), Reply)
+        (stored,) = client.fetch_trials({"uid": trial.uid})
+        assert stored.description == "second" and dict(stored.metadata) == {"k": 1}
+
+
 def test_server_errors_are_raised_as_the_same_class(server: ServerThread) -> None:
     with SocketProtocol(_uri(ADMIN, server.port)) as client:
         with pytest.raises(NotFoundError, match="No trial"):

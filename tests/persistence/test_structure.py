@@ -23,6 +23,7 @@ from unitrack.persistence.structure import (
     Status,
     Trial,
     TrialGroup,
+    TrialUpdate,
     compute_hash,
     status,
 )
@@ -72,6 +73,28 @@ def test_trial_json_round_trip_keeps_uid_and_parameters(params: dict) -> None:  
     t = Trial(name="t", parameters=params)
     back = from_json(to_json(t))
     assert isinstance(back, Trial) and back.uid == t.uid and dict(back.parameters) == params
+
+
+@given(
+    st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=200)
+)
+def test_trial_update_description_round_trips_through_json(text: str) -> None:
+    update = TrialUpdate(description=text, metadata={"k": 1})
+    assert from_json(to_json(update)) == update and not TrialUpdate(description=text).is_empty
+
+
+def test_trial_update_without_description_leaves_it_alone() -> None:
+    assert TrialUpdate().is_empty and TrialUpdate().description is None
+    assert TrialUpdate.of_metrics(()).description is None
+    old_client = from_json({"dtype": "trial_update", "metadata": {"k": 1}})  # sent before the field existed
+    assert isinstance(old_client, TrialUpdate) and old_client.description is None
+    assert "description" not in to_json(old_client)
+
+
+@pytest.mark.parametrize("bad", [5, ["purpose"], {"text": "purpose"}])
+def test_trial_update_json_with_a_non_str_description_is_refused(bad: object) -> None:
+    with pytest.raises(SchemaError, match="description"):
+        from_json({"dtype": "trial_update", "description": bad})
 
 
 def test_trials_compare_by_uid() -> None:

@@ -120,7 +120,7 @@ def merge_updates(updates: Sequence[TrialUpdate | tuple[MetricPoint, ...]]) -> T
     metrics: list[Any] = []
     chronos: list[Any] = []
     errors: list[str] = []
-    status = project_id = group_id = None
+    status = project_id = group_id = description = None
     for u in updates:
         if isinstance(u, tuple):
             metrics.extend(u)
@@ -134,6 +134,7 @@ def merge_updates(updates: Sequence[TrialUpdate | tuple[MetricPoint, ...]]) -> T
         status = u.status if u.status is not None else status
         project_id = u.project_id if u.project_id is not None else project_id
         group_id = u.group_id if u.group_id is not None else group_id
+        description = u.description if u.description is not None else description
     return TrialUpdate(
         parameters=parameters,
         metadata=metadata,
@@ -144,6 +145,7 @@ def merge_updates(updates: Sequence[TrialUpdate | tuple[MetricPoint, ...]]) -> T
         errors=tuple(errors),
         project_id=project_id,
         group_id=group_id,
+        description=description,
     )
 
 
@@ -591,11 +593,13 @@ _UPDATE_FIELDS = (
     "errors",
     "project_id",
     "group_id",
+    "description",
 )
 
 
 def _is_log_only(update: TrialUpdate) -> bool:
-    """Metrics, timings and metadata are batched; status, tags, parameters, errors and moves are sent at once."""
+    """Metrics, timings and metadata are batched; status, tags, parameters, errors, description and moves are
+    sent at once."""
     return not (
         update.parameters
         or update.tags
@@ -603,6 +607,7 @@ def _is_log_only(update: TrialUpdate) -> bool:
         or update.status is not None
         or update.project_id is not None
         or update.group_id is not None
+        or update.description is not None
     )
 
 

@@ -165,6 +165,8 @@ class _TrialRecord:
             self.project_id = update.project_id
         if update.group_id is not None:
             self.group_id = update.group_id
+        if update.description is not None:
+            self.description = update.description
         return True
 
     def to_json(self) -> dict[str, Any]:

@@ -129,7 +129,7 @@ def to_json(obj: Obj, short: bool = False) -> dict[str, Any]:
             update["status"] = status_to_json(obj.status)
         if obj.errors:
             update["errors"] = list(obj.errors)
-        for key in ("project_id", "group_id", "writer", "seq"):
+        for key in ("project_id", "group_id", "description", "writer", "seq"):
             if getattr(obj, key) is not None:
                 update[key] = getattr(obj, key)
         return update
@@ -219,6 +219,7 @@ def from_json(data: Mapping[str, Any]) -> Obj:
             errors=tuple(data.get("errors") or ()),
             project_id=_str_or_none(data, "project_id"),
             group_id=_str_or_none(data, "group_id"),
+            description=_str_or_none(data, "description"),  # absent in updates from older clients
             writer=_str_or_none(data, "writer"),
             seq=data.get("seq"),
         )

@@ -534,7 +534,8 @@ class TrialUpdate:
     """A change to one trial, checked when built, applied atomically by a backend.
 
     Mappings merge key by key (later wins), metric points append (or replace the value at an existing step),
-    chrono observations aggregate, errors append, and ``status``/``project_id``/``group_id`` replace.
+    chrono observations aggregate, errors append, and ``status``/``project_id``/``group_id``/``description``
+    replace when not None (a trial's description, xmen's purpose, can change after creation).
     ``writer``/``seq`` make a batch idempotent: a backend applies a given (writer, seq) at most once per trial
     and skips any seq not above the last one it applied for that writer.
     """
@@ -548,6 +549,7 @@ class TrialUpdate:
     errors: tuple[str, ...] = ()
     project_id: str | None = None
     group_id: str | None = None
+    description: str | None = None
     writer: str | None = None
     seq: int | None = None
 
@@ -570,6 +572,14 @@ class TrialUpdate:
         object.__setattr__(self, "errors", errors)
         if self.status is not None and not isinstance(self.status, (Status, CustomStatus)):
             object.__setattr__(self, "status", status_from_json(self.status))
+        if self.description is not None:
+            if not isinstance(self.description, str):
+                raise SchemaError(
+                    f"TrialUpdate description {self.description!r} has type {type(self.description).__name__}; "
+                    "pass a str, or None to leave the description unchanged."
+                )
+            if "\x00" in self.description:  # postgresql:// cannot store it: refused alike by every backend
+                raise SchemaError("TrialUpdate description holds a NUL character; remove it.")
         if (self.writer is None) != (self.seq is None):
             raise SchemaError("TrialUpdate needs both writer and seq, or neither.")
         if self.writer is not None and (
@@ -603,6 +613,7 @@ class TrialUpdate:
             or self.status is not None
             or self.project_id is not None
             or self.group_id is not None
+            or self.description is not None
         )
 
 

@@ -18,6 +18,11 @@ trial replays the rows written after its summary, so results are always complete
 process while a trial is being written filters on a summary at most ``summary_interval_s`` old (status
 changes are never late).
 
+A trial's store is created when it logs its first point or first gets a status of track's running, error or
+finished groups (``Running``, ``Completed``, ``Exception``...): every trial that ran is a cox store, even one that
+never logged a metric. Until then (registered, e.g. with xmen's ``CustomStatus('registered', 1)``) a trial is
+its folder and ``trial.json`` alone, so registering a sweep of a thousand trials writes no store.
+
 A trial has one writer at a time (the Store's lock): a second process writing the same trial gets
 ``StoreLockedError`` naming the holder. Metric values are stored as float64 (as TensorBoard does) and steps as
 float64 with NaN for "no step"; integral steps come back as ints.
@@ -68,6 +73,8 @@ from unitrack.persistence.serialization import from_json, to_json
 from unitrack.persistence.structure import (
     GroupUpdate,
     Project,
+    Status,
+    StatusLike,
     Trial,
     TrialGroup,
     TrialUpdate,
@@ -143,6 +150,16 @@ def _parameter_row(parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     return schema, row
 
 
+def _opens_store(status: StatusLike | None) -> bool:
+    """Whether a trial given this status has run (or was declared done), and so gets its store now.
+
+    Statuses of track's running, error and finished groups (value >= 100: ``Running``, ``Completed``,
+    ``Exception``, xmen's ``timeout``/``deleted``...) do; registration-time ones (``CreatedGroup``, xmen's
+    ``CustomStatus('registered', 1)``, any custom value below 100) do not, so registering a sweep writes no store.
+    """
+    return status is not None and status.value >= Status.RunningGroup.value
+
+
 def _beyond_metrics(update: TrialUpdate) -> bool:
     """Whether an update changes more than metric points (or carries a batch id): it then needs a log row."""
     return bool(
@@ -154,6 +171,7 @@ def _beyond_metrics(update: TrialUpdate) -> bool:
         or update.status is not None
         or update.project_id is not None
         or update.group_id is not None
+        or update.description is not None
         or update.writer is not None
     )
 
@@ -480,7 +498,8 @@ class HDF5Protocol(Protocol):
             folder = self._folder_for(stored, set(self._known.values()))
             record = _TrialRecord(replace(stored, metrics={}))
             latest = {name: float(m.latest) for name, m in stored.metrics.items() if m.latest is not None}
-            if stored.metrics:  # a trial arriving with points (a copy): its store is needed now
+            # A trial arriving with points (a copy) or already running or finished: its store is needed now.
+            if stored.metrics or _opens_store(stored.status):
                 store = Store(self.root, folder, fsync=self.fsync)
                 try:
                     self._ensure_tables(store, record)
@@ -493,8 +512,9 @@ class HDF5Protocol(Protocol):
                         rebuild_h5=False
                     )  # the journal holds the rows; store.h5 follows at its writer's close
             else:
-                # The Store is created by the trial's first write (_writer): registering a sweep of a thousand
-                # trials writes a folder and a summary each, and the store gets the parameters as merged by then.
+                # The Store is created by the trial's first point or its first status of the running, error or
+                # finished groups (_writer): registering a sweep of a thousand trials writes a folder and a
+                # summary each, and the store gets the parameters as merged by then.
                 try:
                     (self.root / folder).mkdir(exist_ok=True)
                 except OSError as exc:
@@ -565,7 +585,13 @@ class HDF5Protocol(Protocol):
 
     def _summary_only(self, uid: str, update: TrialUpdate) -> bool:
         """Apply a change without points to a trial that has no store yet (registered, never run), in its
-        summary alone: registering a sweep writes no store. False when the trial has a store.
+        summary: registering a sweep writes no store. False when the trial has a store (the caller then writes
+        the update through it).
+
+        An update setting a status of the running, error or finished groups (see :func:`_opens_store`) then
+        creates the trial's store, so a trial that runs without ever logging a point is still a cox store that
+        ``CollectionReader`` and ``Store`` see; its ``metadata`` table holds the parameters as merged by this
+        update, which is why the update goes to the summary first.
 
         Under the index lock, as is the creation of a trial's store, so the two never race.
         """
@@ -579,6 +605,8 @@ class HDF5Protocol(Protocol):
                 latest = {k: v["latest"] for k, v in (summary.get("metrics") or {}).items()}
                 data = self._summary_data(record, latest, 0, int(summary.get("created", 0)))
                 self._write_summary_file(folder, data)
+            if _opens_store(update.status):
+                self._writer(uid)  # reads the summary just written: the store starts from it
         return True
 
     def _write(self, writing: _Writing, rows: list[tuple[float, str, float, float]], log: str | None) -> None:

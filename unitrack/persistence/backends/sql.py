@@ -147,7 +147,7 @@ _UPDATE_TRIAL = (
     "errors = errors || %s, status_name = COALESCE(%s, status_name), "
     "status_value = COALESCE(%s, status_value), status_key = COALESCE(%s, status_key), "
     "project_id = COALESCE(%s, project_id), group_id = COALESCE(%s, group_id), "
-    "chronos = COALESCE(%s, chronos) WHERE uid = %s"
+    "description = COALESCE(%s, description), chronos = COALESCE(%s, chronos) WHERE uid = %s"
 )
 
 # Query push-down: for each JSONB field, the expression reading a path (bound as text[]) out of it.
@@ -430,6 +430,7 @@ def _changes_row(update: TrialUpdate) -> bool:
         or update.status is not None
         or update.project_id is not None
         or update.group_id is not None
+        or update.description is not None
     )
 
 
@@ -813,6 +814,7 @@ class SQLProtocol(Protocol):
                     key,
                     update.project_id,
                     update.group_id,
+                    update.description,
                     new_chronos,
                     uid,
                 ),
