@@ -278,3 +278,22 @@ def test_a_parameter_named_like_an_experiment_member_is_refused_at_class_definit
             spec.loader.exec_module(module)
     finally:
         del sys.modules[spec.name]
+
+
+def test_running_a_params_file_with_a_new_purpose_updates_the_trial_description(tmp_path):
+    Typed(str(tmp_path), "e", purpose="first")
+    ex = Typed()
+    ex.main(["-p", "second", "-x", str(tmp_path / "e" / "params.yml")])
+    assert read_yaml(tmp_path / "e" / "params.yml")["_purpose"] == "second"
+    (trial,) = get_protocol(f"hdf5://{tmp_path}").fetch_trials({"name": "e"})
+    assert trial.description == "second"
+
+
+def test_a_run_that_never_messages_is_a_cox_store_too(tmp_path):
+    from unitrack.store import Store
+    from unitrack.store.readers import CollectionReader
+
+    Typed(str(tmp_path), "quiet", i=7)()
+    assert CollectionReader(str(tmp_path)).df("metadata")["i"].tolist() == [7]
+    with Store(str(tmp_path), "quiet", mode="r") as store:
+        assert "metadata" in store.tables

@@ -158,11 +158,20 @@ class TrialLink:
             (int(s) for m in trial.metrics.values() for s in m.steps if isinstance(s, int)),
             default=0,
         )
-        # A restarted trial takes the parameters its params.yml holds now (edited by hand before the run, say).
+        # A restarted trial takes the parameters and purpose its params.yml holds now (edited before the run, or
+        # a new purpose given with -p).
         changed = {
             k: v for k, v in parameters.items() if k not in trial.parameters or trial.parameters[k] != v
         }
-        self.protocol.update_trial(self.uid, TrialUpdate(parameters=changed, metadata=metadata, tags=tags))
+        self.protocol.update_trial(
+            self.uid,
+            TrialUpdate(
+                parameters=changed,
+                metadata=metadata,
+                tags=tags,
+                description=description if description != trial.description else None,
+            ),
+        )
 
     def set_status(self, xmen_status: str, error: str | None = None, **metadata: Any) -> None:
         """Record a status change (and metadata such as timestamps) in one write."""
