@@ -266,6 +266,7 @@ def test_log_trial_step_appends_points_and_merges_metadata(protocol: Protocol, t
         ({"ok": 1.0, "loss": "high"}, {"messages": {"x": 1}}, "loss"),
         ({"ok": 1.0}, {"messages": {"x": object()}}, "messages"),
         ({"ok": 1.0, "a/../b": 2.0}, {"messages": {"x": 1}}, "a/../b"),
+        ({"ok": 1.0, "bad\ud800": 2.0}, {"messages": {"x": 1}}, "lone surrogate"),
     ],
 )
 def test_log_trial_step_with_a_bad_value_writes_nothing(
@@ -386,7 +387,9 @@ def test_fetch_and_update_trial_refuses_other_methods(protocol: Protocol, trial:
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("name", ["a/b", "../x", "..", "a\x00b", "", "x" * 4096, "a\\b", "line\nbreak"])
+@pytest.mark.parametrize(
+    "name", ["a/b", "../x", "..", "a\x00b", "", "x" * 4096, "a\\b", "line\nbreak", "lone\ud800surrogate"]
+)
 def test_bad_trial_names_are_refused_before_anything_is_written(protocol: Protocol, name: str) -> None:
     with pytest.raises(InvalidNameError) as info:
         protocol.new_trial(Trial(name=name))

@@ -214,3 +214,52 @@ def test_h5_every_rows_none_rebuilds_store_h5_only_at_close(out_dir):
         assert t.df["a"].tolist() == list(range(50))  # the rows are read from the journal
     frame = pd.read_hdf(os.path.join(out_dir, "e", "store.h5"), "t")
     assert frame["a"].tolist() == list(range(50)) and frame["name"].tolist()[:4] == ["n0", "n1", "n2", "n0"]
+
+
+def test_keep_rows_false_reads_everything_back_from_the_journal(out_dir):
+    with Store(out_dir, "e", h5_every_rows=None, keep_rows=False) as s:
+        metrics = s.add_table("metrics", {"step": int, "name": str, "value": float})
+        flags = s.add_table("flags", {"on": bool, "n": int})
+        for i in range(30):
+            s.append_many(
+                {"metrics": [(i, "loss", 1.0 / (i + 1)), (i, "acc", i / 30)], "flags": [(i % 2 == 0, i)]}
+            )
+        metrics.append_row({"step": 30, "name": "loss", "value": 0.0})
+        assert metrics._rows == [] and flags._fixed_rows == bytearray()  # nothing held in memory
+        assert metrics.nrows == 61 and flags.nrows == 30
+        assert (
+            metrics.df["name"].tolist()[:3] == ["loss", "acc", "loss"] and metrics.df["step"].iloc[-1] == 30
+        )
+        assert list(flags.iter_rows())[:2] == [(True, 0), (False, 1)]
+    frame = pd.read_hdf(os.path.join(out_dir, "e", "store.h5"), "metrics")
+    assert len(frame) == 61 and frame["value"].iloc[-1] == 0.0
+    with Store(out_dir, "e", keep_rows=False) as again:  # reopened: counts come from the journal
+        assert again["metrics"].nrows == 61 and again["flags"].df["n"].tolist() == list(range(30))
+
+
+def test_a_writer_that_keeps_no_rows_logs_in_constant_memory(out_dir):
+    import tracemalloc
+
+    with Store(out_dir, "e", h5_every_rows=None, keep_rows=False) as s:
+        s.add_table("metrics", {"step": float, "name": str, "value": float, "time": float})
+        s.add_table("log", {"update": str})
+
+        def write(start: int, n: int) -> None:
+            for i in range(start, start + n):
+                s.append_many(
+                    {
+                        "metrics": [(float(i), name, 0.5, 1.0) for name in ("loss", "acc", "lr", "epoch")],
+                        "log": [('{"metadata": {"messages": {"loss": 0.5}}}',)],
+                    }
+                )
+
+        write(0, 2_000)  # warm up caches
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            write(2_000, 20_000)  # 100,000 rows
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert grown < 200_000, f"{grown} bytes kept for 100,000 rows"
+        assert s["metrics"].nrows == 88_000

@@ -805,13 +805,16 @@ class Experiment(metaclass=ExperimentMeta):
             raise ConfigError(f"keep={keep!r}; use 'latest', 'min' or 'max'.")
         values = {k: v if type(v) in _MESSAGE_TYPES else _convert_message(v) for k, v in messages.items()}
         # Work on a copy: a value the backend refuses (e.g. a metric name with '..') changes nothing.
-        stored = dict(self._messages)
-        if leader is not None:
+        if keep == "latest" and leader is None:
+            stored = {**self._messages, **values}
+        elif leader is not None:
+            stored = dict(self._messages)
             if leader not in values:
                 raise ConfigError(f"leader {leader!r} is not among the messages {sorted(values)}.")
             if _wins(stored, leader, values[leader], keep):
                 stored.update(values)
         else:
+            stored = dict(self._messages)
             for key, value in values.items():
                 if _wins(stored, key, value, keep):
                     stored[key] = value

@@ -174,6 +174,11 @@ def check_name(what: str, name: object, *, allow_slash: bool = False) -> str:
         raise InvalidNameError(what, name, "contains a NUL character")
     if _CONTROL.search(name):
         raise InvalidNameError(what, name, "contains a control character")
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidNameError(what, name, "is not valid Unicode (it holds a lone surrogate)") from None
     if not allow_slash and ("/" in name or "\\" in name):
         raise InvalidNameError(what, name, "contains a path separator")
     if name in (".", "..") or (not allow_slash and name.strip() in (".", "..")):

@@ -37,7 +37,7 @@ from unitrack.store.contents import (
     load_contents,
 )
 from unitrack.store.hdf5 import write_empty_h5, write_h5
-from unitrack.store.journal import MAGIC, JournalWriter, RowCodec, schema_payload
+from unitrack.store.journal import MAGIC, JournalWriter, RowCodec, read_journal, schema_payload
 from unitrack.store.lock import StoreLock
 from unitrack.store.names import validate_name
 from unitrack.store.schema import OBJECT, PICKLE, PYTORCH_STATE, _scalar, schema_from_dict
@@ -117,6 +117,9 @@ class Store:
         fsync: Also ``fsync`` every row, for durability against power loss (slower).
         h5_every_rows: Rebuild ``store.h5`` after this many rows (then after as many rows as it holds); None: only
             at :meth:`close` (for writers that read their rows back from the journal, as every reader here does).
+        keep_rows: Keep every row in memory, so ``df`` and ``store.h5`` rebuilds read no file (the default). With
+            False a writer's memory stays the same however many rows it writes, and reading a table (``df``,
+            ``iter_rows``, ``store.h5`` at close) reads the journal again: for long runs that rarely read.
 
     Raises:
         InvalidNameError: ``exp_id`` is not a safe folder name (checked before any file is touched).
@@ -151,7 +154,9 @@ class Store:
         *,
         fsync: bool = False,
         h5_every_rows: int | None = 10_000,
+        keep_rows: bool = True,
     ) -> None:
+        self._keep_rows = bool(keep_rows) or Mode.parse(mode) is Mode.READ
         self._writer: JournalWriter | None = None
         self._lock: StoreLock | None = None
         self._tb: SummaryWriter | None = None
@@ -311,8 +316,11 @@ class Store:
             ...     store["metrics"].nrows, store["events"].nrows
             (2, 1)
         """
-        tables = [self.get_table(name) for name in rows]  # every table exists before anything is packed
-        packed = [(table, table._pack(rows[table.name])) for table in tables]
+        tables = self.tables
+        if not rows.keys() <= tables.keys():  # every table exists before anything is packed
+            missing = next(name for name in rows if name not in tables)
+            raise TableNotFoundError(str(missing), self.path, list(tables))
+        packed = [(tables[name], tables[name]._pack(table_rows)) for name, table_rows in rows.items()]
         everything = [payload for _, payloads in packed for payload in payloads]
         if not everything:
             return
@@ -320,6 +328,25 @@ class Store:
         for table, payloads in packed:
             if payloads:
                 table._accept(payloads)
+
+    def _append_exact(self, rows: Mapping[str, Sequence[Sequence[Any]]]) -> None:
+        """:meth:`append_many` for rows of exactly the column types, already checked by the caller (see
+        :meth:`Table._pack_exact`): one journal write, no conversion."""
+        tables = self.tables
+        packed = [(tables[name], tables[name]._pack_exact(table_rows)) for name, table_rows in rows.items()]
+        everything = [payload for _, payloads in packed for payload in payloads]
+        if everything:
+            self._journal().append_many(everything)
+            for table, payloads in packed:
+                if payloads:
+                    table._accept(payloads)
+
+    def _journal_payloads(self) -> dict[str, list[bytes]]:
+        """Every table's row payloads, read from the journal (for a store that keeps no rows in memory)."""
+        contents = read_journal(self._journal_path, writer_alive=True)
+        return {
+            name: contents.tables[name].payloads if name in contents.tables else [] for name in self.tables
+        }
 
     def _journal(self) -> JournalWriter:
         writer = self._writer
@@ -412,10 +439,12 @@ class Store:
     # ------------------------------------------------------------------------------------------ lifecycle
     def _write_h5(self) -> None:
         """Rebuild ``store.h5`` from the rows (write new, fsync, rename)."""
+        payloads = None if self._keep_rows else self._journal_payloads()  # one read for every table
         tables = []
         for name, table in self.tables.items():
             kinds = table.kinds
-            tables.append((name, list(kinds), list(kinds.values()), table._column_values(), table.nrows))
+            values = table._column_values(None if payloads is None else payloads[name])
+            tables.append((name, list(kinds), list(kinds.values()), values, table.nrows))
         write_h5(self._h5_path, tables)
         total = sum(t.nrows for t in self.tables.values())
         self._rows_since_h5 = 0

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from unitrack.errors import ReadOnlyStoreError, SchemaError
-from unitrack.store.journal import RowCodec
+from unitrack.store.journal import REC_ROW, RowCodec
 from unitrack.store.names import validate_hdf5_name, validate_name
 from unitrack.store.schema import ColumnKind, Converter, make_converter, parse_schema
 from unitrack.store.serialization import (
@@ -99,7 +99,9 @@ class Table:
         """Give the table its codec and the rows already in the journal (called by the Store)."""
         self._codec = codec
         self._decoded, self._decoded_rows = None, 0
-        if codec.is_fixed:
+        if not self._store._keep_rows:
+            pass  # read back from the journal when asked (see Store keep_rows)
+        elif codec.is_fixed:
             self._fixed_rows = bytearray(b"".join(payloads))
         else:
             self._rows = list(payloads)
@@ -173,7 +175,9 @@ class Table:
         if writer is None:
             raise ReadOnlyStoreError(store.path, f"write to table {self._name!r}")
         writer.append(payload)
-        if codec.is_fixed:
+        if not store._keep_rows:
+            pass
+        elif codec.is_fixed:
             self._fixed_rows += payload
         else:
             self._rows.append(payload)
@@ -249,7 +253,26 @@ class Table:
         width = len(converters)
         exact = self._exact_types
         pack = codec.pack_owned
-        payloads = []
+        payloads: list[bytes] = []
+        at = codec.single_text
+        if exact is not None and at is not None:
+            # The common shape (e.g. a metrics table: numbers and one name), values of exactly the column types:
+            # packed here without conversion. Text that cannot be encoded goes to the general path below, whose
+            # converter names the column.
+            struct_pack, head = codec.struct.pack, (REC_ROW, codec.table_id)
+            for row in rows:
+                if tuple(map(type, row)) != exact:
+                    break
+                values = list(row)
+                try:
+                    text = values[at].encode("utf-8")
+                except UnicodeEncodeError:
+                    break
+                values[at] = len(text)
+                payloads.append(struct_pack(*head, *values) + text)
+            else:
+                return payloads
+            rows = rows[len(payloads) :]
         for row in rows:
             if exact is not None and tuple(map(type, row)) == exact:
                 # Values of exactly the column types need no conversion; text that cannot be encoded is left
@@ -268,14 +291,35 @@ class Table:
             payloads.append(pack([convert(v) for convert, v in zip(converters, row)]))  # noqa: B905 - checked
         return payloads
 
+    def _pack_exact(self, rows: Sequence[Sequence[Any]]) -> list[bytes]:
+        """Pack rows the caller built with exactly the column types (float, int within int64, bool, str that
+        encodes as UTF-8): nothing is converted or checked. For writers that check their values first (the
+        ``hdf5://`` backend's metric points); anyone else uses :meth:`_pack`."""
+        codec = self._codec
+        if self._store._writer is None or codec is None:
+            raise ReadOnlyStoreError(self._store.path, f"write to table {self._name!r}")
+        at = codec.single_text
+        if at is None:
+            return [codec.pack(list(row)) for row in rows]
+        struct_pack, rec, tid = codec.struct.pack, REC_ROW, codec.table_id
+        payloads = []
+        for row in rows:
+            values = list(row)
+            text = values[at].encode("utf-8")
+            values[at] = len(text)
+            payloads.append(struct_pack(rec, tid, *values) + text)
+        return payloads
+
     def _accept(self, payloads: list[bytes]) -> None:
         """Take rows the store has just written to the journal into the table (and rebuild store.h5 when due)."""
-        if self._codec is not None and self._codec.is_fixed:
+        store = self._store
+        if not store._keep_rows:
+            pass
+        elif self._codec is not None and self._codec.is_fixed:
             self._fixed_rows += b"".join(payloads)
         else:
             self._rows.extend(payloads)
         self._nrows += len(payloads)
-        store = self._store
         store._rows_since_h5 += len(payloads)
         if store._rows_since_h5 >= store._h5_due:
             store._write_h5()
@@ -290,15 +334,19 @@ class Table:
         )
 
     # ------------------------------------------------------------------------------------------ reading
-    def _column_values(self) -> list[Any]:
+    def _column_values(self, payloads: list[bytes] | None = None) -> list[Any]:
         """Decode every row into one array or list per column.
 
         Rows of tables with text columns are decoded once and kept as columns (numbers in compact arrays,
-        repeated strings shared), so rebuilding ``store.h5`` as a table grows costs O(new rows) in Python.
+        repeated strings shared), so rebuilding ``store.h5`` as a table grows costs O(new rows) in Python. A
+        store that keeps no rows reads them from its journal (or takes ``payloads``, read by the caller).
         """
         codec = self._codec
         if codec is None:  # pragma: no cover
             return [[] for _ in self._columns]
+        if not self._store._keep_rows:
+            rows = self._store._journal_payloads()[self._name] if payloads is None else payloads
+            return codec.decode(b"".join(rows) if codec.is_fixed else rows)
         if codec.is_fixed:
             return codec.decode(bytes(self._fixed_rows))
         if self._decoded is None:
@@ -324,7 +372,9 @@ class Table:
         codec = self._codec
         if codec is None:  # pragma: no cover
             return
-        if codec.is_fixed:
+        if not self._store._keep_rows:
+            yield from map(codec.unpack, self._store._journal_payloads()[self._name])
+        elif codec.is_fixed:
             raw = bytes(self._fixed_rows)
             size = len(raw) // self._nrows if self._nrows else 0
             for start in range(0, len(raw), size or 1):

@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import json
+import json.encoder
 import logging
 import math
 import os
@@ -99,8 +100,37 @@ PARAMETERS = "metadata"
 LOG = "trial_log"
 METRICS_SCHEMA = {"step": float, "name": str, "value": float, "time": float}
 LOG_SCHEMA = {"update": str}
-#: json.dumps with its default options, without building an encoder per call (the per-message path).
-_ENCODE = json.JSONEncoder(allow_nan=True).encode
+
+
+def _plain_json_encoder() -> Callable[[Any], str]:
+    """``json.dumps`` with its default output, for plain data already checked (no cycles possible).
+
+    ``json.dumps`` builds CPython's C encoder anew for every call, which costs as much as encoding a message's
+    log row; this builds it once (``json.encoder.c_make_encoder``, the accelerator json itself uses), and falls
+    back to ``JSONEncoder.encode`` where that is missing or behaves differently.
+    """
+    encoder = json.JSONEncoder(allow_nan=True, check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return encoder.encode
+    try:
+        iterencode = make(
+            None, encoder.default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+        )
+        sample = {"a": [1.5, -0.0, float("nan"), None, True, 2**70, 'é\n"x'], "b": {}}
+        if "".join(iterencode(sample, 0)) != json.dumps(sample):
+            return encoder.encode  # pragma: no cover - a different C encoder
+    except (TypeError, ValueError):  # pragma: no cover - another signature
+        return encoder.encode
+
+    def encode(obj: Any) -> str:
+        return "".join(iterencode(obj, 0))
+
+    return encode
+
+
+#: json.dumps for the per-message log row (see _plain_json_encoder).
+_ENCODE = _plain_json_encoder()
 
 
 @dataclass
@@ -418,7 +448,8 @@ class HDF5Protocol(Protocol):
             summary = self._read_summary(folder)
             # store.h5 is rebuilt at commit/close only: this backend and CollectionReader read the journal, and
             # rebuilding a long run's file from inside a training step would stall it (about 1 s per 1M rows).
-            store = Store(self.root, folder, fsync=self.fsync, h5_every_rows=None)
+            # No rows are kept in memory either: a run of any length logs in constant memory.
+            store = Store(self.root, folder, fsync=self.fsync, h5_every_rows=None, keep_rows=False)
         try:
             record, log_rows = self._load(summary, store)
             self._ensure_tables(store, record)
@@ -620,14 +651,11 @@ class HDF5Protocol(Protocol):
         steps, latest = writing.last_step, writing.latest
         if steps:  # a NaN step (no step) is never equal to anything, so step-less points are all written
             rows = [r for r in rows if steps.get(r[1]) != r[0] or latest[r[1]] != r[2]]
-        if log is None:
-            if not rows:
-                return
-            writing.store[METRICS].append_tuples(rows)
-        elif rows:
-            writing.store.append_many({METRICS: rows, LOG: ((log,),)})
-        else:
-            writing.store[LOG].append_tuples(((log,),))
+        if not rows and log is None:
+            return
+        # The rows are (float, str, float, float) with the name checked, and the log row is text: every value has
+        # exactly its column's type, so the store packs them without converting.
+        writing.store._append_exact({METRICS: rows} if log is None else {METRICS: rows, LOG: ((log,),)})
         if log is not None:
             writing.log_rows += 1
         for step, name, value, _ in rows:
