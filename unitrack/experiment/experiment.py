@@ -701,11 +701,9 @@ class Experiment(metaclass=ExperimentMeta):
             state["_version"] = version
             if state["_meta"] is None:
                 state["_meta"] = get_meta()
-            state["_link"] = self._new_link(backend, root_path, name, version, restart=restart)
-            state["_link"].set_status("registered")
-            state[
-                "_link"
-            ].commit()  # registered, not running: hdf5:// then lets the process that runs it write
+            link = state["_link"] = self._new_link(backend, root_path, name, version, restart=restart)
+            link.set_status("registered")
+            link.commit()  # registered, not running: hdf5:// then lets the process that runs it write
             self._save()
         except BaseException:
             if created:

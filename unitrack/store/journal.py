@@ -73,7 +73,7 @@ class RowCodec:
         self.kinds = kinds
         self.text_positions = [i for i, kind in enumerate(kinds) if kind not in _FIXED_CODES]
         self.is_fixed = not self.text_positions
-        #: The position of the only text column, when there is exactly one (see :meth:`pack_owned`).
+        #: The position of the only text column, when there is exactly one (packed and decoded faster).
         self.single_text = self.text_positions[0] if len(self.text_positions) == 1 else None
         self.struct = struct.Struct("<BH" + "".join(_FIXED_CODES.get(kind, "I") for kind in kinds))
         self.fixed_size = self.struct.size
@@ -89,15 +89,6 @@ class RowCodec:
             texts.append(encoded)
             head[i] = len(encoded)
         return self.struct.pack(REC_ROW, self.table_id, *head) + b"".join(texts)
-
-    def pack_owned(self, values: list[Any]) -> bytes:
-        """Like :meth:`pack`, for a list the caller owns and drops: its text values are replaced by lengths."""
-        at = self.single_text
-        if at is None:
-            return self.pack(values)
-        text: bytes = values[at].encode("utf-8")
-        values[at] = len(text)
-        return self.struct.pack(REC_ROW, self.table_id, *values) + text
 
     def unpack(self, payload: bytes | memoryview) -> tuple[Any, ...]:
         """Return the values of one row payload.

@@ -249,46 +249,25 @@ class Table:
         codec = self._codec
         if self._store._writer is None or codec is None:
             raise ReadOnlyStoreError(self._store.path, f"write to table {self._name!r}")
+        exact = self._exact_types
+        if exact is not None and all(tuple(map(type, row)) == exact for row in rows):
+            # Values of exactly the column types need no conversion (the common case: a metrics table's floats
+            # and names). Text that cannot be encoded is left to the converters below, which name the column.
+            try:
+                return self._pack_exact(rows)
+            except UnicodeEncodeError:
+                pass
         converters = self._converter_list
         width = len(converters)
-        exact = self._exact_types
-        pack = codec.pack_owned
-        payloads: list[bytes] = []
-        at = codec.single_text
-        if exact is not None and at is not None:
-            # The common shape (e.g. a metrics table: numbers and one name), values of exactly the column types:
-            # packed here without conversion. Text that cannot be encoded goes to the general path below, whose
-            # converter names the column.
-            struct_pack, head = codec.struct.pack, (REC_ROW, codec.table_id)
-            for row in rows:
-                if tuple(map(type, row)) != exact:
-                    break
-                values = list(row)
-                try:
-                    text = values[at].encode("utf-8")
-                except UnicodeEncodeError:
-                    break
-                values[at] = len(text)
-                payloads.append(struct_pack(*head, *values) + text)
-            else:
-                return payloads
-            rows = rows[len(payloads) :]
+        payloads = []
         for row in rows:
-            if exact is not None and tuple(map(type, row)) == exact:
-                # Values of exactly the column types need no conversion; text that cannot be encoded is left
-                # to the converter below, which names the column.
-                try:
-                    payloads.append(pack(list(row)))
-                    continue
-                except UnicodeEncodeError:
-                    pass
             if len(row) != width:
                 raise SchemaError(
                     f"Table {self._name!r}: a row has {len(row)} values for {width} columns "
                     f"({', '.join(self._columns)}); nothing was written.",
                     table=self._name,
                 )
-            payloads.append(pack([convert(v) for convert, v in zip(converters, row)]))  # noqa: B905 - checked
+            payloads.append(codec.pack([convert(v) for convert, v in zip(converters, row)]))  # noqa: B905 - checked
         return payloads
 
     def _pack_exact(self, rows: Sequence[Sequence[Any]]) -> list[bytes]:

@@ -11,10 +11,12 @@
                                  latest value; what queries read, so a query never opens an HDF5 file
 
 One source of truth per trial: the store's journal (metrics and trial_log rows) — durable when a call returns,
-replayed on open, and what this backend and ``CollectionReader`` read. ``store.h5``, the same tables for pandas and
-cox's tools, is rebuilt atomically when the writer commits or closes the trial. ``trial.json`` is a summary written atomically when the trial is created, when its status
-changes, at most once per ``summary_interval_s`` otherwise, and at ``commit()``/``close()``; a full read of a
-trial replays the rows written after its summary, so results are always complete. A query run in another
+replayed on open, and what this backend and ``CollectionReader`` read. A writer keeps none of its rows in memory
+(``Store(keep_rows=False)``), so a run of any length logs in constant memory. ``store.h5``, the same tables for
+pandas and cox's tools, is rebuilt atomically when the writer commits or closes the trial (never inside a step).
+``trial.json`` is a summary written atomically when the trial is created, when its status changes, at most once
+per ``summary_interval_s`` otherwise, and at ``commit()``/``close()``; a full read of a trial replays the rows
+written after its summary, so results are always complete. A query run in another
 process while a trial is being written filters on a summary at most ``summary_interval_s`` old (status
 changes are never late).
 
@@ -142,8 +144,8 @@ class _Writing:
     record: _TrialRecord
     log_rows: int
     created: int
-    #: Latest value of each metric. The points themselves live only in the store's ``metrics`` table (read
-    #: back when a snapshot is asked for), so logging costs no memory beyond the table's own rows.
+    #: Latest value of each metric. The points themselves live only in the store's journal (read back when a
+    #: snapshot is asked for), so logging costs no memory per point.
     latest: dict[str, float] = field(default_factory=dict)
     #: The step of the last point written for each metric (its value is in ``latest``), to skip writing the same
     #: point twice in a row.
