@@ -244,6 +244,18 @@ def test_non_numeric_metric_raises_schema_error_and_writes_nothing(
     assert protocol.fetch_trials(None)[0].metrics == {}
 
 
+@pytest.mark.parametrize("step", [10**400, -(10**309), float("inf"), float("nan"), "3", True])
+def test_a_step_that_cannot_be_stored_is_refused_and_nothing_written(
+    protocol: Protocol, trial: Trial, step: object
+) -> None:
+    with pytest.raises(SchemaError, match="step"):
+        protocol.log_trial_metrics(trial, step=step, loss=1.0)
+    with pytest.raises(SchemaError, match="step"):
+        protocol.log_trial_step(trial, step, {"loss": 1.0}, {"messages": {"loss": 1.0}})
+    got = protocol.fetch_trials(None)[0]
+    assert got.metrics == {} and "messages" not in got.metadata
+
+
 def test_many_points_in_one_batch(protocol: Protocol, trial: Trial) -> None:
     protocol.log_trial_metric_points(trial, [MetricPoint("m", i, float(i)) for i in range(100)])
     assert len(protocol.fetch_trials(None)[0].metrics["m"]) == 100

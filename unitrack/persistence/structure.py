@@ -32,6 +32,7 @@ __all__ = [
     "ChronoObservation",
     "CustomStatus",
     "GroupUpdate",
+    "MAX_METRIC_INT",
     "Metric",
     "MetricPoint",
     "Project",
@@ -288,7 +289,7 @@ Step = int | float | None
 
 
 #: The largest int a float64 holds (rounded): bigger metric values cannot be stored by every backend.
-_MAX_METRIC_INT = int(sys.float_info.max)
+MAX_METRIC_INT = int(sys.float_info.max)
 
 
 def check_number(where: str, value: Any) -> Number:
@@ -299,7 +300,7 @@ def check_number(where: str, value: Any) -> Number:
     if isinstance(value, float):
         return value
     if isinstance(value, int):
-        if abs(value) > _MAX_METRIC_INT:
+        if abs(value) > MAX_METRIC_INT:
             raise SchemaError(
                 f"{where} = {value} is beyond the float64 range metrics are stored in (about 1.8e308)."
             )
@@ -316,6 +317,10 @@ def check_step(value: Any) -> Step:
     if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         if isinstance(value, float) and not math.isfinite(value):
             raise SchemaError(f"step = {value!r} is not finite; steps are finite numbers or None.")
+        if isinstance(value, int) and abs(value) > MAX_METRIC_INT:
+            raise SchemaError(
+                f"step = {value} is beyond the float64 range steps are stored in (about 1.8e308)."
+            )
         return value
     raise SchemaError(f"step = {value!r} has type {type(value).__name__}; steps are int, float or None.")
 

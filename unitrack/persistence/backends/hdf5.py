@@ -74,6 +74,7 @@ from unitrack.persistence.protocol import Protocol, trial_uid
 from unitrack.persistence.query import Query, compile_query
 from unitrack.persistence.serialization import from_json, to_json
 from unitrack.persistence.structure import (
+    MAX_METRIC_INT,
     GroupUpdate,
     Project,
     Status,
@@ -689,14 +690,21 @@ class HDF5Protocol(Protocol):
     ) -> None:
         """As :meth:`Protocol.log_trial_step`: the rows go straight to the trial's tables in one journal write,
         with no :class:`TrialUpdate` built (the per-message path of an Experiment)."""
-        checked = check_step(step)
-        step_value = math.nan if checked is None else float(checked)
+        if type(step) is int and -MAX_METRIC_INT <= step <= MAX_METRIC_INT:  # the usual case, checked inline
+            step_value = float(step)
+        else:
+            checked = check_step(step)
+            step_value = math.nan if checked is None else float(checked)
         now = time.time()
         rows = [
             (
                 step_value,
                 check_metric_name(name),
-                value if type(value) is float else float(check_number(f"metric {name!r}", value)),
+                value
+                if type(value) is float
+                else float(value)
+                if type(value) is int and -MAX_METRIC_INT <= value <= MAX_METRIC_INT
+                else float(check_number(f"metric {name!r}", value)),
                 now,
             )
             for name, value in metrics.items()
