@@ -161,3 +161,10 @@ def test_other_aggregators() -> None:
     assert ValueAggregator.lazy(7)().val == 7
     with pytest.raises(SchemaError, match="Unknown aggregator"):
         aggregator_from_json({"kind": "median"})
+
+
+@pytest.mark.parametrize("bad", [5, b"x", ["a"], "nul\x00here"])
+def test_a_trial_description_is_text_without_nul(bad):
+    with pytest.raises(SchemaError, match="description"):
+        Trial(name="t", description=bad)
+    assert Trial(name="t", description="fine").description == "fine"

@@ -437,6 +437,7 @@ class Trial:
             raise SchemaError(f"Trial revision {self.revision!r} must be an int >= 0.")
         if self.version is not None and not isinstance(self.version, str):
             object.__setattr__(self, "version", str(self.version))
+        _check_description("Trial", self.description)
         object.__setattr__(self, "parameters", check_mapping("parameters", self.parameters))
         if self._hash is None:
             object.__setattr__(self, "_hash", compute_hash(self.name, self.version, self.parameters))
@@ -538,6 +539,18 @@ class Project:
         return hash(self.uid)
 
 
+def _check_description(what: str, description: object) -> None:
+    """A description is None or text without NUL (postgresql:// cannot store one: every backend refuses it)."""
+    if description is None:
+        return
+    if not isinstance(description, str):
+        raise SchemaError(
+            f"{what} description {description!r} has type {type(description).__name__}; pass a str, or None."
+        )
+    if "\x00" in description:
+        raise SchemaError(f"{what} description holds a NUL character; remove it.")
+
+
 # ----------------------------------------------------------------------------------------------- updates
 @dataclass(frozen=True)
 class TrialUpdate:
@@ -582,14 +595,7 @@ class TrialUpdate:
         object.__setattr__(self, "errors", errors)
         if self.status is not None and not isinstance(self.status, (Status, CustomStatus)):
             object.__setattr__(self, "status", status_from_json(self.status))
-        if self.description is not None:
-            if not isinstance(self.description, str):
-                raise SchemaError(
-                    f"TrialUpdate description {self.description!r} has type {type(self.description).__name__}; "
-                    "pass a str, or None to leave the description unchanged."
-                )
-            if "\x00" in self.description:  # postgresql:// cannot store it: refused alike by every backend
-                raise SchemaError("TrialUpdate description holds a NUL character; remove it.")
+        _check_description("TrialUpdate", self.description)
         if (self.writer is None) != (self.seq is None):
             raise SchemaError("TrialUpdate needs both writer and seq, or neither.")
         if self.writer is not None and (
