@@ -359,3 +359,22 @@ def test_with_block_handles_sigterm_only_when_nobody_else_does(tmp_path):
             assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_process_forked_inside_the_run_dies_of_sigterm_without_recording_a_status(tmp_path):
+    import signal
+
+    ex = AnExperiment(str(tmp_path), "forks")
+    with ex:
+        pid = os.fork()
+        if pid == 0:  # the child: a data-loading worker, say
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10_000):  # the handler runs at the next bytecode boundary
+                    pass
+            finally:
+                os._exit(3)  # reached only if the signal did not end the child
+        _, code = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(code) and os.WTERMSIG(code) == signal.SIGTERM
+        assert ex.status == "running" and trial_of(ex).metadata["status"] == "running"
+    assert trial_of(ex).metadata["status"] == "finished"

@@ -288,6 +288,7 @@ class Experiment(metaclass=ExperimentMeta):
             _catch_sigterm=None,
             _previous_handlers={},
             _auto_handlers=(),
+            _handler_pid=0,
             _in_message=False,
             _term_pending=0,
             _tee=None,
@@ -880,8 +881,16 @@ class Experiment(metaclass=ExperimentMeta):
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         # Never interrupt a backend write halfway (a lock or a journal line could be left half done):
         # inside message() the signal is noted and raised when the write has completed.
-        if self.__dict__["_in_message"]:
-            self.__dict__["_term_pending"] = signum
+        state = self.__dict__
+        if os.getpid() != state["_handler_pid"]:
+            # A process forked inside the run (e.g. a data-loading worker) is not the experiment: it ends as the
+            # signal would have ended it, and never records a status for the run.
+            previous = (state.get("_previous_handlers") or {}).get(signum)
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if state["_in_message"]:
+            state["_term_pending"] = signum
             return
         raise _interruption(signum)
 
@@ -920,6 +929,7 @@ class Experiment(metaclass=ExperimentMeta):
         if mode is not False and _in_main_thread():
             chosen = [s for s in _CAUGHT if mode or signal.getsignal(s) == signal.SIG_DFL]
             state["_auto_handlers"] = () if mode else tuple(chosen)
+            state["_handler_pid"] = os.getpid()
             state["_previous_handlers"] = {
                 signum: signal.signal(signum, self._on_sigterm) for signum in chosen
             }
