@@ -76,6 +76,15 @@ def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
     return rest, err
 
 
+def signal_after_first_message(proc: subprocess.Popen[str], signum: int) -> tuple[list[int], str]:
+    """Wait for the first acknowledged message, send ``signum``, and return every acknowledged step and stderr."""
+    first = proc.stdout.readline()
+    assert first, proc.stderr.read()
+    proc.send_signal(signum)
+    rest, err = finish(proc)
+    return [int(first), *(int(x) for x in rest.split())], err
+
+
 def read_back(uri: str):
     # A writer killed mid-line leaves a torn journal tail, which the file backend drops with a warning.
     with warnings.catch_warnings():
@@ -113,12 +122,8 @@ def test_sigkill_at_a_random_moment_keeps_every_acknowledged_message(tmp_path, s
 
 def test_sigterm_leaves_a_stopped_status_with_data_flushed(tmp_path, subprocess_env, backend):
     proc, uri = start(tmp_path, subprocess_env, backend)
-    first = proc.stdout.readline()
-    assert first, proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
-    rest, err = finish(proc)
+    acknowledged, err = signal_after_first_message(proc, signal.SIGTERM)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    acknowledged = [int(first), *(int(x) for x in rest.split())]
     state = YAML(typ="safe").load((tmp_path / "root" / "ex1" / "params.yml").read_text())
     assert state["_status"] == "stopped" and state["_timestamps"]["stopped"]
     # the message in flight when the signal came is completed (durable) but was not acknowledged yet
@@ -148,11 +153,8 @@ def slurm_env(env: dict[str, str], bin_dir: Path | None, **extra: str) -> dict[s
 
 def warn_time_limit(tmp_path: Path, env: dict[str, str], backend: str) -> tuple[list[int], str, int, str]:
     proc, uri = start(tmp_path, env, backend)
-    first = proc.stdout.readline()
-    assert first, proc.stderr.read()
-    proc.send_signal(signal.SIGUSR1)
-    rest, err = finish(proc)
-    return [int(first), *(int(x) for x in rest.split())], uri, proc.returncode, err
+    acknowledged, err = signal_after_first_message(proc, signal.SIGUSR1)
+    return acknowledged, uri, proc.returncode, err
 
 
 def test_sigusr1_leaves_a_timeout_status_with_data_flushed(tmp_path, subprocess_env, backend):
@@ -234,12 +236,8 @@ def test_sigterm_inside_a_plain_with_block_stops_the_run_and_exits_143(tmp_path,
         stderr=subprocess.PIPE,
         text=True,
     )
-    first = proc.stdout.readline()
-    assert first, proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
-    rest, err = finish(proc)
+    acknowledged, err = signal_after_first_message(proc, signal.SIGTERM)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    acknowledged = [int(first), *(int(x) for x in rest.split())]
     state = YAML(typ="safe").load((tmp_path / "root" / "ex1" / "params.yml").read_text())
     assert state["_status"] == "stopped"
     (trial,) = read_back(f"hdf5://{tmp_path}/root")

@@ -320,7 +320,20 @@ class Store:
         if not rows.keys() <= tables.keys():  # every table exists before anything is packed
             missing = next(name for name in rows if name not in tables)
             raise TableNotFoundError(str(missing), self.path, list(tables))
-        packed = [(tables[name], tables[name]._pack(table_rows)) for name, table_rows in rows.items()]
+        self._write_packed(
+            [(tables[name], tables[name]._pack(table_rows)) for name, table_rows in rows.items()]
+        )
+
+    def _append_exact(self, rows: Mapping[str, Sequence[Sequence[Any]]]) -> None:
+        """:meth:`append_many` for rows of exactly the column types, already checked by the caller (see
+        :meth:`Table._pack_exact`): one journal write, no conversion."""
+        tables = self.tables
+        self._write_packed(
+            [(tables[name], tables[name]._pack_exact(table_rows)) for name, table_rows in rows.items()]
+        )
+
+    def _write_packed(self, packed: list[tuple[Table, list[bytes]]]) -> None:
+        """Write every table's packed rows with one journal write, then hand each table its rows."""
         everything = [payload for _, payloads in packed for payload in payloads]
         if not everything:
             return
@@ -328,18 +341,6 @@ class Store:
         for table, payloads in packed:
             if payloads:
                 table._accept(payloads)
-
-    def _append_exact(self, rows: Mapping[str, Sequence[Sequence[Any]]]) -> None:
-        """:meth:`append_many` for rows of exactly the column types, already checked by the caller (see
-        :meth:`Table._pack_exact`): one journal write, no conversion."""
-        tables = self.tables
-        packed = [(tables[name], tables[name]._pack_exact(table_rows)) for name, table_rows in rows.items()]
-        everything = [payload for _, payloads in packed for payload in payloads]
-        if everything:
-            self._journal().append_many(everything)
-            for table, payloads in packed:
-                if payloads:
-                    table._accept(payloads)
 
     def _journal_payloads(self) -> dict[str, list[bytes]]:
         """Every table's row payloads, read from the journal (for a store that keeps no rows in memory)."""
