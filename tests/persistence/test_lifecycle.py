@@ -58,3 +58,9 @@ def test_word_lists_parse_commas_and_dedupe():
     assert parse_status_words(["stopped,lost", "Interrupted", "exception"]) == ["stopped", "lost", "error"]
     with pytest.raises(ConfigError, match="Unknown status 'nope'"):
         parse_status_words("finished,nope")
+
+
+def test_a_damaged_run_shows_as_damaged():
+    from unitrack.persistence.lifecycle import DAMAGED
+
+    assert status_word(DAMAGED) == "damaged"

@@ -40,6 +40,7 @@ from unitrack.errors import ConfigError
 from unitrack.persistence.structure import CustomStatus, Status, StatusLike
 
 __all__ = [
+    "DAMAGED",
     "DERIVED_WORDS",
     "STATUS_WORDS",
     "parse_status",
@@ -64,6 +65,10 @@ _STORED: dict[str, StatusLike] = {
 
 #: Words a reader derives and never stores.
 DERIVED_WORDS: tuple[str, ...] = ("lost", "damaged")
+
+#: The status a backend gives a run it lists but cannot read (never stored; the trial's
+#: ``metadata["damage"]`` says which file and why).
+DAMAGED = CustomStatus("damaged", -1)
 
 #: Every word a listing can show, in lifecycle order.
 STATUS_WORDS: tuple[str, ...] = (*_STORED, *DERIVED_WORDS)
