@@ -2,7 +2,8 @@
 
 Each filter, spaces removed, is split on ``<= == >= != < >``:
 
-- ``regex``: keep runs with at least one key matching ``re.match(regex)`` (those keys are shown);
+- ``regex``: keep runs with at least one key matching ``regex`` at its start (those keys are shown); patterns run
+  on RE2 in linear time (:func:`unitrack.persistence.patterns.compile_pattern`);
 - ``regex op value``: every key matching regex must satisfy ``value_of_key op value``;
 - ``value1 op1 regex op2 value2``: every matching key must satisfy ``value1 op1 v op2 value2``.
 
@@ -23,7 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unitrack.errors import RegisterSyntaxError
+from unitrack.errors import InvalidQueryError, RegisterSyntaxError
+from unitrack.persistence.patterns import UserPattern, compile_pattern
 
 __all__ = ["Filter", "FilterSet", "compile_filter", "compile_filters"]
 
@@ -61,13 +63,13 @@ class Filter:
     """One compiled filter: a key regex and zero, one or two comparisons."""
 
     text: str
-    pattern: re.Pattern[str]
+    pattern: UserPattern
     left: tuple[str, str] | None = None  # (value, op): value op key
     right: tuple[str, str] | None = None  # (op, value): key op value
 
     def keys(self, row: Mapping[str, Any]) -> list[str]:
         """The keys of ``row`` this filter is about."""
-        return [k for k in row if self.pattern.match(k)]
+        return [k for k in row if self.pattern.match(str(k))]
 
     def matches(self, row: Mapping[str, Any]) -> bool:
         """Whether ``row`` passes."""
@@ -103,11 +105,9 @@ def compile_filter(text: str) -> Filter:
             raise RegisterSyntaxError(text, positions[index], "missing a name or value next to the operator")
     regex_index = 0 if len(parts) < 5 else 2
     try:
-        pattern = re.compile(parts[regex_index])
-    except re.error as exc:
-        raise RegisterSyntaxError(
-            text, positions[regex_index] + (exc.pos or 0), f"bad regex: {exc.msg}"
-        ) from exc
+        pattern = compile_pattern(parts[regex_index])
+    except InvalidQueryError as exc:
+        raise RegisterSyntaxError(text, positions[regex_index], f"bad regex: {exc.fields['reason']}") from exc
     if len(parts) == 1:
         return Filter(text, pattern)
     if len(parts) == 3:
