@@ -33,6 +33,7 @@ from unitrack.errors import (
     ItemNotFound,
     NotFoundError,
     PermissionDeniedError,
+    ProtocolMismatchError,
     SchemaError,
     StorageError,
 )
@@ -588,13 +589,24 @@ def test_ping_before_login_and_calls_before_login_are_refused(server: ServerThre
         )
 
 
-def test_connections_beyond_the_limit_are_refused(users: UserStore) -> None:
+def test_logins_beyond_the_limit_are_refused_as_busy_and_retried(users: UserStore) -> None:
     with ServerThread(EphemeralProtocol(), users, max_connections=1) as srv:
         with SocketProtocol(_uri(ADMIN, srv.port)) as first:
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as second:
+            with _raw(srv.port) as second:  # connected, not logged in: a slot of its own
+                send_frame(second, Login(user=ADMIN, password=ADMIN_PASSWORD, id=1, version=2))
                 reply = recv_frame(second)
-                assert isinstance(reply, ErrorReply) and "too many connections" in reply.message
+                assert isinstance(reply, ErrorReply) and reply.error == "ServerBusyError"
+                assert "--max-connections" in reply.message
+                assert second.recv(1) == b""  # closed: its slot is free again
+            with pytest.raises(ConnectionLostError, match="busy"):
+                SocketProtocol(_uri(ADMIN, srv.port, "?connect_timeout_s=0.3"))
             assert first.ping() >= 0
+        with SocketProtocol(_uri(ADMIN, srv.port)) as again:  # the slot came back
+            assert again.ping() >= 0
+
+
+def _raw(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
 # ------------------------------------------------------------------------------------------------- security
@@ -627,13 +639,16 @@ def test_unknown_user_and_wrong_password_get_the_same_error(server: ServerThread
     assert messages[0] == messages[1] == "unknown user or wrong password"
 
 
-def test_repeated_failures_grow_the_delay(server: ServerThread) -> None:
-    srv = server.server
+def test_repeated_failures_grow_the_delay_of_that_user_from_that_source_only(server: ServerThread) -> None:
+    throttle = server.server._throttle
     delays = []
     for _ in range(6):
-        delays.append(srv._delay_s("user:x", "peer:h"))
-        srv._record_failure("user:x", "peer:h")
+        delays.append(throttle.delay_s("x", "h"))
+        throttle.failed("x", "h")
     assert delays[:3] == [0.0, 0.0, 0.0] and delays[3] < delays[4] < delays[5]
+    assert throttle.delay_s("y", "h") == 0.0 and throttle.delay_s("x", "other") == 0.0
+    throttle.succeeded("x", "h")
+    assert throttle.delay_s("x", "h") == 0.0
 
 
 def test_a_reader_cannot_write(server: ServerThread) -> None:
@@ -680,8 +695,8 @@ def test_tls_with_a_pinned_fingerprint_or_a_ca_file(tmp_path: Path, users: UserS
             assert [p.name for p in verified.fetch_projects(None)] == ["p"]
         with pytest.raises(AuthenticationError, match="fingerprint"):
             SocketProtocol(_uri("ada", port, "?fingerprint=" + "0" * 64))
-        with pytest.raises(ConnectionLostError):
-            SocketProtocol(_uri("ada", port, "?retry_timeout_s=0.5"))  # plaintext against TLS
+        with pytest.raises(ProtocolMismatchError, match=f"uses TLS.*fingerprint={fingerprint}"):
+            SocketProtocol(_uri("ada", port))  # plaintext against TLS: at once, naming the fix
         with pytest.raises(AuthenticationError, match="not trusted"):
             SocketProtocol(_uri("ada", port, "?tls=true&retry_timeout_s=0.5"))  # system CAs do not know it
         with SocketProtocol(_uri("ada", port, f"?fingerprint={fingerprint}")) as again:  # still serving
