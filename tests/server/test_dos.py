@@ -6,7 +6,6 @@ asserts that client's p99 stays under 50 ms, besides what the attack must not br
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
 import subprocess
@@ -16,13 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.server.conftest import ENV, ROOT, Pinger, Served, assert_responsive
 from unitrack.errors import FrameError
 from unitrack.persistence.client import SocketProtocol
 from unitrack.persistence.structure import MetricPoint, Project, Trial
-from unitrack.persistence.wire import ErrorReply, Login, Reply, recv_frame, send_frame
+from unitrack.persistence.wire import ErrorReply, recv_frame
 
 ATTACK_S = 2.5
 

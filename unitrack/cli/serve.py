@@ -53,7 +53,9 @@ def add_commands(app: typer.Typer) -> None:
             600.0, "--idle-timeout-s", help="Close logged-in connections idle for this long."
         ),
         read_timeout_s: float = typer.Option(
-            30.0, "--read-timeout-s", help="A started frame (or a reply being read) must complete within this."
+            30.0,
+            "--read-timeout-s",
+            help="A started frame (or a reply being read) must complete within this.",
         ),
         max_frame_bytes: int = typer.Option(
             8 * 1024 * 1024, "--max-frame-bytes", help="Largest frame after login."
@@ -61,7 +63,9 @@ def add_commands(app: typer.Typer) -> None:
         max_login_frame_bytes: int = typer.Option(
             16 * 1024, "--max-login-frame-bytes", help="Largest frame before login."
         ),
-        backend_threads: int = typer.Option(4, "--backend-threads", help="Worker threads calling the backend."),
+        backend_threads: int = typer.Option(
+            4, "--backend-threads", help="Worker threads calling the backend."
+        ),
         insecure: bool = typer.Option(False, "--insecure", help="Allow plaintext on a non-loopback address."),
         init_admin: bool = typer.Option(
             False,
