@@ -45,7 +45,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +61,7 @@ from unitrack.errors import (
     error_from_wire,
 )
 from unitrack.persistence.aggregators import Aggregator
+from unitrack.persistence.batching import UpdateBuffer, is_log_only, merge_updates
 from unitrack.persistence.protocol import PRIMITIVES, Protocol, TrialRef
 from unitrack.persistence.query import Query, normalize_query
 from unitrack.persistence.serialization import from_json, to_json
@@ -121,48 +122,6 @@ def _password_from_file(user: str, host: str, port: int) -> str | None:
         if who == user:
             fallback = secret
     return fallback
-
-
-def merge_updates(updates: Sequence[TrialUpdate | tuple[MetricPoint, ...]]) -> TrialUpdate:
-    """One update with the effect of applying ``updates`` in order (mappings merge, sequences append).
-
-    A tuple of metric points stands for ``TrialUpdate(metrics=points)`` (the fast path of logging).
-    """
-    if len(updates) == 1 and isinstance(updates[0], TrialUpdate):
-        return updates[0]
-    parameters: dict[str, Any] = {}
-    metadata: dict[str, Any] = {}
-    tags: dict[str, Any] = {}
-    metrics: list[Any] = []
-    chronos: list[Any] = []
-    errors: list[str] = []
-    status = project_id = group_id = description = None
-    for u in updates:
-        if isinstance(u, tuple):
-            metrics.extend(u)
-            continue
-        parameters.update(u.parameters)
-        metadata.update(u.metadata)
-        tags.update(u.tags)
-        metrics.extend(u.metrics)
-        chronos.extend(u.chronos)
-        errors.extend(u.errors)
-        status = u.status if u.status is not None else status
-        project_id = u.project_id if u.project_id is not None else project_id
-        group_id = u.group_id if u.group_id is not None else group_id
-        description = u.description if u.description is not None else description
-    return TrialUpdate(
-        parameters=parameters,
-        metadata=metadata,
-        tags=tags,
-        metrics=tuple(metrics),
-        chronos=tuple(chronos),
-        status=status,
-        errors=tuple(errors),
-        project_id=project_id,
-        group_id=group_id,
-        description=description,
-    )
 
 
 def _int_option(uri: ParsedURI, name: str, default: int) -> int:
@@ -235,19 +194,21 @@ class SocketProtocol(Protocol):
         self._connected_once = False
         self.writer_id = uuid.uuid4().hex
         self.role: str | None = None
-        self._seq = itertools.count()
         self._ids = itertools.count(1)
         self._sock: socket.socket | None = None
         self._io_lock = threading.RLock()
-        self._cond = threading.Condition()
-        self._pending: list[tuple[str, TrialUpdate | tuple[MetricPoint, ...]]] = []
         self._known: set[str] = set()
-        self._failed: UnitrackError | None = None
-        self._warned_full = False
         self._closed = False
         self._request(Ping(id=next(self._ids)))  # connect and log in now (retried like any request)
-        self._flusher = threading.Thread(target=self._flush_loop, name="unitrack-socket-flush", daemon=True)
-        self._flusher.start()
+        self._buffer = UpdateBuffer(
+            self._send_batch,
+            writer_id=self.writer_id,
+            batch_size=self.batch_size,
+            flush_interval_s=self.flush_interval_s,
+            max_buffer=self.max_buffer,
+            lock=self._io_lock,
+            describe=self.uri.redacted(),
+        )
 
     def __repr__(self) -> str:
         return f"SocketProtocol({self.uri.redacted()!r})"
@@ -474,7 +435,6 @@ class SocketProtocol(Protocol):
         return f"no connection to {where} within {budget:g} s ({_cause(exc)}); ?{option}= waits longer"
 
     def _call(self, method: str, *args: Any, resend: bool = True, **kw: Any) -> tuple[Any, bool]:
-        self._check_failed()
         self.flush()
         if not resend:  # make sure the connection is alive, so a stale one is not mistaken for a lost call
             self._request(Ping(id=next(self._ids)))
@@ -489,71 +449,26 @@ class SocketProtocol(Protocol):
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------------------------------------ batching
-    def _check_failed(self) -> None:
-        if self._failed is not None:
-            failed, self._failed = self._failed, None
-            raise failed
+    def _send_batch(self, batch: list[tuple[str, TrialUpdate]]) -> None:
+        self._send_items([[uid, to_json(update)] for uid, update in batch])
 
-    def _flush_loop(self) -> None:
-        while True:
-            with self._cond:
-                if not self._pending and not self._closed:
-                    self._cond.wait(self.flush_interval_s)
-                elif len(self._pending) < self.batch_size and not self._closed:
-                    self._cond.wait(self.flush_interval_s)
-                if self._closed:
-                    return
-            self._drain()
-
-    def _drain(self) -> None:
-        """Send every pending update, in order, one acknowledged batch at a time."""
-        with self._io_lock:
-            while True:
-                with self._cond:
-                    if not self._pending:
-                        return
-                    take = self._pending[: self.batch_size]
-                    del self._pending[: self.batch_size]
-                    self._cond.notify_all()
-                by_uid: dict[str, list[TrialUpdate | tuple[MetricPoint, ...]]] = {}
-                for uid, update in take:
-                    by_uid.setdefault(uid, []).append(update)
-                items = []
-                for uid, updates in by_uid.items():
-                    merged = merge_updates(updates)
-                    stamped = TrialUpdate(
-                        **{k: getattr(merged, k) for k in _UPDATE_FIELDS},
-                        writer=self.writer_id,
-                        seq=next(self._seq),
-                    )
-                    items.append([uid, to_json(stamped)])
-                try:
-                    self._send_batch(items)
-                except UnitrackError as exc:
-                    logger.error(
-                        "a batch of %d updates to %s was lost: %s", len(take), self.uri.redacted(), exc
-                    )
-                    if self._failed is None:
-                        self._failed = exc
-
-    def _send_batch(self, items: list[list[Any]]) -> None:
+    def _send_items(self, items: list[list[Any]]) -> None:
         """Send one batch; one that exceeds the frame limit is sent as two halves (seqs keep their order)."""
         try:
             self._request(Batch(items=items, id=next(self._ids)))
         except FrameError as exc:
             if "limit" not in exc.fields or len(items) < 2:
                 raise
-            self._send_batch(items[: len(items) // 2])
-            self._send_batch(items[len(items) // 2 :])
+            self._send_items(items[: len(items) // 2])
+            self._send_items(items[len(items) // 2 :])
 
     def flush(self) -> None:
-        """Send every buffered update and wait for the server's acknowledgement.
+        """Send every buffered update and wait for the server's acknowledgement (see "Acknowledged" above).
 
         Raises:
             UnitrackError: the error of a batch that failed (its updates were not applied).
         """
-        self._drain()
-        self._check_failed()
+        self._buffer.flush()
 
     # ------------------------------------------------------------------------------------------ primitives
     def insert_project(self, project: Project) -> Project | None:
@@ -594,20 +509,16 @@ class SocketProtocol(Protocol):
             raise SchemaError(f"Expected a trial uid, not {uid!r}")
         if not isinstance(update, TrialUpdate):
             raise SchemaError(f"Expected a TrialUpdate, not {update!r}")
-        self._check_failed()
-        if update.writer is not None or uid not in self._known or not _is_log_only(update):
-            with self._io_lock:  # ordered after every buffered update, stamped so a resend applies once
-                self.flush()
-                if update.writer is None:
-                    update = TrialUpdate(
-                        **{k: getattr(update, k) for k in _UPDATE_FIELDS},
-                        writer=self.writer_id,
-                        seq=next(self._seq),
-                    )
-                self._request(Call(method="update_trial", args=[uid, to_json(update)], id=next(self._ids)))
+        if update.writer is not None or uid not in self._known or not is_log_only(update):
+
+            def send() -> None:  # after every buffered update, stamped after theirs: applied once, in order
+                stamped = update if update.writer is not None else self._buffer.stamp(update)
+                self._request(Call(method="update_trial", args=[uid, to_json(stamped)], id=next(self._ids)))
+
+            self._buffer.write_now(send)
             self._known.add(uid)
             return
-        self._enqueue(uid, update)
+        self._buffer.add(uid, update)
 
     def log_trial_metrics(
         self,
@@ -621,24 +532,7 @@ class SocketProtocol(Protocol):
         if not isinstance(uid, str) or uid not in self._known:
             super().log_trial_metrics(trial, step, aggregator, **kwargs)
             return
-        self._check_failed()
-        self._enqueue(uid, tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
-
-    def _enqueue(self, uid: str, item: TrialUpdate | tuple[MetricPoint, ...]) -> None:
-        with self._cond:
-            while len(self._pending) >= self.max_buffer and not self._closed:
-                if not self._warned_full:
-                    self._warned_full = True
-                    logger.warning(
-                        "%d updates buffered for %s; blocking until the server catches up",
-                        len(self._pending),
-                        self.uri.redacted(),
-                    )
-                self._cond.notify_all()
-                self._cond.wait(1.0)
-            self._pending.append((uid, item))
-            if len(self._pending) >= self.batch_size:
-                self._cond.notify_all()
+        self._buffer.add(uid, tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
 
     def update_group(self, uid: str, update: GroupUpdate) -> None:
         self._call("update_group", uid, to_json(update))
@@ -676,10 +570,8 @@ class SocketProtocol(Protocol):
         try:
             self.commit()
         finally:
-            with self._cond:
-                self._closed = True
-                self._cond.notify_all()
-            self._flusher.join(5)
+            self._closed = True
+            self._buffer.close()
             with self._io_lock:
                 self._drop()
 
@@ -706,34 +598,6 @@ class SocketProtocol(Protocol):
         if not isinstance(result, list) or None in result:
             raise FrameError(f"server returned {type(result).__name__}, expected a list of objects")
         return [obj for obj in (self._one(r, cls) for r in result) if obj is not None]
-
-
-_UPDATE_FIELDS = (
-    "parameters",
-    "metadata",
-    "tags",
-    "metrics",
-    "chronos",
-    "status",
-    "errors",
-    "project_id",
-    "group_id",
-    "description",
-)
-
-
-def _is_log_only(update: TrialUpdate) -> bool:
-    """Metrics, timings and metadata are batched; status, tags, parameters, errors, description and moves are
-    sent at once."""
-    return not (
-        update.parameters
-        or update.tags
-        or update.errors
-        or update.status is not None
-        or update.project_id is not None
-        or update.group_id is not None
-        or update.description is not None
-    )
 
 
 def _plain_operand(value: Any) -> Any:
