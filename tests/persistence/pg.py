@@ -84,7 +84,9 @@ def postgres_instance(bin_dir: Path) -> Iterator[PostgresServer]:
         )
         port = _free_port()
         options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        server = PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data, log, options)
+        server = PostgresServer(
+            f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data, log, options
+        )
         server._ctl("-l", str(log), "-o", options, "-w", "start")
         try:
             yield server

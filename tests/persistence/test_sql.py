@@ -524,17 +524,26 @@ class Loggers:
     def finish(self) -> dict[str, int]:
         self.stop.touch()
         for proc in self.procs.values():
-            _, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0 and "Traceback" not in err, err
+            proc.wait(120)
         for reader in self.readers:
             reader.join(10)
+        for proc in self.procs.values():
+            assert proc.stderr is not None
+            err = proc.stderr.read()
+            assert proc.returncode == 0 and "Traceback" not in err, err
         return self.done
 
     def kill(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate()
+            proc.wait()
+        for reader in self.readers:
+            reader.join(10)
+        for proc in self.procs.values():
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
 
 
 def _values(uri: str, uid: str) -> list[float]:

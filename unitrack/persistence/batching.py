@@ -157,6 +157,9 @@ class UpdateBuffer:
     def add(self, uid: str, item: Item) -> None:
         """Buffer a log-only update of trial ``uid`` (written before returning when ``batch_size`` is 1)."""
         self.raise_failed()
+        if self.batch_size == 1:  # durable when the call returns: written here, errors raised here
+            self.write_now(lambda: self._send([(uid, self.stamp(merge_updates([item])))]))
+            return
         with self._cond:
             while len(self._pending) >= self.max_buffer and not self._closed:
                 if not self._warned_full:
@@ -171,8 +174,6 @@ class UpdateBuffer:
             self._pending.append((uid, item))
             if len(self._pending) >= self.batch_size:
                 self._cond.notify_all()
-        if self.batch_size == 1:
-            self.flush()
 
     def write_now(self, write: Callable[[], Any]) -> Any:
         """Run ``write`` (a synchronous write) after every buffered update is written, before any later one.

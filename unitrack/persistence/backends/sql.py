@@ -21,8 +21,8 @@ killed before flushing loses what it logged since (never acknowledged). ``?batch
 before it returns (per-call durability, one transaction per call). Reads flush first, so they see every write.
 
 A lost connection (a restart, a failover) is retried transparently for up to ``retry_timeout_s`` (default 60):
-the pool checks a connection before handing it out, and work that is safe to repeat (reads, stamped writes,
-inserts, metadata merges) runs again; ``find_and_update_*`` run again only when the database cannot have
+the broken connection is dropped from the pool, and work that is safe to repeat (reads, stamped writes, inserts,
+metadata merges) runs again on a new one; ``find_and_update_*`` run again only when the database cannot have
 applied them (the loss came before the commit). Past the time, or when the outcome is unknown, a
 :class:`StorageError` says so.
 
@@ -557,7 +557,6 @@ class SQLProtocol(Protocol):
                 max_size=max(1, max_size),
                 open=True,
                 timeout=10.0,
-                check=psycopg_pool.ConnectionPool.check_connection,  # a connection dead since a restart is replaced
                 kwargs={"autocommit": True},
             )
         except psycopg.Error as exc:
@@ -1076,7 +1075,9 @@ class SQLProtocol(Protocol):
         writers sharing trials), again on a lost connection."""
 
         def work() -> None:
-            with self._cursor() as cur:
+            # One statement is atomic by itself: a batch of one trial's points needs no BEGIN/COMMIT.
+            single = len(batch) == 1 and batch[0][1].metrics and not _changes_row(batch[0][1])
+            with self._cursor(transaction=not single) as cur:
                 for uid, update in sorted(batch, key=lambda item: item[0]):
                     self._apply_locked(cur, uid, update)
 
