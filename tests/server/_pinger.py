@@ -83,7 +83,9 @@ def main() -> None:
             sock = _connect(port, user, password)
         samples.append(time.perf_counter() - t0)
         errors += not ok
-        arrived.wait(interval)
+        arrived.clear()
+        if not commands:
+            arrived.wait(interval)
 
 
 if __name__ == "__main__":

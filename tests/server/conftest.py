@@ -38,7 +38,7 @@ PING_P99_MS = 50.0
 def raise_priority(pid: int) -> None:
     """Give ``pid`` (and the threads it starts from now on) a higher priority, when allowed."""
     with contextlib.suppress(PermissionError, OSError):
-        os.setpriority(os.PRIO_PROCESS, pid, -10)
+        os.setpriority(os.PRIO_PROCESS, pid, -20)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import collections.abc
 import concurrent.futures
 import dataclasses
 import datetime
+import gc
 import hashlib
 import inspect
 import ipaddress
@@ -32,7 +33,9 @@ import logging
 import math
 import os
 import signal
+import socket
 import ssl
+import sys
 import threading
 import time
 import types
@@ -464,6 +467,11 @@ class SocketServer:
         self._authenticated: dict[asyncio.Task[None], _Connection] = {}
         self._throttle = _Throttle()
         self._verifying: asyncio.Semaphore | None = None  # made on the loop (Python 3.9 binds it there)
+        # Password checks (scrypt: CPU-bound) on threads of their own, below the event loop's priority: a burst
+        # of logins never starves the clients already served.
+        self._checker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_VERIFY_AT_ONCE, thread_name_prefix="unitrack-login", initializer=_lower_priority
+        )
         self._evicted = _Reported(
             "unauthenticated connection from %s closed for a newer one: more than %d wait"
         )
@@ -482,8 +490,16 @@ class SocketServer:
             ssl=self.ssl_context,
             ssl_handshake_timeout=self.login_timeout_s if self.ssl_context else None,
             reuse_address=True,
-            backlog=1024,
+            backlog=_ACCEPT_PER_TURN,  # asyncio accepts this many connections per turn of the event loop...
         )
+        for (
+            listening
+        ) in self._server.sockets:  # ...and the kernel queues this many more (a flood waits there)
+            dup = socket.fromfd(listening.fileno(), listening.family, listening.type)
+            try:
+                dup.listen(_LISTEN_QUEUE)
+            finally:
+                dup.close()
         sockname = self._server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
         logger.info(
@@ -515,6 +531,7 @@ class SocketServer:
             self._server = None
             logger.info("server stopped")
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        self._checker.shutdown(wait=False)
 
     @property
     def connections(self) -> tuple[int, int]:
@@ -542,22 +559,24 @@ class SocketServer:
             self._authenticated.pop(conn.task, None)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Cheap until login: one task and one timer per connection, and an abort (no goodbye) at the end, so a
+        # flood of connections costs little event-loop time each.
         peer_info = writer.get_extra_info("peername")
         peer = f"{peer_info[0]}:{peer_info[1]}" if isinstance(peer_info, tuple) else str(peer_info)
         source = str(peer_info[0]) if isinstance(peer_info, tuple) else str(peer_info)
         conn = _Connection(peer, source, writer, asyncio.current_task(), time.monotonic())
         if self._closing or not self._admit(conn):
             busy = ServerBusyError("server busy: every connection slot is checking a password; retry later")
-            await self._send_quietly(writer, error_reply(busy))
-            await self._close_writer(writer)
+            writer.write(encode_frame(error_reply(busy)))
+            writer.transport.abort()
             return
-        logger.debug("connection opened from %s", peer)
+        deadline = asyncio.get_running_loop().call_later(self.login_timeout_s, self._expire, conn)
+        session: Session | None = None
         try:
             try:
-                session = await asyncio.wait_for(self._login_phase(conn, reader), self.login_timeout_s)
-            except TimeoutError:
-                logger.debug("connection from %s closed: no login within %g s", peer, self.login_timeout_s)
-                return
+                session = await self._login_phase(conn, reader)
+            finally:
+                deadline.cancel()
             if session is not None:
                 await self._session_phase(session, reader, writer)
         except (ConnectionError, OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
@@ -570,8 +589,21 @@ class SocketServer:
             pass
         finally:
             self._forget(conn)
-            await self._close_writer(writer)
-            logger.debug("connection closed from %s", peer)
+            if session is None:
+                writer.transport.abort()
+            else:
+                await self._close_writer(writer)
+                logger.info("connection closed from %s (%s)", peer, session.user)
+
+    def _expire(self, conn: _Connection) -> None:
+        """The login deadline passed: close the connection unless it has logged in meanwhile."""
+        if conn.task is None or self._unauthenticated.get(conn.task) is not conn:
+            return
+        if conn.verifying:  # its password is being checked: look again in a moment
+            asyncio.get_running_loop().call_later(1.0, self._expire, conn)
+            return
+        logger.debug("connection from %s closed: no login within %g s", conn.peer, self.login_timeout_s)
+        conn.task.cancel()
 
     async def _login_phase(self, conn: _Connection, reader: asyncio.StreamReader) -> Session | None:
         """Frames before login (small ones only): pings, then a login. Returns the session, or None when the
@@ -675,7 +707,9 @@ class SocketServer:
         async with self._verifying:  # scrypt costs 16 MiB and tens of ms: a few at a time
             conn.verifying = True
             try:
-                role = await asyncio.to_thread(self.users.verify, name, password)
+                role = await asyncio.get_running_loop().run_in_executor(
+                    self._checker, self.users.verify, name, password
+                )
             except UnitrackError as exc:
                 logger.error("cannot read the users file: %s", exc)
                 error = RemoteError("the server cannot check passwords now; retry later")
@@ -821,8 +855,24 @@ class _Close(Exception):  # noqa: N818 - a signal between methods, never raised 
     """End this connection quietly (its client has been told why)."""
 
 
+#: Connections accepted per turn of the event loop (so a flood of them never holds the loop for long), and
+#: connections the kernel holds for us meanwhile.
+_ACCEPT_PER_TURN = 16
+_LISTEN_QUEUE = 4096
 #: Password checks running at once (scrypt: 16 MiB and tens of milliseconds each).
-_VERIFY_AT_ONCE = 2
+_VERIFY_AT_ONCE = max(1, min(4, (os.cpu_count() or 2) - 1))  # a core is left to the event loop
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's priority a little (Linux schedules threads one by one; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 5))
+        except OSError as exc:
+            logger.debug("cannot lower the priority of the password-checking thread: %s", exc)
+
+
 #: Frames up to this size are decoded on the event loop (so pings never wait for a backend thread).
 _DECODE_ON_LOOP = 16 * 1024
 
@@ -925,6 +975,14 @@ def start_track_server(
 
     async def main() -> None:
         address = await server.start()
+        # What the process holds now (modules, the backend) lives as long as it: keep it out of the cyclic
+        # collector, whose full passes would otherwise stop the event loop for tens of ms under a flood of
+        # connections.
+        gc.collect()
+        gc.freeze()
+        # Worker threads run Python code too: hand the interpreter lock to the event loop within 1 ms (not 5)
+        # when it wants it, so a long reply being encoded does not hold up pings and small requests.
+        sys.setswitchinterval(0.001)
         if on_listening is not None:
             on_listening(address)
         loop = asyncio.get_running_loop()
