@@ -81,6 +81,7 @@ from unitrack.experiment.paramfile import (
     to_yaml_value,
 )
 from unitrack.experiment.params import Param, TypedMeta, coerce
+from unitrack.persistence.lifecycle import Terminated
 from unitrack.persistence.structure import check_name
 
 __all__ = ["STATUSES", "Experiment", "Terminated", "TimedOut"]
@@ -117,13 +118,6 @@ _SPECIAL_HELP = {
 }
 #: Seconds between params.yml refreshes caused by messages (status changes always write).
 SAVE_INTERVAL_S = 1.0
-
-
-class Terminated(KeyboardInterrupt):
-    """Raised in the main thread by the SIGTERM handler; the experiment ends with status ``stopped``."""
-
-    #: The signal that was received.
-    signum: int = signal.SIGTERM
 
 
 class TimedOut(Terminated):
