@@ -250,7 +250,9 @@ class TrialLink:
         """
         interval = heartbeat_interval_s()
         record = process_record(interval)
-        self.set_status("running", **metadata, **{PROCESS_KEY: record, HEARTBEAT_KEY: time.time()})
+        metadata[PROCESS_KEY] = record
+        metadata[HEARTBEAT_KEY] = time.time()
+        self.set_status("running", **metadata)
         uid, protocol = self.uid, self.protocol
         self._heartbeat = HeartbeatThread(
             lambda at: protocol.update_trial(uid, TrialUpdate(metadata={HEARTBEAT_KEY: at})),
