@@ -116,9 +116,13 @@ def experiment_group(protocol: Protocol, root: str | os.PathLike[str]) -> TrialG
 
 
 def newest_trial(protocol: Protocol, group: TrialGroup, name: str) -> Trial | None:
-    """The latest revision of the trial called ``name`` in ``group`` (the experiment in ``{root}/{name}``)."""
+    """The trial called ``name`` in ``group`` created last (the experiment now in ``{root}/{name}``).
+
+    A database keeps the trial of an experiment whose folder was deleted; one registered again under that name is
+    a later trial (``fetch_trials`` lists trials in the order they were created), whatever its revision.
+    """
     found = protocol.fetch_trials({"group_id": group.uid, "name": name})
-    return max(found, key=lambda t: t.revision) if found else None
+    return found[-1] if found else None
 
 
 class TrialLink:
