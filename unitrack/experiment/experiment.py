@@ -69,7 +69,7 @@ from unitrack.errors import (
     StorageError,
     UnitrackError,
 )
-from unitrack.experiment.link import TrialLink
+from unitrack.experiment.link import TrialLink, holds_run
 from unitrack.experiment.meta import ENVIRON_ALLOW_LIST, _user, get_meta, get_version, version_string
 from unitrack.experiment.paramfile import (
     atomic_write_text,
@@ -784,7 +784,7 @@ class Experiment(metaclass=ExperimentMeta):
         # file the next registration's results under another folder than its params.yml.
         for candidate in candidates:
             directory = os.path.join(root_path, candidate)
-            if _is_taken(directory):
+            if holds_run(directory):
                 continue
             created = _make_folder(directory)
             state["_root"] = directory
@@ -1247,20 +1247,6 @@ def _without_environment(meta: Any) -> Any:
     environ = meta["environ"] if isinstance(meta["environ"], Mapping) else {}
     kept = {k: v for k, v in environ.items() if k in ENVIRON_ALLOW_LIST}
     return {**{k: v for k, v in meta.items() if k != "environ"}, **({"environ": kept} if kept else {})}
-
-
-def _is_taken(directory: str) -> bool:
-    """Whether a folder already holds an experiment (its params.yml) or a run of any backend (a trial's summary,
-    a cox store): a new registration must not share it, or its results would be filed under another name."""
-    # Imported here: the default backend's modules load when an experiment registers, not with the package.
-    from unitrack.persistence.backends.hdf5 import SUMMARY as TRIAL_SUMMARY
-    from unitrack.store.contents import is_store_dir
-
-    return (
-        os.path.exists(os.path.join(directory, "params.yml"))
-        or os.path.exists(os.path.join(directory, TRIAL_SUMMARY))
-        or is_store_dir(directory)
-    )
 
 
 def _create_exclusive(path: str, text: str) -> bool:

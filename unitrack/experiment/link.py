@@ -57,6 +57,7 @@ __all__ = [
     "TrialLink",
     "experiment_group",
     "group_name",
+    "holds_run",
     "newest_trial",
     "project_name",
     "to_status",
@@ -113,6 +114,26 @@ def experiment_group(protocol: Protocol, root: str | os.PathLike[str]) -> TrialG
     group = TrialGroup(name=group_name(root), project_id=project.uid)
     protocol.new_trial_group(group)  # None when it exists: fine, it is the same group
     return group
+
+
+def holds_run(directory: str | os.PathLike[str]) -> bool:
+    """Whether a folder already holds an experiment (its params.yml) or a run of any backend (a trial's summary,
+    a cox store): a new registration must not share it, or its results would be filed under another name.
+
+    Example:
+        >>> holds_run("/nonexistent/folder")
+        False
+    """
+    # Imported here: the default backend's modules load when an experiment registers, not with the package.
+    from unitrack.persistence.backends.hdf5 import SUMMARY as TRIAL_SUMMARY
+    from unitrack.store.contents import is_store_dir
+
+    path = os.fspath(directory)
+    return (
+        os.path.exists(os.path.join(path, "params.yml"))
+        or os.path.exists(os.path.join(path, TRIAL_SUMMARY))
+        or is_store_dir(path)
+    )
 
 
 def newest_trial(protocol: Protocol, group: TrialGroup, name: str) -> Trial | None:
