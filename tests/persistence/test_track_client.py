@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import wait_until
 from unitrack.errors import NotFoundError, SchemaError
+from unitrack.persistence import track
 from unitrack.persistence.lifecycle import read_heartbeat, run_status
 from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.structure import Status, Trial, compute_hash
@@ -193,6 +194,35 @@ def test_namespaces_and_parsers_are_accepted_wherever_a_dict_is(monkeypatch: pyt
     assert later.trial.parameters == {"depth": 5}  # type: ignore[union-attr]
     with pytest.raises(SchemaError, match="Namespace"):
         client.new_trial(name="bad", parameters=[("lr", 0.1)])
+
+
+def test_continuing_a_run_is_explicit_set_trial_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = TrackClient("ephemeral://")
+    first.new_trial(name="t", parameters={"a": 1})
+    with first:
+        first.log_metrics(step=0, loss=1.0)
+    uid = first.logger.uid  # type: ignore[union-attr]
+    monkeypatch.setenv("UNITRACK_TRIAL_ID", uid)  # e.g. set for a requeued job
+    again = TrackClient(first.protocol)
+    with again:
+        again.log_metrics(step=1, loss=0.5)
+    (trial,) = first.protocol.fetch_trials(None)
+    assert trial.uid == uid and trial.metrics["loss"].to_dict() == {0: 1.0, 1: 0.5}
+
+
+def test_a_trial_waiting_too_long_for_its_parameters_is_created_without_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(track, "PENDING_POINTS_LIMIT", 5)
+    client = TrackClient("ephemeral://")
+    client.new_trial(name="t")
+    with client:
+        for step in range(8):
+            client.log_metrics(step=step, loss=float(step))
+        client.log_arguments(lr=0.1)  # merged into the trial that exists by now
+    (trial,) = client.protocol.fetch_trials(None)
+    assert len(trial.metrics["loss"]) == 8 and trial.parameters == {"lr": 0.1}
+    assert "more than 5 metric points" in caplog.text
 
 
 # ------------------------------------------------------------------------------- real processes and signals

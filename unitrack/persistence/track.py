@@ -163,7 +163,6 @@ class TrialLogger:
         self.trial = trial
         self.protocol = protocol
         self._started = False
-        self._start_time: float | None = None
         self._heartbeat: HeartbeatThread | None = None
         # Waiting for parameters: the Trial fields and what was logged before the trial existed.
         self._fields: dict[str, Any] | None = None
@@ -373,11 +372,16 @@ class TrialLogger:
         if self._started:
             return
         self._started = True
-        self._start_time = time.time()
         _RUNNING.add(self)
         self._catch_sigterm()
         if self.trial is not None:
-            self._begin()
+            try:
+                self._begin()
+            except BaseException:  # the backend refused: not started, nothing left to finish at exit
+                self._started = False
+                _RUNNING.discard(self)
+                self._restore_sigterm()
+                raise
 
     def _begin(self) -> None:
         """Write the process record and the running status, then beat."""
