@@ -811,10 +811,13 @@ class Experiment(metaclass=ExperimentMeta):
             link = state["_link"] = self._new_link(backend, root_path, name, version, restart=False)
             link.commit()  # registered, not running: hdf5:// then lets the process that runs it write
         except BaseException:
-            # The backend refused: the folder is given back (the params.yml we wrote, then the folder if empty).
+            # The backend refused: the folder is given back (the params.yml we wrote, and the folder if we made it
+            # and it is empty).
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, "params.yml"))
-                os.rmdir(directory)
+            if created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
             raise
         return self
 
