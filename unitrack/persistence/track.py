@@ -31,6 +31,7 @@ from unitrack.persistence.protocol import CHRONO_AGGREGATOR, Protocol
 from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.serialization import to_json
 from unitrack.persistence.structure import Project, StatusLike, Trial, TrialGroup
+from unitrack.persistence.system import SystemSampler, system_metrics_interval
 
 __all__ = ["TrackClient", "TrialLogger"]
 
@@ -43,12 +44,21 @@ PROJECT_ENV, GROUP_ENV, TRIAL_ENV = "UNITRACK_PROJECT", "UNITRACK_GROUP", "UNITR
 class TrialLogger:
     """Log to one trial through a Protocol. A context manager: entering starts the trial, leaving finishes it
     (``Completed``, or ``Exception``/``Interrupted`` with the error recorded; the exception is not swallowed).
+
+    ``system_metrics`` (seconds, ``True`` for 10, None for ``$UNITRACK_SYSTEM_METRICS``) samples CPU, memory,
+    disk, network and GPU use into ``sys/...`` metric series while the trial runs
+    (:mod:`unitrack.persistence.system`).
     """
 
-    def __init__(self, trial: Trial, protocol: Protocol) -> None:
+    def __init__(self, trial: Trial, protocol: Protocol, system_metrics: float | bool | None = None) -> None:
         self.trial = trial
         self.protocol = protocol
         self._started = False
+        self.system_metrics = system_metrics_interval(system_metrics)
+        self._sampler: SystemSampler | None = None
+
+    def __repr__(self) -> str:
+        return f"TrialLogger({self.trial!r}, backend={_backend_text(self.protocol)})"
 
     @property
     def uid(self) -> str:
@@ -111,12 +121,17 @@ class TrialLogger:
         if not self._started:
             self._started = True
             self.protocol.log_trial_start(self.trial)
+            if self.system_metrics is not None and self._sampler is None:
+                self._sampler = _start_sampler(self.protocol, self.trial, self.system_metrics)
 
     def finish(self, exc_type: Any = None, exc_val: Any = None, exc_tb: Any = None) -> None:
         """Mark the trial completed, or failed with the given exception."""
         if not self._started:
             self.start()
         self._started = False
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.stop()
         self.protocol.log_trial_finish(self.trial, exc_type, exc_val, exc_tb)
 
     def __enter__(self) -> TrialLogger:
@@ -132,11 +147,16 @@ class TrackClient:
 
     Args:
         backend: a URI (default: ``$UNITRACK_URI``, then the embedded default) or a Protocol.
+        system_metrics: sample system metrics into the trial's ``sys/...`` series every so many seconds while
+            it runs (``True``: 10 s; None: ``$UNITRACK_SYSTEM_METRICS``, else never); see :class:`TrialLogger`.
 
     Unknown attributes are forwarded to the current :class:`TrialLogger` (``client.log_metrics(...)``).
     """
 
-    def __init__(self, backend: str | Protocol | None = None) -> None:
+    def __init__(
+        self, backend: str | Protocol | None = None, *, system_metrics: float | bool | None = None
+    ) -> None:
+        self.system_metrics = system_metrics_interval(system_metrics)  # checked before anything is opened
         self.protocol: Protocol = backend if isinstance(backend, Protocol) else get_protocol(backend)
         self.project: Project | None = None
         self.group: TrialGroup | None = None
@@ -236,7 +256,7 @@ class TrackClient:
         found = self.protocol.fetch_trials({"uid": uid})
         if not found:
             raise NotFoundError(f"Trial {uid!r} does not exist.")
-        self.logger = TrialLogger(found[0], self.protocol)
+        self.logger = TrialLogger(found[0], self.protocol, self.system_metrics or False)
         return self.logger
 
     def new_trial(self, force: bool = False, **kwargs: Any) -> TrialLogger | None:
@@ -264,7 +284,7 @@ class TrackClient:
         if stored is None:
             stored = [t for t in self.protocol.get_trial(trial) if t.uid == trial.uid][0]
             logger.info("trial %s exists; resuming it", stored.uid)
-        self.logger = TrialLogger(stored, self.protocol)
+        self.logger = TrialLogger(stored, self.protocol, self.system_metrics or False)
         self._pending = None
         return self.logger
 
@@ -356,7 +376,45 @@ class TrackClient:
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         self._logger().finish(exc_type, exc_val, exc_tb)
 
+    def __repr__(self) -> str:
+        parts = [_backend_text(self.protocol)]
+        if self.project is not None:
+            parts.append(f"project={self.project.name!r}")
+        if self.group is not None:
+            parts.append(f"group={self.group.name!r}")
+        if self.logger is not None:
+            parts.append(f"trial={self.logger.trial!r}")
+        return f"TrackClient({', '.join(parts)})"
+
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("protocol", "logger", "project", "group"):
+        if name.startswith("_") or name in ("protocol", "logger", "project", "group", "system_metrics"):
             raise AttributeError(name)
         return getattr(self._logger(), name)
+
+
+def _backend_text(protocol: Protocol) -> str:
+    """The backend's URI without its password, else its class name."""
+    uri = getattr(protocol, "uri", None)
+    redacted = getattr(uri, "redacted", None)
+    return str(redacted()) if callable(redacted) else type(protocol).__name__
+
+
+def _start_sampler(protocol: Protocol, trial: Trial, interval_s: float) -> SystemSampler:
+    """Sample into ``trial``'s ``sys/...`` series, continuing after the steps it already has (a resumed trial)."""
+    last = max(
+        (
+            float(s)
+            for name, m in trial.metrics.items()
+            if name.startswith("sys/")
+            for s in m.steps
+            if s is not None
+        ),
+        default=None,
+    )
+    uid = trial.uid
+
+    def write(values: Mapping[str, float], step: float) -> None:
+        protocol.log_trial_step(uid, step, values)
+
+    start = 0.0 if last is None else last + interval_s
+    return SystemSampler(write, interval_s, start_step=start).start()
