@@ -133,6 +133,7 @@ class GpuReader:
     def __init__(self, nvml: ModuleType | Any | None = None) -> None:
         self._nvml: Any = None
         self._handles: list[Any] = []
+        self.names: list[str] = []
         try:
             if nvml is None:
                 nvml = importlib.import_module("pynvml")
@@ -151,6 +152,17 @@ class GpuReader:
             self._shutdown(nvml)
             return
         self._nvml = nvml
+        #: Each GPU's name (``'?'`` when NVML does not say).
+        self.names = [self._name(nvml, h) for h in self._handles]
+
+    @staticmethod
+    def _name(nvml: Any, handle: Any) -> str:
+        try:
+            name = nvml.nvmlDeviceGetName(handle)
+        except Exception as exc:  # noqa: BLE001 - a name is decoration
+            logger.debug("no GPU name: %s", exc)
+            return "?"
+        return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
     @staticmethod
     def _shutdown(nvml: Any) -> None:
@@ -210,6 +222,7 @@ class GpuReader:
             self._shutdown(self._nvml)
             self._nvml = None
             self._handles = []
+            self.names = []
 
 
 class SystemReader:
@@ -283,6 +296,11 @@ class SystemReader:
         if self._gpu is not None:
             out.update(self._gpu.read())
         return out
+
+    @property
+    def gpu_names(self) -> list[str]:
+        """The names of the GPUs read, by index (empty without a driver)."""
+        return list(self._gpu.names) if self._gpu is not None else []
 
     def close(self) -> None:
         """Release the GPU library."""
