@@ -48,9 +48,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unitrack.errors import ConfigError
+
+if TYPE_CHECKING:
+    from unitrack.persistence.protocol import Protocol
+    from unitrack.persistence.structure import Metric
 
 __all__ = [
     "DEFAULT_INTERVAL_S",
@@ -60,6 +64,7 @@ __all__ = [
     "SystemReader",
     "SystemSampler",
     "read_system",
+    "start_trial_sampler",
     "system_metrics_interval",
 ]
 
@@ -426,3 +431,37 @@ class SystemSampler:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"SystemSampler(every {self.interval_s:g} s, {state}, {self.samples} samples)"
+
+
+def start_trial_sampler(
+    protocol: Protocol,
+    uid: str,
+    interval_s: float,
+    *,
+    metrics: Mapping[str, Metric] | None = None,
+    disk_path: str | os.PathLike[str] | None = None,
+) -> SystemSampler:
+    """Start sampling into trial ``uid``'s ``sys/...`` series, each reading one write (``log_trial_step``).
+
+    A resumed trial continues after the last ``sys/`` step it has (``metrics``: the trial's series when the
+    caller holds them, else they are fetched), so new points never replace old ones.
+    """
+    if metrics is None:
+        found = protocol.fetch_trials({"uid": uid})
+        metrics = found[0].metrics if found else {}
+    last = max(
+        (
+            float(s)
+            for name, m in metrics.items()
+            if name.startswith("sys/")
+            for s in m.steps
+            if s is not None
+        ),
+        default=None,
+    )
+
+    def write(values: Mapping[str, float], step: float) -> None:
+        protocol.log_trial_step(uid, step, values)
+
+    start = 0.0 if last is None else last + interval_s
+    return SystemSampler(write, interval_s, start_step=start, disk_path=disk_path).start()

@@ -31,7 +31,7 @@ from unitrack.persistence.protocol import CHRONO_AGGREGATOR, Protocol
 from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.serialization import to_json
 from unitrack.persistence.structure import Project, StatusLike, Trial, TrialGroup
-from unitrack.persistence.system import SystemSampler, system_metrics_interval
+from unitrack.persistence.system import SystemSampler, start_trial_sampler, system_metrics_interval
 
 __all__ = ["TrackClient", "TrialLogger"]
 
@@ -122,7 +122,9 @@ class TrialLogger:
             self._started = True
             self.protocol.log_trial_start(self.trial)
             if self.system_metrics is not None and self._sampler is None:
-                self._sampler = _start_sampler(self.protocol, self.trial, self.system_metrics)
+                self._sampler = start_trial_sampler(
+                    self.protocol, self.trial.uid, self.system_metrics, metrics=self.trial.metrics
+                )
 
     def finish(self, exc_type: Any = None, exc_val: Any = None, exc_tb: Any = None) -> None:
         """Mark the trial completed, or failed with the given exception."""
@@ -397,24 +399,3 @@ def _backend_text(protocol: Protocol) -> str:
     uri = getattr(protocol, "uri", None)
     redacted = getattr(uri, "redacted", None)
     return str(redacted()) if callable(redacted) else type(protocol).__name__
-
-
-def _start_sampler(protocol: Protocol, trial: Trial, interval_s: float) -> SystemSampler:
-    """Sample into ``trial``'s ``sys/...`` series, continuing after the steps it already has (a resumed trial)."""
-    last = max(
-        (
-            float(s)
-            for name, m in trial.metrics.items()
-            if name.startswith("sys/")
-            for s in m.steps
-            if s is not None
-        ),
-        default=None,
-    )
-    uid = trial.uid
-
-    def write(values: Mapping[str, float], step: float) -> None:
-        protocol.log_trial_step(uid, step, values)
-
-    start = 0.0 if last is None else last + interval_s
-    return SystemSampler(write, interval_s, start_step=start).start()
