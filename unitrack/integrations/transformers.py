@@ -41,7 +41,7 @@ _SKIPPED_ARGS = frozenset(
 )
 
 
-class UnitrackCallback(TrainerCallback):  # type: ignore[misc]
+class UnitrackCallback(TrainerCallback):
     """Record a ``transformers.Trainer`` run as a unitrack trial (see the module docstring).
 
     Args:
