@@ -44,7 +44,7 @@ def sweep(root: Path, trials: int, seed: int = 0) -> optuna.Study:
         ex.backend.add_trial_tags(ex.trial_uid, optuna_trial=trial.number)
         try:
             ex()  # runs it: status running -> finished, every message a metric point
-        except Exception:
+        except Exception:  # noqa: BLE001 - a failed proposal is told as failed; its trial keeps the traceback
             study.tell(
                 trial, state=optuna.trial.TrialState.FAIL
             )  # the experiment's trial holds the traceback
