@@ -49,3 +49,20 @@ def test_a_bad_interval_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="system_metrics"):
         Sleeper(tmp_path, "sleep", system_metrics=-3)
     assert not (tmp_path / "sleep").exists()
+
+
+def test_import_unitrack_loads_no_framework_and_no_system_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, unitrack, unitrack.integrations, unitrack.integrations.run, unitrack.integrations.optuna; "
+        "unitrack.TrackClient('ephemeral://', system_metrics=False); print(' '.join(sys.modules))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    heavy = {"torch", "lightning", "transformers", "keras", "optuna", "psutil", "pynvml", "pandas"}
+    assert not heavy & loaded

@@ -20,7 +20,6 @@ from unitrack.persistence.track import TrackClient
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated",  # inside Lightning, with torch 2.13
     "ignore::lightning.fabric.utilities.warnings.PossibleUserWarning",  # advice for real data sets
 )
 
