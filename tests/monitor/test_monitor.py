@@ -143,7 +143,7 @@ def test_five_level_example_with_limit(out):
     # The messenger sent 'a' every step; the probe wrote resource use.
     assert X.messages["a"] == 20
     assert X.messages["s"] == "20/240"
-    assert "memory_mb" in X.messages
+    assert "sys/proc/memory_mb" in X.messages and "sys/cpu_percent" in X.messages
 
 
 def test_later_loops_after_a_limit_yield_nothing(out):

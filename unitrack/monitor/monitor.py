@@ -502,6 +502,23 @@ class Monitor:
             if selected:
                 self._run(hook, selected)
 
+    def run_hooks(self, trigger: str | Trigger, variables: Mapping[str, Any]) -> None:
+        """Run the hooks of ``trigger`` that are due at its current count on ``variables`` (instead of the
+        caller's frame); what a framework adapter that counts steps itself calls (``unitrack.lightning``).
+
+        Raises:
+            UnknownTriggerError: ``trigger`` is not a trigger name.
+        """
+        level = Trigger.parse(trigger).level
+        count = self._counts[level]
+        names = tuple(variables)
+        for entry in self._by_level[level]:
+            if count % entry.modulo:
+                continue
+            selected = {n: variables[n] for n in names if entry.regex.match(n)}
+            if selected:
+                self._run(entry.hook, selected)
+
     def modulo(self, trigger: str | Trigger, modulo: int, exclude_1st: bool = False) -> bool:
         """Return True when the ``trigger`` counter is a multiple of ``modulo`` (False at 0 if ``exclude_1st``)."""
         count = self._counts[Trigger.parse(trigger).level]

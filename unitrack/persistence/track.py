@@ -68,6 +68,7 @@ from unitrack.persistence.structure import (
     TrialUpdate,
     check_step,
 )
+from unitrack.persistence.system import SystemSampler, start_trial_sampler, system_metrics_interval
 
 __all__ = ["TrackClient", "TrialLogger", "as_parameters"]
 
@@ -157,12 +158,20 @@ class TrialLogger:
 
     A logger made by :meth:`TrackClient.new_trial` without parameters has no trial yet (``trial`` is None): what
     is logged is kept until :meth:`log_arguments` creates the trial, and is then written to it.
+
+    ``system_metrics`` (seconds, ``True`` for 10, None for ``$UNITRACK_SYSTEM_METRICS``) samples CPU, memory,
+    disk, network and GPU use into ``sys/...`` metric series while the trial runs
+    (:mod:`unitrack.persistence.system`).
     """
 
-    def __init__(self, trial: Trial | None, protocol: Protocol) -> None:
+    def __init__(
+        self, trial: Trial | None, protocol: Protocol, system_metrics: float | bool | None = None
+    ) -> None:
         self.trial = trial
         self.protocol = protocol
         self._started = False
+        self.system_metrics = system_metrics_interval(system_metrics)
+        self._sampler: SystemSampler | None = None
         self._heartbeat: HeartbeatThread | None = None
         # Waiting for parameters: the Trial fields and what was logged before the trial existed.
         self._fields: dict[str, Any] | None = None
@@ -177,16 +186,25 @@ class TrialLogger:
         self._previous_handler: Any = None
 
     @classmethod
-    def _delayed(cls, protocol: Protocol, fields: dict[str, Any], resume: bool) -> TrialLogger:
+    def _delayed(
+        cls,
+        protocol: Protocol,
+        fields: dict[str, Any],
+        resume: bool,
+        system_metrics: float | bool | None = None,
+    ) -> TrialLogger:
         """A logger whose trial is created from ``fields`` when the parameters arrive."""
-        log = cls(None, protocol)
+        log = cls(None, protocol, system_metrics)
         log._fields = {**fields, "tags": dict(fields.get("tags") or {})}
         log._fields["metadata"] = dict(fields.get("metadata") or {})
         log._resume = resume
         return log
 
     def __repr__(self) -> str:
-        return f"<TrialLogger {self._describe()}>"
+        if self.trial is not None:
+            return f"TrialLogger({self.trial!r}, backend={_backend_text(self.protocol)})"
+        name = (self._fields or {}).get("name")
+        return f"TrialLogger({name or '-'!r}, waiting for its parameters, backend={_backend_text(self.protocol)})"
 
     def _describe(self) -> str:
         if self.trial is not None:
@@ -400,6 +418,8 @@ class TrialLogger:
             interval,
             name=f"unitrack-heartbeat-{uid[:8]}",
         ).start()
+        if self.system_metrics is not None and self._sampler is None:
+            self._sampler = start_trial_sampler(protocol, uid, self.system_metrics, metrics=trial.metrics)
 
     def finish(self, exc_type: Any = None, exc_val: Any = None, exc_tb: Any = None) -> None:
         """Mark the trial completed, or failed with the given exception (``interrupted`` for Ctrl-C/SIGTERM).
@@ -412,6 +432,9 @@ class TrialLogger:
             self._create_without_parameters("finished")
         self._started = False
         _RUNNING.discard(self)
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.stop()
         if self._heartbeat is not None:
             self._heartbeat.stop()  # before the final status: no beat lands after it
             self._heartbeat = None
@@ -492,13 +515,18 @@ class TrackClient:
 
     Args:
         backend: a URI (default: ``$UNITRACK_URI``, then the embedded default) or a Protocol.
+        system_metrics: sample system metrics into the trial's ``sys/...`` series every so many seconds while
+            it runs (``True``: 10 s; None: ``$UNITRACK_SYSTEM_METRICS``, else never); see :class:`TrialLogger`.
 
     Unknown attributes are forwarded to the current :class:`TrialLogger` (``client.log_metrics(...)``).
     ``$UNITRACK_PROJECT``, ``$UNITRACK_GROUP`` and ``$UNITRACK_TRIAL_ID`` pre-select the project, group and the
     trial to continue.
     """
 
-    def __init__(self, backend: str | Protocol | None = None) -> None:
+    def __init__(
+        self, backend: str | Protocol | None = None, *, system_metrics: float | bool | None = None
+    ) -> None:
+        self.system_metrics = system_metrics_interval(system_metrics)  # checked before anything is opened
         self.protocol: Protocol = backend if isinstance(backend, Protocol) else get_protocol(backend)
         self.project: Project | None = None
         self.group: TrialGroup | None = None
@@ -597,7 +625,7 @@ class TrackClient:
         found = self.protocol.fetch_trials({"uid": uid})
         if not found:
             raise NotFoundError(f"Trial {uid!r} does not exist.")
-        self.logger = TrialLogger(found[0], self.protocol)
+        self.logger = TrialLogger(found[0], self.protocol, self.system_metrics or False)
         return self.logger
 
     def new_trial(self, force: bool = False, *, resume: bool = False, **kwargs: Any) -> TrialLogger:
@@ -624,7 +652,7 @@ class TrackClient:
         if self.group is not None:
             kwargs.setdefault("group_id", self.group.uid)
         parameters = kwargs.pop("parameters", None)
-        log = TrialLogger._delayed(self.protocol, kwargs, resume)
+        log = TrialLogger._delayed(self.protocol, kwargs, resume, self.system_metrics or False)
         if parameters is not None:
             log.log_arguments(as_parameters(parameters))
         self.logger = log
@@ -700,7 +728,24 @@ class TrackClient:
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         self._logger().__exit__(exc_type, exc_val, exc_tb)
 
+    def __repr__(self) -> str:
+        parts = [_backend_text(self.protocol)]
+        if self.project is not None:
+            parts.append(f"project={self.project.name!r}")
+        if self.group is not None:
+            parts.append(f"group={self.group.name!r}")
+        if self.logger is not None:
+            parts.append(f"trial={self.logger.trial!r}")
+        return f"TrackClient({', '.join(parts)})"
+
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("protocol", "logger", "project", "group"):
+        if name.startswith("_") or name in ("protocol", "logger", "project", "group", "system_metrics"):
             raise AttributeError(name)
         return getattr(self._logger(), name)
+
+
+def _backend_text(protocol: Protocol) -> str:
+    """The backend's URI without its password, else its class name."""
+    uri = getattr(protocol, "uri", None)
+    redacted = getattr(uri, "redacted", None)
+    return str(redacted()) if callable(redacted) else type(protocol).__name__
