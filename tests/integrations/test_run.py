@@ -101,6 +101,7 @@ def test_messages_keep_min_and_max_per_key_on_a_client_trial():
     run.message({"loss": 5.0}, keep="min", step=2)
     run.message({"acc": 0.5, "loss": 1.0}, keep="min", leader="acc", step=3)
     trial = client.logger.refresh()
+    run.finish()  # the started trial holds this process's SIGTERM handler until it finishes
     assert trial.metadata["messages"] == {"loss": 1.0, "acc": 0.5}
     assert trial.metrics["loss"].steps == (1, 2, 3)
 

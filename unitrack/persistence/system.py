@@ -399,23 +399,29 @@ class SystemSampler:
         t0 = time.monotonic()
         try:
             while not self._stop.wait(self.interval_s):
-                values = reader.read()
-                step = round(self.start_step + time.monotonic() - t0, 3)
-                try:
-                    self.write(values, step)
-                except Exception:  # noqa: BLE001 - training goes on; say it once
-                    if not self._failed:
-                        self._failed = True
-                        logger.warning("writing system metrics failed; sampling goes on", exc_info=True)
-                    else:
-                        logger.debug("writing system metrics failed again", exc_info=True)
-                else:
-                    self.samples += 1
+                self._sample(reader, t0)
+            # One last reading when the run ends: a run shorter than the interval still gets its series,
+            # and every series ends with the state at the end of the run.
+            self._sample(reader, t0)
         finally:
             reader.close()
 
+    def _sample(self, reader: SystemReader, t0: float) -> None:
+        values = reader.read()
+        step = round(self.start_step + time.monotonic() - t0, 3)
+        try:
+            self.write(values, step)
+        except Exception:  # noqa: BLE001 - training goes on; say it once
+            if not self._failed:
+                self._failed = True
+                logger.warning("writing system metrics failed; sampling goes on", exc_info=True)
+            else:
+                logger.debug("writing system metrics failed again", exc_info=True)
+        else:
+            self.samples += 1
+
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop sampling and wait for the thread (a reading being written completes first)."""
+        """Stop sampling: the thread takes one last reading, and this waits for it to be written."""
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
