@@ -29,6 +29,7 @@ the boundary and chained (``raise StorageError(...) from exc``).
     ├── StorageError                      disk full, lock timeout, corrupt or foreign file
     │     ├── ConcurrentWrite             a lock was not acquired in time (track's name)
     │     ├── CorruptStoreError           a file's bytes are not what was written
+    │     ├── ForeignStoreError           a store.h5 whose layout cannot be read without running its code
     │     ├── StoreLockedError            a second writer on one store
     │     └── ReadOnlyStoreError          a write on a store opened with mode='r'
     ├── RemoteError                       the server or the connection to it
@@ -57,6 +58,7 @@ __all__ = [
     "ExperimentStateError",
     "ConnectionLostError",
     "CorruptStoreError",
+    "ForeignStoreError",
     "FrameError",
     "IncompatibleYmlException",
     "ExperimentNotFoundError",
@@ -351,6 +353,20 @@ class CorruptStoreError(StorageError):
             "other runs are not affected.",
             path=path,
             offset=offset,
+            reason=reason,
+        )
+
+
+class ForeignStoreError(StorageError):
+    """A ``store.h5`` written by another tool holds a node that cannot be read without unpickling it."""
+
+    def __init__(self, path: str, node: str, reason: str) -> None:
+        super().__init__(
+            f"{path}: node /{node} cannot be read safely: {reason}. unitrack reads pandas 'table' format "
+            "(what cox writes) without running any code from the file; convert this node to that format with "
+            "the tool that wrote it (pandas.DataFrame.to_hdf(..., format='table')).",
+            path=path,
+            node=node,
             reason=reason,
         )
 
