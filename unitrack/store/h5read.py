@@ -47,14 +47,13 @@ logger = logging.getLogger(__name__)
 #: The globals a pickled attribute may name, and what they stand for (Python 2 names included: PyTables
 #: pickles with protocol 0, which writes ``__builtin__.unicode`` for ``str``).
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    **{("builtins", t.__name__): t for t in (int, float, str, bool, bytes, complex)},
+    **{("builtins", t.__name__): t for t in (int, float, str, bool)},
     ("__builtin__", "int"): int,
     ("__builtin__", "long"): int,
     ("__builtin__", "float"): float,
     ("__builtin__", "str"): str,
     ("__builtin__", "unicode"): str,
     ("__builtin__", "bool"): bool,
-    ("__builtin__", "complex"): complex,
 }
 
 
