@@ -23,6 +23,7 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     └── InvalidNameError            a name with '/', '..', NUL, ... (checked before any file is touched)
     ├── NotFoundError (LookupError)       project, group, trial, table, stored object
     │     ├── ItemNotFound                fetch_and_update_* found nothing to update (track's name)
+    │     ├── TrialDoesNotExist           set_trial() named a trial the backend does not hold (track's name)
     │     ├── CheckpointNotFoundError (ValueError)  no Monitor checkpoint (at the asked step)
     │     └── TableNotFoundError (KeyError)  store['missing']
     ├── AlreadyExistsError (ValueError)   e.g. Store(..., new=True) on an existing folder
@@ -81,6 +82,7 @@ __all__ = [
     "StorageError",
     "StoreLockedError",
     "TableNotFoundError",
+    "TrialDoesNotExist",
     "UnitrackError",
     "UnknownSchemeError",
     "UnknownTriggerError",
@@ -305,6 +307,17 @@ class ItemNotFound(NotFoundError):
 
     def __init__(self, what: str, query: str) -> None:
         super().__init__(f"No {what} matches {query}; nothing was updated.", what=what, query=query)
+
+
+class TrialDoesNotExist(NotFoundError):
+    """``TrackClient.set_trial`` named a trial the backend does not hold (track's ``TrialDoesNotExist``)."""
+
+    def __init__(self, uid: str) -> None:
+        super().__init__(
+            f"Trial {uid!r} does not exist in this backend. Check the uid (hash_revision, e.g. from "
+            "ORION_TRIAL_ID or UNITRACK_TRIAL_ID) and the backend URI, or create it with new_trial().",
+            uid=uid,
+        )
 
 
 class CheckpointNotFoundError(NotFoundError, ValueError):

@@ -329,6 +329,10 @@ class HDF5Protocol(Protocol):
             raise NotFoundError(f"No trial with uid {uid!r} in {self.root}; create it with new_trial first.")
         return known
 
+    def artifact_dir(self, uid: str) -> Path:
+        """Where trial ``uid`` keeps its artifacts: ``<trial folder>/artifacts`` (see ``persistence.artifacts``)."""
+        return self.root / self._folder_of(uid) / "artifacts"
+
     def _read_summary(self, folder: str) -> dict[str, Any]:
         path = os.path.join(self.root, folder, SUMMARY)
         try:
