@@ -49,4 +49,6 @@ def make(out: str) -> None:
 
 
 if __name__ == "__main__":
-    make(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    make(
+        sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+    )
