@@ -73,7 +73,7 @@ class CollectionReader:
         >>> from unitrack.store import Store
         >>> out = tempfile.mkdtemp()
         >>> for x in (1.0, 2.0):
-        ...     with Store(out) as store:
+        ...     with Store(out, quiet=True) as store:
         ...         store.add_table("result", {"final_x": float}).append_row({"final_x": x})
         >>> reader = CollectionReader(out)
         >>> sorted(reader.df("result")["final_x"].tolist())
