@@ -70,3 +70,13 @@ def cox_out(tmp_path: Path) -> Path:
     out = tmp_path / "out"
     shutil.copytree(DATA / "cox" / "out", out)
     return out
+
+
+def _postgres_uri():
+    # tests/persistence's session server, shared by this package's tests too
+    from tests.persistence.conftest import postgres_uri
+
+    return postgres_uri
+
+
+postgres_uri = _postgres_uri()

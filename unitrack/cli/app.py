@@ -13,6 +13,7 @@ import typer
 from unitrack.cli import backends as backends_cmd
 from unitrack.cli import serve as serve_cmd
 from unitrack.cli import sweep as sweep_cmd
+from unitrack.cli import sync as sync_cmd
 
 app = typer.Typer(
     name="unitrack",
@@ -36,6 +37,7 @@ def _configure(
 backends_cmd.add_commands(app)
 serve_cmd.add_commands(app)
 sweep_cmd.add_commands(app)
+sync_cmd.add_commands(app)
 
 
 def main() -> None:
