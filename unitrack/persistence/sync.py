@@ -362,6 +362,7 @@ def sync(
     full: bool = False,
     progress: Callable[[int, int, int], None] | None = None,
     chunk_points: int = CHUNK_POINTS,
+    source_name: str | None = None,
 ) -> SyncReport:
     """Copy to ``dst`` what it lacks of ``src``'s projects, groups and trials (matching ``query``).
 
@@ -373,6 +374,7 @@ def sync(
         full: Compare every point of every trial, also of trials whose summary is unchanged since the last sync.
         progress: Called as ``progress(trials done, trials in all, points sent so far)`` after each trial.
         chunk_points: Points per write.
+        source_name: How the copies' ``synced_from`` stamp names the source (default: its URI).
 
     Returns:
         What was copied. A trial that fails is recorded in ``failed`` (uid: reason) and the others go on.
@@ -383,7 +385,7 @@ def sync(
     started = time.perf_counter()
     report = SyncReport()
     _ensure_projects_and_groups(src, dst, report)
-    name = source_id(src)
+    name = source_name or source_id(src)
     listed, listed_full = _summaries(src, query)
     uids = [t.uid for t in listed]
     copies = _by_uid(dst, uids, summaries=True)
