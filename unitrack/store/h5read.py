@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import pickle  # noqa: S403 - only the restricted _PlainUnpickler below is used, which builds plain data
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,8 @@ def plain_loads(data: bytes) -> Any:
 
     Raises:
         UnsafePickleError: The pickle names a class or function outside the allow-list (nothing is built).
-        pickle.UnpicklingError: The bytes are not a pickle.
+        pickle.UnpicklingError: The bytes are not a (well-formed) pickle; every other failure of the
+            unpickler on malformed bytes is turned into this one.
 
     Example:
         >>> plain_loads(pickle.dumps({"x": float, "n": [1, 2]}, protocol=0))
@@ -94,7 +96,23 @@ def plain_loads(data: bytes) -> Any:
         ...
         unitrack.store.h5read.UnsafePickleError: refused to load posix.getcwd (only plain data is read)
     """
-    return _PlainUnpickler(io.BytesIO(data), encoding="latin1").load()
+    try:
+        return _PlainUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError:
+        raise
+    except (
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        struct.error,
+    ) as exc:  # malformed bytes: lengths past the end or the platform's sizes, bad opcodes, a bad stack
+        raise pickle.UnpicklingError(f"not a readable pickle: {exc!r}") from exc
 
 
 @dataclass
@@ -135,7 +153,7 @@ def _pickled(path: str, node: str, attrs: Any, name: str) -> Any:
         return plain_loads(data)
     except UnsafePickleError as exc:
         logger.warning("%s: attribute %s of /%s was not read: %s", path, name, node, exc)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+    except pickle.UnpicklingError as exc:
         logger.warning("%s: attribute %s of /%s is not a readable pickle: %s", path, name, node, exc)
     return None
 
