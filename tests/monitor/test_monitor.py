@@ -205,7 +205,9 @@ def test_hook_order_is_log_time_msg_probe_then_user_hooks(out):
         def message(self, values, keep="latest", leader=None):
             order.append("msg")
 
-    m = Monitor(hooks=[Mark("@1s")], log="v@1s", msg="v->ex@1s", time="@1s", stream=out, clock=fixed_clock)
+    m = Monitor(
+        hooks=[Mark("@1s")], log="v@1s", msg="v->ex@1s", time="@1s", stream=out, clock=fixed_clock, quiet=True
+    )
     v, ex = 1, OrderSink()
     stream_write = out.write
     out.write = lambda s: (order.append("time" if "wall=" in s else "log"), stream_write(s))[1]

@@ -335,6 +335,10 @@ class HDF5Protocol(Protocol):
             raise NotFoundError(f"No trial with uid {uid!r} in {self.root}; create it with new_trial first.")
         return known
 
+    def artifact_dir(self, uid: str) -> Path:
+        """Where trial ``uid`` keeps its artifacts: ``<trial folder>/artifacts`` (see ``persistence.artifacts``)."""
+        return self.root / self._folder_of(uid) / "artifacts"
+
     def _read_summary(self, folder: str) -> dict[str, Any]:
         path = os.path.join(self.root, folder, SUMMARY)
         try:
@@ -458,7 +462,9 @@ class HDF5Protocol(Protocol):
             # store.h5 is rebuilt at commit/close only: this backend and CollectionReader read the journal, and
             # rebuilding a long run's file from inside a training step would stall it (about 1 s per 1M rows).
             # No rows are kept in memory either: a run of any length logs in constant memory.
-            store = Store(self.root, folder, fsync=self.fsync, h5_every_rows=None, keep_rows=False)
+            store = Store(
+                self.root, folder, fsync=self.fsync, h5_every_rows=None, keep_rows=False, quiet=True
+            )
         try:
             record, log_rows = self._load(summary, store)
             self._ensure_tables(store, record)
@@ -539,7 +545,7 @@ class HDF5Protocol(Protocol):
             latest = {name: float(m.latest) for name, m in stored.metrics.items() if m.latest is not None}
             # A trial arriving with points (a copy) or already running or finished: its store is needed now.
             if stored.metrics or _opens_store(stored.status):
-                store = Store(self.root, folder, fsync=self.fsync)
+                store = Store(self.root, folder, fsync=self.fsync, quiet=True)
                 try:
                     self._ensure_tables(store, record)
                     for name, metric in stored.metrics.items():
