@@ -69,10 +69,12 @@ from unitrack.errors import (
 )
 from unitrack.persistence.aggregators import Aggregator
 from unitrack.persistence.backends.file import atomic_write
+from unitrack.persistence.backends.hdf5_series import SeriesIndexWriter, read_series
 from unitrack.persistence.memory import Database, _MetricRecord, _TrialRecord
 from unitrack.persistence.protocol import Protocol, trial_uid
 from unitrack.persistence.query import Query, compile_query
 from unitrack.persistence.serialization import from_json, to_json
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import (
     MAX_METRIC_INT,
     GroupUpdate,
@@ -153,6 +155,8 @@ class _Writing:
     last_step: dict[str, float] = field(default_factory=dict)
     summary_at: float = 0.0
     dirty: bool = False
+    #: Each metric's points in a file of its own, for charts (appended when the summary is written).
+    series: SeriesIndexWriter | None = None
 
 
 def _step_out(value: float) -> Any:
@@ -365,6 +369,8 @@ class HDF5Protocol(Protocol):
 
     def _write_summary(self, writing: _Writing) -> None:
         data = self._summary_data(writing.record, writing.latest, writing.log_rows, writing.created)
+        if writing.series is not None:
+            writing.series.flush()  # before the summary: a reader of the summary finds the points indexed
         self._write_summary_file(writing.folder, data)
         writing.summary_at = time.monotonic()
         writing.dirty = False
@@ -469,6 +475,8 @@ class HDF5Protocol(Protocol):
             latest,
             summary_at=time.monotonic(),
         )
+        writing.series = SeriesIndexWriter(str(self.root / folder), store._codecs)
+        writing.series.open()
         self._writing[uid] = writing
         while len(self._writing) > self.max_open:
             _, oldest = self._writing.popitem(last=False)
@@ -611,6 +619,29 @@ class HDF5Protocol(Protocol):
             self._check_open()
             return [self._snapshot(uid, folder, summary) for uid, folder, summary in self._matching(query)]
 
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        """Read only the asked metrics' rows of the asked trials' stores (see :mod:`.hdf5_series`)."""
+        out: list[Series] = []
+        for uid in request.uids:
+            with self._mutex:
+                self._check_open()
+                try:
+                    folder = self._folder_of(uid)
+                except NotFoundError:
+                    continue
+            out.extend(read_series(str(self.root / folder), uid, request))
+        return out
+
+    def trial_folder(self, uid: str) -> Path:
+        """The folder of trial ``uid`` (where an experiment keeps ``run.log`` and checkpoints).
+
+        Raises:
+            NotFoundError: when there is no such trial.
+        """
+        with self._mutex:
+            self._check_open()
+            return self.root / self._folder_of(uid)
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._mutex:
             self._check_open()
@@ -659,6 +690,8 @@ class HDF5Protocol(Protocol):
         # The rows are (float, str, float, float) with the name checked, and the log row is text: every value has
         # exactly its column's type, so the store packs them without converting.
         writing.store._append_exact({METRICS: rows} if log is None else {METRICS: rows, LOG: ((log,),)})
+        if writing.series is not None:
+            writing.series.add(rows)
         if log is not None:
             writing.log_rows += 1
         for step, name, value, _ in rows:
