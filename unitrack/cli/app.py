@@ -11,8 +11,10 @@ import sys
 import typer
 
 from unitrack.cli import backends as backends_cmd
+from unitrack.cli import report as report_cmd
 from unitrack.cli import serve as serve_cmd
 from unitrack.cli import sweep as sweep_cmd
+from unitrack.cli import ui as ui_cmd
 
 app = typer.Typer(
     name="unitrack",
@@ -36,6 +38,8 @@ def _configure(
 backends_cmd.add_commands(app)
 serve_cmd.add_commands(app)
 sweep_cmd.add_commands(app)
+ui_cmd.add_commands(app)
+report_cmd.add_commands(app)
 
 
 def main() -> None:
