@@ -19,7 +19,10 @@ def loss(lr: float, seed: int, step: int) -> float:
 
 def main() -> None:
     root, name, lr, seed, steps, mode = sys.argv[1:7]
-    client = unitrack.TrackClient(f"hdf5://{root}")
+    # A live run writes its summary (the catalog's latest values) at every write, not once a second: it
+    # pauses between steps, waiting for the test.
+    options = "?summary_interval_s=0" if mode == "live" else ""
+    client = unitrack.TrackClient(f"hdf5://{root}{options}")
     client.new_trial(name=name, parameters={"lr": float(lr), "seed": int(seed), "depth": 2})
     with client:
         for step in range(int(steps)):

@@ -18,6 +18,7 @@
     chartSignature: "",
     zoom: new Map(), // metric -> [step_min, step_max]
     busy: false,
+    pending: null,
   };
 
   function el(tag, text, className) {
@@ -111,7 +112,10 @@
       if (x === null || x === undefined) return 1;
       if (y === null || y === undefined) return -1;
       if (typeof x === "number" && typeof y === "number") return (x - y) * direction;
-      return String(x).localeCompare(String(y), undefined, { numeric: true }) * direction;
+      const p = String(x);
+      const q = String(y);
+      // Natural order ("run2" before "run10"); plain order breaks its ties ("lr0.1" vs "lr0.01").
+      return (p.localeCompare(q, undefined, { numeric: true }) || (p < q ? -1 : p > q ? 1 : 0)) * direction;
     });
     return rows;
   }
@@ -241,6 +245,8 @@
     const parts = [];
     for (const uid of chartedUids()) {
       const row = state.byUid.get(uid);
+      // A running run's points arrive between catalog updates: its charts are redrawn on every poll.
+      if (cellValue(row, "status") === "running") parts.push("running@" + Date.now());
       const values = [uid, cellValue(row, "status")];
       for (const metric of state.metrics) values.push(cellValue(row, "metrics." + metric));
       parts.push(JSON.stringify(values));
@@ -300,6 +306,7 @@
   }
 
   function groupBy() {
+    if (REPORT) return REPORT.settings.group_by;
     return Array.from($("group-by").selectedOptions).map((o) => o.value).filter((v) => v);
   }
 
@@ -349,6 +356,25 @@
 
   async function refreshCharts(full) {
     if (!state.runs || !window.Plotly) return;
+    if (state.busy) {
+      // One refresh at a time: a request made meanwhile runs once the current one is done.
+      state.pending = full || state.pending === "full" ? "full" : "yes";
+      return;
+    }
+    state.busy = true;
+    try {
+      await drawCharts(full);
+    } finally {
+      state.busy = false;
+    }
+    if (state.pending) {
+      const again = state.pending === "full";
+      state.pending = null;
+      refreshCharts(again);
+    }
+  }
+
+  async function drawCharts(full) {
     state.chartSignature = chartSignature();
     const uids = chartedUids();
     const container = $("charts");
@@ -518,10 +544,7 @@
       filter.placeholder = "report of " + (REPORT.runs.source || "") + (REPORT.settings.filters.length ? " filtered by " + REPORT.settings.filters.join("; ") : "");
       $("group-by").value = "";
     }
-    loadRuns(true).then(() => {
-      if (REPORT && REPORT.settings.group_by.length) renderGroups(chartedUids()).catch(() => {});
-      route();
-    });
+    loadRuns(true).then(route);
     if (!REPORT) {
       window.setInterval(() => {
         if (document.hidden || !$("run-view").hidden) return;
