@@ -10,7 +10,7 @@ from pathlib import Path
 import unitrack
 
 ROOT = Path(__file__).resolve().parents[1]
-RANK = {"errors": 0, "store": 1, "persistence": 2, "experiment": 3, "monitor": 3, "cli": 4}
+RANK = {"errors": 0, "store": 1, "persistence": 2, "experiment": 3, "monitor": 3, "ui": 3.5, "cli": 4}
 
 
 def _modules_after(code: str) -> set[str]:

@@ -45,7 +45,9 @@ def unitrack_command() -> list[str]:
     return [str(Path(sys.executable).with_name("unitrack"))]
 
 
-def worker(root: Path, name: str, lr: float, seed: int, steps: int, mode: str, **kw: Any) -> subprocess.Popen[str]:
+def worker(
+    root: Path, name: str, lr: float, seed: int, steps: int, mode: str, **kw: Any
+) -> subprocess.Popen[str]:
     """Start one run of the sweep as its own process."""
     return subprocess.Popen(
         [sys.executable, str(WORKER), str(root), name, str(lr), str(seed), str(steps), mode],

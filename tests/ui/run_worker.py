@@ -26,7 +26,9 @@ def main() -> None:
     client.new_trial(name=name, parameters={"lr": float(lr), "seed": int(seed), "depth": 2})
     with client:
         for step in range(int(steps)):
-            client.log_metrics(step=step, loss=loss(float(lr), int(seed), step), acc=step / max(int(steps), 1))
+            client.log_metrics(
+                step=step, loss=loss(float(lr), int(seed), step), acc=step / max(int(steps), 1)
+            )
         if mode == "fail":
             print(1 / 0)
         if mode == "live":

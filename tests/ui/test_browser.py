@@ -27,7 +27,9 @@ def stored(root: Path, metric: str = "loss") -> dict[str, Any]:
 
 
 def names_in_table(page: Any) -> list[str]:
-    return page.eval_on_selector_all("#runs tbody td[data-column=name]", "cells => cells.map(c => c.textContent)")
+    return page.eval_on_selector_all(
+        "#runs tbody td[data-column=name]", "cells => cells.map(c => c.textContent)"
+    )
 
 
 def chart_traces(page: Any, selector: str = "#chart-0") -> list[dict[str, Any]]:
@@ -42,9 +44,7 @@ def chart_traces(page: Any, selector: str = "#chart-0") -> list[dict[str, Any]]:
 def open_ui(page: Page, served: Served, expected_rows: int) -> Any:
     tab = page.page
     tab.goto(served.url)
-    tab.wait_for_function(
-        "n => document.querySelectorAll('#runs tbody tr').length === n", arg=expected_rows
-    )
+    tab.wait_for_function("n => document.querySelectorAll('#runs tbody tr').length === n", arg=expected_rows)
     tab.wait_for_selector("#chart-0 .main-svg")
     return tab
 
@@ -134,7 +134,9 @@ def test_group_by_all_but_seed_draws_the_mean_with_a_band(page: Page, ui: Served
     rows = tab.eval_on_selector_all(
         "#groups tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent))"
     )
-    latest = pd.DataFrame([{"lr": t.parameters["lr"], "loss": t.metrics["loss"].latest} for t in trials.values()])
+    latest = pd.DataFrame(
+        [{"lr": t.parameters["lr"], "loss": t.metrics["loss"].latest} for t in trials.values()]
+    )
     for lr in (0.1, 0.01):
         row = next(r for r in rows if r[0] == f"lr={lr}")
         assert row[1] == "3"
@@ -200,7 +202,8 @@ def test_a_running_runs_new_points_appear_and_a_killed_run_turns_lost(page: Page
         os.kill(run.pid, signal.SIGKILL)
         run.wait()
         tab.wait_for_function(
-            "() => document.querySelector('#runs td[data-column=status]').textContent === 'lost'", timeout=60_000
+            "() => document.querySelector('#runs td[data-column=status]').textContent === 'lost'",
+            timeout=60_000,
         )
         cls = tab.get_attribute("#runs td[data-column=status] span", "class")
         assert "st-lost" in cls
