@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +19,14 @@ from unitrack.persistence.users import UserStore
 from unitrack.ui import figures
 from unitrack.ui.app import CSP, create_app
 from unitrack.ui.data import Source
+
+
+def _decode(values: object) -> list:
+    """plotly.js's typed-array form (what the figure API sends for long lines) as a list."""
+    if isinstance(values, dict):
+        assert values["dtype"] == "f8"
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype="<f8").tolist()
+    return list(values)  # type: ignore[call-overload]
 
 
 @pytest.fixture
@@ -68,14 +77,14 @@ def test_api_runs_series_figure_and_errors(client: TestClient) -> None:
     exact = client.get(
         "/api/series", params={"uid": uids[0], "metric": "loss", "points": 0, "step_min": 10, "step_max": 19}
     ).json()["series"][0]
-    assert exact["steps"] == list(range(10, 20)) and len(exact["times"]) == 10
+    assert exact["steps"] == list(range(10, 20)) and exact["times"] is None
     fig = client.get("/api/figure", params={"uid": uids, "metric": "loss", "legend": "seed={seed}"}).json()
     assert sorted(t["name"] for t in fig["data"]) == ["seed=1", "seed=2"]
     zoom = client.get(
         "/api/figure",
         params={"uid": uids[0], "metric": "loss", "step_min": 100, "step_max": 200, "points": 50},
     ).json()
-    assert zoom["layout"]["xaxis"]["range"] == [100, 200] and zoom["data"][0]["x"][0] == 100
+    assert zoom["layout"]["xaxis"]["range"] == [100, 200] and _decode(zoom["data"][0]["x"])[0] == 100
     bad = client.get("/api/runs", params={"filter": "lr<<1"})
     assert bad.status_code == 400 and "lr<<1" in bad.json()["message"]
     assert client.get("/api/figure", params={"metric": "loss", "x": "epoch"}).status_code == 400

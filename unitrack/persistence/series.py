@@ -58,6 +58,7 @@ __all__ = [
     "SeriesRequest",
     "downsample",
     "select",
+    "select_points",
     "series_from_json",
     "series_from_trials",
     "series_of_metric",
@@ -180,18 +181,29 @@ def _minmax(values: npt.NDArray[np.float64], max_points: int) -> npt.NDArray[np.
 
     n = len(values)
     buckets = (max_points - 2) // 2
-    index = np.arange(n, dtype=np.int64)
-    # Bucket b holds the points i with i * buckets // n == b: it starts at ceil(b * n / buckets).
+    # Bucket b holds the points i with i * buckets // n == b: it starts at ceil(b * n / buckets). Buckets differ
+    # in size by one at most, so they are the rows of a (buckets x widest) grid, short rows padded.
     starts = -((-np.arange(buckets, dtype=np.int64) * n) // buckets)
-    low = np.where(np.isnan(values), np.inf, values)
-    high = np.where(np.isnan(values), -np.inf, values)
     counts = np.diff(np.append(starts, n))
-    mins = np.repeat(np.minimum.reduceat(low, starts), counts)
-    maxs = np.repeat(np.maximum.reduceat(high, starts), counts)
-    first_min = np.minimum.reduceat(np.where(low == mins, index, n), starts)
-    first_max = np.minimum.reduceat(np.where(high == maxs, index, n), starts)
-    keep = np.concatenate(([0, n - 1], first_min, first_max))
-    return np.unique(keep[keep < n])
+    columns = np.arange(int(counts.max()), dtype=np.int64)
+    grid = starts[:, None] + columns[None, :]
+    padded = columns[None, :] >= counts[:, None]
+    grid[padded] = n - 1  # any real point: the padding cell's value is overwritten below
+    short = counts < len(columns)  # rows whose last cell is padding
+    low = values[grid]
+    if np.isnan(low).any():  # NaN counts as the largest for the minimum and the smallest for the maximum
+        nan = np.isnan(low)
+        high = np.where(nan, -np.inf, low)
+        low[nan] = np.inf
+    else:
+        high = low.copy()
+    low[short, -1] = np.inf
+    high[short, -1] = -np.inf
+    rows = np.arange(buckets)
+    # argmin/argmax return the first of equal values, in x order: the first smallest and first largest point.
+    keep = np.concatenate(([0, n - 1], grid[rows, np.argmin(low, axis=1)], grid[rows, np.argmax(high, axis=1)]))
+    keep.sort()
+    return keep[np.concatenate(([True], keep[1:] != keep[:-1]))]  # np.unique, without its hashing cost
 
 
 def _lttb(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], max_points: int) -> npt.NDArray[np.int64]:
@@ -234,6 +246,42 @@ def select(
     return _minmax(y, max_points)
 
 
+def select_points(
+    steps: npt.NDArray[np.float64], values: npt.NDArray[np.float64], request: SeriesRequest
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
+    """The positions of the points a request keeps, for one full series held as arrays.
+
+    Args:
+        steps: Each point's step, NaN for a point logged without one (in the order first logged).
+        values: Each point's value.
+        request: The range and downsampling to apply.
+
+    Returns:
+        ``(kept, x, total)``: positions into the arrays (sorted by x), every point's x (its step, or its
+        position when it has none), and how many points lay in the range.
+    """
+    import numpy as np
+
+    n = len(values)
+    x = np.array(steps, dtype=np.float64)
+    missing = np.isnan(x)
+    if missing.any():
+        x[missing] = np.flatnonzero(missing)
+    y = np.asarray(values, dtype=np.float64)
+    lo = -math.inf if request.step_min is None else request.step_min
+    hi = math.inf if request.step_max is None else request.step_max
+    if n < 2 or not bool(np.any(x[1:] < x[:-1])):
+        # Sorted already (the usual case): the range is a slice, nothing is copied.
+        first, last = int(np.searchsorted(x, lo, "left")), int(np.searchsorted(x, hi, "right"))
+        chosen = select(x[first:last], y[first:last], request.max_points, request.method)
+        return first + chosen, x, last - first
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    order = order[(xs >= lo) & (xs <= hi)]
+    kept = order[select(x[order], y[order], request.max_points, request.method)]
+    return kept, x, len(order)
+
+
 def downsample(
     steps: Sequence[Any],
     values: Sequence[Any],
@@ -254,18 +302,13 @@ def downsample(
     import numpy as np
 
     n = len(values)
-    x = np.fromiter((i if s is None else s for i, s in enumerate(steps)), dtype=np.float64, count=n)
-    order = np.argsort(x, kind="stable") if n and np.any(x[1:] < x[:-1]) else np.arange(n)
-    if request.step_min is not None or request.step_max is not None:
-        lo = -math.inf if request.step_min is None else request.step_min
-        hi = math.inf if request.step_max is None else request.step_max
-        order = order[(x[order] >= lo) & (x[order] <= hi)]
-    y = np.asarray(values, dtype=np.float64)[order]
-    kept = order[select(x[order], y, request.max_points, request.method)]
-    out_steps = [i if steps[i] is None else steps[i] for i in kept.tolist()]
-    out_values = [values[i] for i in kept.tolist()]
-    out_times = None if times is None else [times[i] for i in kept.tolist()]
-    return out_steps, out_values, out_times, len(order)
+    raw = np.fromiter((math.nan if s is None else s for s in steps), dtype=np.float64, count=n)
+    kept, _, total = select_points(raw, np.asarray(values, dtype=np.float64), request)
+    at = kept.tolist()
+    out_steps = [i if steps[i] is None else steps[i] for i in at]
+    out_values = [values[i] for i in at]
+    out_times = None if times is None else [times[i] for i in at]
+    return out_steps, out_values, out_times, total
 
 
 def series_of_metric(

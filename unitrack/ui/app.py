@@ -14,7 +14,8 @@ JSON API (every route takes its arguments as query parameters; repeat a paramete
 ``GET /api/runs/{uid}``  one run: parameters, metadata, notes, tags, status history, errors (the traceback),
                          the tail of ``run.log``, checkpoints, latest metrics
 ``GET /api/series``      points: ``uid`` and ``metric`` (repeatable), ``points`` (max per series, default 2000;
-                         0 for every point), ``step_min``, ``step_max``, ``method`` (``minmax`` or ``lttb``).
+                         0 for every point), ``step_min``, ``step_max``, ``method`` (``minmax`` or ``lttb``),
+                         ``times=1`` for each point's wall-clock time (where the backend stores it).
                          Returns ``{'series': [{uid, metric, steps, values, times, total}]}``
 ``GET /api/figure``      a plotly figure of one ``metric`` for runs ``uid``: ``x`` (step, relative, wall),
                          ``smooth`` (0..0.99), ``log`` (0/1), ``legend`` (``lr={lr} seed={seed}``),
@@ -98,7 +99,7 @@ def plotly_js_path() -> Path:
 
 def static_text(name: str) -> str:
     """A file of the page (``index.html``, ``app.js``, ``app.css``) as text."""
-    return resources.files("unitrack.ui").joinpath("static", name).read_text(encoding="utf-8")
+    return resources.files("unitrack.ui").joinpath("static").joinpath(name).read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -207,7 +208,14 @@ class Routes:
             max_points=_points(request),
             method=request.query_params.get("method", "minmax"),
         )
-        return _json({"series": [series_to_json(s) for s in found]})
+        with_times = request.query_params.get("times", "0") in ("1", "true", "on")
+        out = []
+        for s in found:
+            item = series_to_json(s)
+            if not with_times:
+                item["times"] = None
+            out.append(item)
+        return _json({"series": out})
 
     def figure(self, request: Request) -> Response:
         q = request.query_params
@@ -236,6 +244,7 @@ class Routes:
             group_by=_list(request, "group_by", 64) or None,
             band=q.get("band", "std"),
             x_range=x_range,
+            binary=True,
         )
         return _json(fig)
 

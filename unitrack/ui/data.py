@@ -160,10 +160,14 @@ def _error_line(errors: Sequence[str]) -> str | None:
     return None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _row(trial: Trial, status: str) -> dict[str, Any]:
-    meta = trial.metadata if isinstance(trial.metadata, Mapping) else {}
-    stamps = meta.get("timestamps") if isinstance(meta.get("timestamps"), Mapping) else {}
-    info = meta.get("meta") if isinstance(meta.get("meta"), Mapping) else {}
+    meta = _mapping(trial.metadata)
+    stamps = _mapping(meta.get("timestamps"))
+    info = _mapping(meta.get("meta"))
     tags = dict(trial.tags)
     notes = tags.pop("notes", None)
     started = _when(stamps.get("start")) or _when(meta.get("start_time"))
@@ -312,13 +316,13 @@ class Source:
             NotFoundError: when no run has that uid.
         """
         trial = self.trial(uid)
-        meta = trial.metadata if isinstance(trial.metadata, Mapping) else {}
+        meta = _mapping(trial.metadata)
         row = _row(trial, self._status(trial, time.time()))
         tags = dict(trial.tags)
         notes = tags.pop("notes", None)
         folder = self._folder(uid)
         history = _history(meta, row)
-        checkpoints = meta.get("checkpoints") if isinstance(meta.get("checkpoints"), Mapping) else {}
+        checkpoints = _mapping(meta.get("checkpoints"))
         return {
             "uid": trial.uid,
             "name": row["name"],
@@ -383,7 +387,7 @@ def _filter_view(row: Mapping[str, Any]) -> dict[str, Any]:
 def _history(meta: Mapping[str, Any], row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The run's status changes known to the backend, oldest first (``{'status', 'time'}``)."""
     events = []
-    stamps = meta.get("timestamps") if isinstance(meta.get("timestamps"), Mapping) else {}
+    stamps = _mapping(meta.get("timestamps"))
     for key, word in (("created", "created"), ("registered", "registered"), ("start", "running")):
         when = _when(stamps.get(key))
         if when is not None:

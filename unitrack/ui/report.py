@@ -89,7 +89,7 @@ def build_report(
     for metric in chosen:
         found = source.series(charted, [metric], max_points=points)
         figs[metric] = figures.line_figure(
-            found, {u: runs[u] for u in charted}, metric, group_by=list(group_by or []) or None
+            found, {u: runs[u] for u in charted}, metric, group_by=list(group_by or []) or None, binary=True
         )
     varying = catalog.varying(frame, params)
     sweep_metric = chosen[0] if chosen else ""

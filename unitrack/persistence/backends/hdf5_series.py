@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unitrack.errors import CorruptStoreError
-from unitrack.persistence.series import Series, SeriesRequest, downsample
+from unitrack.persistence.series import Series, SeriesRequest, select_points
 from unitrack.store.contents import JOURNAL_NAME, load_contents, writer_alive
 from unitrack.store.journal import MAGIC, RowCodec, frame, read_journal, schema_payload
 from unitrack.store.schema import ColumnKind
@@ -52,38 +52,31 @@ POINT_BYTES = 24
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def _points(
-    rows: Sequence[tuple[float, float, float]] | npt.NDArray[np.float64],
-) -> tuple[list[Any], list[Any], list[float]]:
-    """A metric's rows (in journal order) as one series: a later point at a step replaces the earlier one in
-    place, as every backend does; integral steps become ints and NaN steps None."""
+def _points(rows: Any) -> npt.NDArray[np.float64]:
+    """A metric's (step, value, time) rows in journal order as one series: a later point at a step replaces
+    the earlier one in place, as every backend does (NaN steps: points logged without one)."""
     import numpy as np
 
     arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-    steps, values, times = arr[:, 0], arr[:, 1], arr[:, 2]
+    steps = arr[:, 0]
     stepped = steps[~np.isnan(steps)]
-    if len(stepped) == len(steps) and (len(steps) < 2 or bool(np.all(steps[1:] > steps[:-1]))):
-        out_steps: list[Any] = steps.tolist()  # the usual case: one point per step, in order
-        out_values: list[Any] = values.tolist()
-        out_times: list[float] = times.tolist()
-    else:
-        out_steps, out_values, out_times = [], [], []
-        at: dict[float, int] = {}
-        for step, value, when in arr.tolist():
-            if step == step:  # not NaN
-                where = at.get(step)
-                if where is not None:
-                    out_values[where], out_times[where] = value, when
-                    continue
-                at[step] = len(out_steps)
-            out_steps.append(step)
-            out_values.append(value)
-            out_times.append(when)
-    out_steps = [
-        None if s != s else int(s) if s.is_integer() and abs(s) < 2**53 else s  # s != s: NaN
-        for s in out_steps
-    ]
-    return out_steps, out_values, out_times
+    if len(stepped) < 2 or bool(np.all(stepped[1:] > stepped[:-1])):
+        return arr  # the usual case: each step once, in order
+    out: list[list[float]] = []
+    at: dict[float, int] = {}
+    for step, value, when in arr.tolist():
+        if step == step:  # not NaN
+            where = at.get(step)
+            if where is not None:
+                out[where][1:] = [value, when]
+                continue
+            at[step] = len(out)
+        out.append([step, value, when])
+    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
+
+
+def _step_out(x: float) -> int | float:
+    return int(x) if x.is_integer() and abs(x) < 2**53 else x
 
 
 def _rows_by_metric(codec: RowCodec, payloads: list[bytes], wanted: set[str]) -> dict[str, list[Any]]:
@@ -159,14 +152,13 @@ def _read_indexed(folder: str, index: dict[str, Any], wanted: set[str]) -> dict[
         try:
             count, crc = int(entry["count"]), int(entry["crc"])
             path = os.path.join(folder, INDEX_DIR, os.path.basename(str(entry["file"])))
-            with open(path, "rb") as fh:
-                data = fh.read(count * POINT_BYTES)
+            data = np.fromfile(path, dtype="<f8", count=count * 3)
         except (OSError, KeyError, TypeError, ValueError):
             return None
-        if len(data) != count * POINT_BYTES or zlib.crc32(data) != crc:
+        if len(data) != count * 3 or zlib.crc32(data.data) != crc:
             logger.warning("series index of %s: %s is damaged; reading the journal instead", folder, name)
             return None
-        out[name] = np.frombuffer(data, dtype="<f8").reshape(-1, 3)  # type: ignore[assignment]
+        out[name] = data.reshape(-1, 3)  # type: ignore[assignment]
     if tail:
         try:
             contents = read_journal(
@@ -186,6 +178,8 @@ def _read_indexed(folder: str, index: dict[str, Any], wanted: set[str]) -> dict[
 
 def read_series(folder: str, uid: str, request: SeriesRequest) -> list[Series]:
     """The series a request asks of one trial's store folder (empty for a trial that has no store yet)."""
+    import numpy as np
+
     if not os.path.exists(os.path.join(folder, JOURNAL_NAME)) and not os.path.exists(
         os.path.join(folder, "store.h5")
     ):
@@ -200,17 +194,20 @@ def read_series(folder: str, uid: str, request: SeriesRequest) -> list[Series]:
         found = rows.get(name)
         if found is None or len(found) == 0:
             continue
-        steps, values, times = _points(found)
-        steps_kept, values_kept, times_kept, total = downsample(steps, values, times, request)
+        arr = _points(found)
+        kept, x, total = select_points(arr[:, 0], arr[:, 1], request)
         if not total:
             continue
+        chosen = arr[kept]
+        xs = x[kept]
+        whole = bool(np.all((xs == np.floor(xs)) & (np.abs(xs) < 2**53)))
         out.append(
             Series(
                 uid,
                 name,
-                tuple(steps_kept),
-                tuple(values_kept),
-                None if times_kept is None else tuple(times_kept),
+                tuple(xs.astype(np.int64).tolist() if whole else [_step_out(v) for v in xs.tolist()]),
+                tuple(chosen[:, 1].tolist()),
+                tuple(chosen[:, 2].tolist()),
                 total,
             )
         )
