@@ -168,6 +168,9 @@ def main() -> None:
         series = json.loads(body)["series"]
         total = sum(s["total"] for s in series)
         drawn = sum(len(s["steps"]) for s in series)
+        typed_ms, _ = median_ms(
+            f"{url}api/series?metric=loss&points={args.per_line}&encoding=typed&{query}", args.repeat
+        )
         figure_ms, body = median_ms(
             f"{url}api/figure?metric=loss&points={args.per_line}&{query}", args.repeat
         )
@@ -180,6 +183,7 @@ def main() -> None:
             f"/api/series ({len(series)} runs x {total // max(len(series), 1)} points -> {drawn // max(len(series), 1)}"
             f" per line): {series_ms:.0f} ms  [target <= 300 ms for 100 x 100,000 -> 2,000]"
         )
+        print(f"/api/series, the same with encoding=typed (base64 float64 arrays): {typed_ms:.0f} ms")
         print(f"/api/figure (the same lines as a plotly figure): {figure_ms:.0f} ms")
         print(
             f"page load to a drawn chart ({table['count']} runs, 10 lines): {page_ms:.0f} ms  [target <= 1.5 s]"

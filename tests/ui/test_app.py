@@ -164,3 +164,13 @@ def test_report_data_cannot_close_its_script(root: Path, tmp_path: Path) -> None
     assert "\\u003c/script" in data
     payload = json.loads(data.split(">", 1)[1])
     assert any("</script>" in str(r) for r in payload["runs"]["rows"])
+
+
+def test_series_with_typed_arrays_and_times(client: TestClient) -> None:
+    uids = [r[0] for r in client.get("/api/runs").json()["rows"]]
+    params = {"uid": uids[:1], "metric": "loss", "points": 0, "step_max": 99}
+    plain = client.get("/api/series", params={**params, "times": 1}).json()["series"][0]
+    typed = client.get("/api/series", params={**params, "times": 1, "encoding": "typed"}).json()["series"][0]
+    assert _decode(typed["steps"]) == plain["steps"] == list(range(100))
+    assert _decode(typed["values"]) == plain["values"] and _decode(typed["times"]) == plain["times"]
+    assert len(plain["times"]) == 100 and plain["times"] == sorted(plain["times"])

@@ -201,7 +201,9 @@ def _minmax(values: npt.NDArray[np.float64], max_points: int) -> npt.NDArray[np.
     high[short, -1] = -np.inf
     rows = np.arange(buckets)
     # argmin/argmax return the first of equal values, in x order: the first smallest and first largest point.
-    keep = np.concatenate(([0, n - 1], grid[rows, np.argmin(low, axis=1)], grid[rows, np.argmax(high, axis=1)]))
+    keep = np.concatenate(
+        ([0, n - 1], grid[rows, np.argmin(low, axis=1)], grid[rows, np.argmax(high, axis=1)])
+    )
     keep.sort()
     return keep[np.concatenate(([True], keep[1:] != keep[:-1]))]  # np.unique, without its hashing cost
 

@@ -422,14 +422,14 @@ def line_figure(
     return {"data": data, "layout": layout}
 
 
-def typed_array(values: Any) -> Any:
+def typed_array(values: Any, minimum: int = 32) -> Any:
     """A list of numbers (None for a gap) as plotly.js's typed-array form ``{'dtype': 'f8', 'bdata': ...}``;
-    other lists (text, dates) and short ones as they are."""
+    other lists (text, dates) and lists shorter than ``minimum`` as they are."""
     import base64
 
     import numpy as np
 
-    if not isinstance(values, list) or len(values) < 32:
+    if not isinstance(values, list) or len(values) < minimum:
         return values
     if not all(v is None or (type(v) in (int, float)) for v in values):
         return values

@@ -368,7 +368,8 @@
   }
 
   async function refreshCharts(full) {
-    if (!state.runs || !window.Plotly) return;
+    if (!state.runs) return;
+    if (!window.Plotly) await state.plotlyReady;
     if (state.busy) {
       // One refresh at a time: a request made meanwhile runs once the current one is done.
       state.pending = full || state.pending === "full" ? "full" : "yes";
@@ -477,6 +478,7 @@
   }
 
   async function showRun(uid) {
+    if (!window.Plotly) await state.plotlyReady;
     $("main").hidden = true;
     $("run-view").hidden = false;
     let run;
@@ -566,6 +568,12 @@
     }
   }
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else start();
+  // This script runs before plotly.js (both deferred, in that order): the run table is fetched while the
+  // browser is still compiling plotly.js, and charts wait for it.
+  const plotlyReady = new Promise((resolve) => {
+    if (window.Plotly) resolve();
+    else document.addEventListener("DOMContentLoaded", () => resolve());
+  });
+  state.plotlyReady = plotlyReady;
+  start();
 })();
