@@ -26,6 +26,7 @@ import logging
 import os
 import zlib
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,9 @@ INDEX_VERSION = 1
 METRICS = "metrics"
 #: Bytes of one point in a data file: step, value, time as float64.
 POINT_BYTES = 24
+#: A metrics row (step, name, value, time) -> its metric name, and each column of its point.
+_NAME = itemgetter(1)
+_COLUMNS = (itemgetter(0), itemgetter(2), itemgetter(3))
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -227,7 +231,10 @@ class SeriesIndexWriter:
         self.folder = folder
         self.dir = os.path.join(folder, INDEX_DIR)
         self.codecs = codecs
-        self.pending: list[Sequence[tuple[float, str, float, float]]] = []
+        # The rows written since the last flush, in one flat list: the per-step cost is one list.extend. (The row
+        # tuples hold only floats and text, which the garbage collector stops tracking; a list per call kept
+        # alive would make it scan them all, over and over.)
+        self.pending: list[tuple[float, str, float, float]] = []
         self.metrics: dict[str, dict[str, Any]] = {}
         self._valid = False
 
@@ -245,6 +252,9 @@ class SeriesIndexWriter:
     def _disable(self, exc: BaseException) -> None:
         logger.warning("series index of %s not maintained (%s); charts read the journal", self.folder, exc)
         self._valid = False
+        self._clear()
+
+    def _clear(self) -> None:
         self.pending = []
 
     def _open(self) -> None:
@@ -301,9 +311,9 @@ class SeriesIndexWriter:
         self._write_index(contents.valid_end)
 
     def add(self, rows: Sequence[tuple[float, str, float, float]]) -> None:
-        """Remember rows just written to the journal (their list is kept as it is: no work per row here)."""
-        if rows:
-            self.pending.append(rows)
+        """Remember rows just written to the journal (no work per row here: that is done once a second)."""
+        if self._valid:
+            self.pending.extend(rows)
 
     def _append(self, name: str, data: bytes) -> None:
         entry = self.metrics.get(name)
@@ -322,7 +332,7 @@ class SeriesIndexWriter:
     def flush(self) -> None:
         """Append the pending points to their files, then say so in ``index.json`` (never raises)."""
         if not self._valid:
-            self.pending = []
+            self._clear()
             return
         try:
             self._flush()
@@ -334,17 +344,23 @@ class SeriesIndexWriter:
         if self.pending:
             import numpy as np
 
-            by_name: dict[str, list[tuple[float, float, float]]] = {}
-            for rows in self.pending:
-                for step, name, value, when in rows:
-                    points = by_name.get(name)
-                    if points is None:
-                        points = by_name[name] = []
-                    points.append((step, value, when))
-            self.pending = []
+            # Every per-row step runs in C (map, itemgetter, fromiter): about 0.2 microsecond per point, once a
+            # second, off the training loop's per-step path.
+            rows = self.pending
+            n = len(rows)
+            names = list(map(_NAME, rows))
+            codes = {name: code for code, name in enumerate(dict.fromkeys(names))}
+            block = np.empty((n, 3), dtype="<f8")
+            for column, pick in enumerate(_COLUMNS):
+                block[:, column] = np.fromiter(map(pick, rows), dtype=np.float64, count=n)
             os.makedirs(self.dir, exist_ok=True)
-            for name, points in by_name.items():
-                self._append(name, np.asarray(points, dtype="<f8").tobytes())
+            if len(codes) == 1:
+                self._append(names[0], block.tobytes())
+            else:
+                code = np.fromiter(map(codes.__getitem__, names), dtype=np.int64, count=n)
+                for name, number in codes.items():
+                    self._append(name, block[code == number].tobytes())
+            self._clear()
         self._write_index(journal_end)
 
     def _write_index(self, journal_end: int) -> None:
