@@ -33,7 +33,7 @@ Example:
     ...     p.log_trial_metrics(t, step=step, loss=1 / (step + 1))
     >>> [s] = p.find_series(SeriesRequest(uids=(t.uid,), metrics=("loss",), max_points=100))
     >>> len(s.steps), s.total, s.steps[-1], s.values[0]
-    (100, 1000, 999, 1.0)
+    (98, 1000, 999, 1.0)
 """
 
 from __future__ import annotations
