@@ -33,9 +33,11 @@ def make_sweep(root: Path) -> None:
 
     for lr in (0.3, 0.1, 0.03):
         for seed in range(3):
-            rng = random.Random(seed * 7 + int(lr * 100))
+            rng = random.Random(seed * 7 + int(lr * 100))  # noqa: S311 - made-up training noise
             client = unitrack.TrackClient(f"hdf5://{root}")
-            client.new_trial(name=f"resnet-lr{lr}-seed{seed}", parameters={"lr": lr, "seed": seed, "depth": 18})
+            client.new_trial(
+                name=f"resnet-lr{lr}-seed{seed}", parameters={"lr": lr, "seed": seed, "depth": 18}
+            )
             with client:
                 for step in range(300):
                     loss = 2.3 * math.exp(-lr * step / 40) + 0.15 + rng.gauss(0, 0.04)
@@ -60,7 +62,9 @@ def main() -> None:
         root = Path(folder) / "runs"
         make_sweep(root)
         unitrack = str(Path(sys.executable).with_name("unitrack"))
-        server = subprocess.Popen([unitrack, "ui", str(root), "--port", "0"], stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(  # noqa: S603 - our own console script
+            [unitrack, "ui", str(root), "--port", "0"], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert server.stdout is not None
             url = server.stdout.readline().split(" at ", 1)[1].split()[0]
@@ -81,7 +85,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
-    print(f"wrote {out}")
+    print(f"wrote {out}")  # noqa: T201 - a script reports what it wrote
 
 
 if __name__ == "__main__":

@@ -174,3 +174,43 @@ def test_series_with_typed_arrays_and_times(client: TestClient) -> None:
     assert _decode(typed["steps"]) == plain["steps"] == list(range(100))
     assert _decode(typed["values"]) == plain["values"] and _decode(typed["times"]) == plain["times"]
     assert len(plain["times"]) == 100 and plain["times"] == sorted(plain["times"])
+
+
+def test_figure_axes_smoothing_and_log_scale(client: TestClient) -> None:
+    uid = client.get("/api/runs", params={"filter": "seed==1"}).json()["rows"][0][0]
+    base = {"uid": uid, "metric": "loss", "points": 0, "step_max": 99}
+    relative = client.get("/api/figure", params={**base, "x": "relative"}).json()
+    xs = _decode(relative["data"][0]["x"])
+    assert (
+        xs[0] == 0
+        and xs == sorted(xs)
+        and relative["layout"]["xaxis"]["title"]["text"].startswith("time since")
+    )
+    wall = client.get("/api/figure", params={**base, "x": "wall"}).json()
+    assert wall["layout"]["xaxis"]["type"] == "date" and wall["data"][0]["x"][0].startswith("20")
+    smooth = client.get("/api/figure", params={**base, "smooth": 0.9, "log": 1}).json()
+    raw, line = smooth["data"]
+    assert raw["meta"]["role"] == "raw" and smooth["layout"]["yaxis"]["type"] == "log"
+    assert _decode(raw["y"]) == [float(s) for s in range(100)]
+    assert _decode(line["y"])[-1] < 99  # the moving average lags the raw line
+    assert client.get("/api/figure", params={**base, "smooth": 1.5}).status_code == 400
+
+
+def test_a_file_backend_without_times_draws_against_steps(tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/db.json"
+    with get_protocol(uri) as db:
+        db.strict = False
+        t = db.new_trial(Trial(name="f", parameters={"lr": 1}))
+        db.log_trial_metric_points(t, [MetricPoint("loss", s, float(s)) for s in range(50)])
+    source = Source(uri)
+    try:
+        with TestClient(create_app(source), base_url="http://127.0.0.1") as http:
+            [row] = http.get("/api/runs").json()["rows"]
+            fig = http.get("/api/figure", params={"uid": row[0], "metric": "loss", "x": "wall"}).json()
+            assert (
+                fig["layout"]["meta"]["x"] == "step"
+                and "stores no times" in fig["layout"]["annotations"][0]["text"]
+            )
+            assert _decode(fig["data"][0]["x"]) == list(range(50))
+    finally:
+        source.close()

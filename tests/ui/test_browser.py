@@ -215,3 +215,30 @@ def test_a_running_runs_new_points_appear_and_a_killed_run_turns_lost(page: Page
             if stream is not None:
                 stream.close()
         stop(served)
+
+
+def test_zooming_refetches_the_exact_points_of_the_range(page: Page, tmp_path: Path) -> None:
+    from unitrack.persistence.structure import MetricPoint, Trial
+
+    with get_protocol(f"hdf5://{tmp_path}") as db:
+        db.strict = False
+        trial = db.new_trial(Trial(name="long", parameters={"lr": 0.1}))
+        assert trial is not None
+        db.log_trial_metric_points(
+            trial, [MetricPoint("loss", s, (s * 7919) % 1000 / 1000) for s in range(20_000)]
+        )
+    served = start_ui(tmp_path)
+    try:
+        tab = open_ui(page, served, 1)
+        [whole] = chart_traces(tab)
+        assert len(whole["x"]) <= 2000 and whole["x"][-1] == 19_999  # downsampled at the backend
+        tab.evaluate("() => Plotly.relayout('chart-0', {'xaxis.range[0]': 5000, 'xaxis.range[1]': 5300})")
+        tab.wait_for_function("() => document.getElementById('chart-0').data[0].x[0] === 5000")
+        [zoomed] = chart_traces(tab)
+        assert zoomed["x"] == list(range(5000, 5301))  # every point of the range, exactly
+        assert zoomed["y"] == [(s * 7919) % 1000 / 1000 for s in range(5000, 5301)]
+        tab.evaluate("() => Plotly.relayout('chart-0', {'xaxis.autorange': true})")
+        tab.wait_for_function("() => document.getElementById('chart-0').data[0].x[0] === 0")
+        assert chart_traces(tab)[0]["x"][-1] == 19_999
+    finally:
+        stop(served)
