@@ -470,7 +470,13 @@
   // ------------------------------------------------------------------------------------------------ run page
   function keyValueTable(table, values) {
     clear(table);
-    for (const [key, value] of Object.entries(values || {})) {
+    const entries = Object.entries(values || {});
+    if (!entries.length) {
+      const row = el("tr");
+      row.append(el("td", "none", "muted"));
+      table.append(row);
+    }
+    for (const [key, value] of entries) {
       const tr = el("tr");
       tr.append(el("th", key), el("td", typeof value === "object" && value !== null ? JSON.stringify(value) : formatValue("", value)));
       table.append(tr);
@@ -506,10 +512,11 @@
     }
     const notes = clear($("run-notes"));
     for (const note of run.notes) notes.append(el("li", note));
+    if (!run.notes.length) notes.append(el("li", "none", "muted"));
     $("run-error-wrap").hidden = !run.errors.length;
     $("run-error").textContent = run.errors.join("\n\n");
     $("run-log-wrap").hidden = run.log === null;
-    $("run-log").textContent = run.log || "";
+    $("run-log").textContent = run.log || "(empty)";
     $("run-metadata").textContent = JSON.stringify(run.metadata, null, 2);
     const charts = clear($("run-charts"));
     await Promise.all(
