@@ -9,6 +9,9 @@
                                  trial_log (every other change to the trial, one JSON row per call)
         trial.json               the trial's summary: every field but the metric points, with each metric's
                                  latest value; what queries read, so a query never opens an HDF5 file
+        .series/                 each metric's points in a file of its own (derived from the journal, for
+                                 charts: ``find_series`` reads one metric without decoding the others; see
+                                 :mod:`.hdf5_series`)
 
 One source of truth per trial: the store's journal (metrics and trial_log rows) — durable when a call returns,
 replayed on open, and what this backend and ``CollectionReader`` read. A writer keeps none of its rows in memory
