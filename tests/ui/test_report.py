@@ -88,3 +88,22 @@ def test_report_of_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "neither a folder of runs nor a backend URI" in done.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_ui_of_a_missing_folder_or_a_refused_address_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*unitrack_command(), "ui", str(tmp_path / "nope"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "neither a folder of runs nor a backend URI" in done.stderr
+    refused = subprocess.run(
+        [*unitrack_command(), "ui", str(tmp_path), "--host", "0.0.0.0", "--users", str(tmp_path / "u.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2 and "has no users" in refused.stderr and "--insecure" in refused.stderr

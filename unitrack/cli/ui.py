@@ -13,7 +13,12 @@ def add_commands(app: typer.Typer) -> None:
     @app.command("ui")
     def ui(
         target: str = typer.Argument(None, help=TARGET_HELP, show_default=False),
-        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        host: str = typer.Option(
+            "127.0.0.1",
+            "--host",
+            help="Address to listen on. The page answers requests naming this address, localhost, and the "
+            "names in $UNITRACK_UI_HOSTS (comma-separated; e.g. a proxy's name).",
+        ),
         port: int = typer.Option(8080, "--port", help="Port (0 picks a free one; the URL is printed)."),
         open_browser: bool = typer.Option(False, "--open", help="Open the page in a web browser."),
         users: str = typer.Option(
