@@ -107,3 +107,21 @@ def test_a_sigkilled_writer_loses_no_acknowledged_point_and_the_next_writer_cont
     # Downsampled reads see the same last point.
     steps3, values3 = _read(tmp_path, uid, max_points=100)
     assert len(steps3) <= 100 and steps3[-1] == last + 1 and values3[-1] == -1.0
+
+
+def test_a_damaged_journal_hides_only_its_own_series(tmp_path: Path) -> None:
+    db = HDF5Protocol(f"hdf5://{tmp_path}", strict=False)
+    good, bad = db.new_trial(Trial(name="good")), db.new_trial(Trial(name="bad"))
+    for step in range(100):
+        db.log_trial_metrics(good, step=step, loss=float(step))
+        db.log_trial_metrics(bad, step=step, loss=float(step))
+    db.close()
+    for name in ("index.json",):
+        (tmp_path / "bad" / ".series" / name).unlink()
+    journal = tmp_path / "bad" / "store.journal"
+    raw = bytearray(journal.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # a frame in the middle: corruption, not a torn tail
+    journal.write_bytes(bytes(raw))
+    with HDF5Protocol(f"hdf5://{tmp_path}", strict=False) as db:
+        found = db.find_series(SeriesRequest(uids=(bad.uid, good.uid), metrics=("loss",)))
+    assert [(s.uid, len(s)) for s in found] == [(good.uid, 100)]

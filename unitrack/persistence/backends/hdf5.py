@@ -632,7 +632,11 @@ class HDF5Protocol(Protocol):
                     folder = self._folder_of(uid)
                 except NotFoundError:
                     continue
-            out.extend(read_series(str(self.root / folder), uid, request))
+            try:
+                out.extend(read_series(str(self.root / folder), uid, request))
+            except CorruptStoreError as exc:
+                # One damaged run never hides the others' series: it has none, and the log says why.
+                logger.warning("trial %s: no series, its store is damaged: %s", uid, exc)
         return out
 
     def trial_folder(self, uid: str) -> Path:
