@@ -160,11 +160,11 @@ class Routes:
 
     def _chosen(self, request: Request) -> Any:
         """The runs a request names by ``uid`` (every run matching ``filter`` when it names none)."""
-        frame = self._frame(request)
-        uids = _list(request, "uid")
-        if uids:
-            frame = frame.loc[[u for u in dict.fromkeys(uids) if u in frame.index]]
-        return frame
+        uids = list(dict.fromkeys(_list(request, "uid")))
+        if not uids:
+            return self._frame(request)
+        frame = self.source.runs(query={"uid": {"$in": uids}})
+        return frame.loc[[u for u in uids if u in frame.index]]
 
     def index(self, request: Request) -> Response:
         return Response(static_text("index.html"), media_type="text/html; charset=utf-8")

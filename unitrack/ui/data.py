@@ -72,6 +72,8 @@ FIELDS = (
     "version",
     "revision",
 )
+#: How long one catalog answers the requests of a page (seconds): live updates poll every 2 s.
+CATALOG_TTL_S = 1.0
 #: Bytes of ``run.log`` the run page shows (its end).
 LOG_TAIL_BYTES = 64 * 1024
 
@@ -214,6 +216,7 @@ class Source:
         self.protocol: Protocol = get_protocol(self.uri)
         self.protocol.strict = False  # reading only: a trial without its project is still listed
         self._lock = threading.RLock()
+        self._cache: dict[str, tuple[float, pd.DataFrame, dict[str, Trial]]] = {}
 
     def __enter__(self) -> Source:
         return self
@@ -274,7 +277,24 @@ class Source:
     def catalog(
         self, filters: Sequence[str] = (), query: Any = None
     ) -> tuple[pd.DataFrame, dict[str, Trial]]:
-        """The run catalog and the trial summaries it was built from (by uid)."""
+        """The run catalog and the trial summaries it was built from (by uid).
+
+        A page asks for the catalog with several requests at once (the table, each chart, the groups, the
+        sweep): the same answer is reused for :data:`CATALOG_TTL_S`.
+        """
+        key = json.dumps([list(filters), query], sort_keys=True, default=str)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and time.monotonic() - cached[0] < CATALOG_TTL_S:
+                return cached[1], cached[2]
+        frame, kept = self._catalog(filters, query)
+        with self._lock:
+            if len(self._cache) >= 32:
+                self._cache.clear()
+            self._cache[key] = (time.monotonic(), frame, kept)
+        return frame, kept
+
+    def _catalog(self, filters: Sequence[str], query: Any) -> tuple[pd.DataFrame, dict[str, Trial]]:
         import pandas as pd
 
         from unitrack.experiment.search import compile_filters
