@@ -214,3 +214,10 @@ def test_a_file_backend_without_times_draws_against_steps(tmp_path: Path) -> Non
             assert _decode(fig["data"][0]["x"]) == list(range(50))
     finally:
         source.close()
+
+
+def test_json_replies_hold_nan_and_huge_ints(tmp_path: Path) -> None:
+    from unitrack.ui.app import _json
+
+    body = json.loads(_json({"values": ["nan", 1.5], "big": 2**70}).body)
+    assert body == {"values": ["nan", 1.5], "big": 2**70}

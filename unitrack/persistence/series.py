@@ -357,12 +357,15 @@ def _number_or_none(value: Any) -> Any:
 
 def series_to_json(series: Series) -> dict[str, Any]:
     """Plain-data form of a series (for the wire and the web view's JSON API)."""
+    values = list(series.values)
+    if not all(map(math.isfinite, values)):  # map runs in C: the usual all-finite series costs one pass
+        values = [_number_or_none(v) for v in values]
     return {
         "dtype": "series",
         "uid": series.uid,
         "metric": series.metric,
         "steps": list(series.steps),
-        "values": [_number_or_none(v) for v in series.values],
+        "values": values,
         "times": None if series.times is None else list(series.times),
         "total": series.total,
     }

@@ -144,7 +144,14 @@ def _list(request: Request, name: str, limit: int = 10_000) -> list[str]:
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    body = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    """A JSON response. orjson writes the 200,000 numbers of a chart in milliseconds, where ``json`` takes a
+    fifth of a second; ``json`` takes what orjson refuses (ints beyond 64 bits)."""
+    import orjson
+
+    try:
+        body = orjson.dumps(payload)
+    except (orjson.JSONEncodeError, TypeError):
+        body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode("utf-8")
     return Response(body, status_code=status, media_type="application/json")
 
 

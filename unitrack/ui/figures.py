@@ -137,7 +137,20 @@ def smooth(values: Sequence[float], weight: float) -> list[float]:
 
 
 def _finite(values: Sequence[Any]) -> list[Any]:
-    return [v if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
+    """Values as a list, with None for NaN and infinities (gaps in a plotly line)."""
+    import numpy as np
+
+    try:
+        array = np.asarray(values, dtype=np.float64)  # None becomes NaN
+    except (TypeError, ValueError):
+        return [v if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return list(values)
+    out: list[Any] = array.tolist()
+    for index in np.flatnonzero(bad).tolist():
+        out[index] = None
+    return out
 
 
 def _iso(seconds: npt.NDArray[np.float64]) -> list[str]:
@@ -429,11 +442,12 @@ def typed_array(values: Any, minimum: int = 32) -> Any:
 
     import numpy as np
 
-    if not isinstance(values, list) or len(values) < minimum:
+    if not isinstance(values, list) or len(values) < minimum or isinstance(values[0], (str, bool)):
         return values
-    if not all(v is None or (type(v) in (int, float)) for v in values):
+    try:
+        array = np.asarray(values, dtype="<f8")  # None becomes NaN: a gap
+    except (TypeError, ValueError):
         return values
-    array = np.array([math.nan if v is None else v for v in values], dtype="<f8")
     return {"dtype": "f8", "bdata": base64.b64encode(array.tobytes()).decode("ascii")}
 
 
