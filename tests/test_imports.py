@@ -17,6 +17,7 @@ RANK = {
     "experiment": 3,
     "monitor": 3,
     "integrations": 4,
+    "ui": 4,
     "lightning": 5,  # unitrack/lightning.py, the seed's path of integrations.lightning
     "cli": 5,
 }

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from unitrack.errors import ConfigError, UnitrackError
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.query import Query
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 
 __all__ = ["ProtocolMultiplexer"]
@@ -119,6 +120,9 @@ class ProtocolMultiplexer(Protocol):
 
     def find_trials(self, query: Query) -> list[Trial]:
         return self._read(lambda b: b.find_trials(query))
+
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        return self._read(lambda b: b.find_series(request))
 
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         self._all(lambda b: b.update_trial(uid, update))

@@ -47,6 +47,7 @@ from unitrack.persistence.protocol import PRIMITIVES, Protocol
 from unitrack.persistence.query import Query, normalize_query
 from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.serialization import from_json, to_json
+from unitrack.persistence.series import Series, request_from_json, series_to_json
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.users import UserStore
 from unitrack.persistence.wire import (
@@ -138,6 +139,7 @@ SIGNATURES: Mapping[str, tuple[Param, ...]] = {
     "find_projects": (Param("query", _query, None),),
     "find_groups": (Param("query", _query, None),),
     "find_trials": (Param("query", _query, None),),
+    "find_series": (Param("request", request_from_json),),
     "update_trial": (Param("uid", _uid), Param("update", _decode("update", TrialUpdate))),
     "update_group": (Param("uid", _uid), Param("update", _decode("update", GroupUpdate))),
     "find_and_update_trial": (Param("query", _query), Param("update", _decode("update", TrialUpdate))),
@@ -153,6 +155,7 @@ _CALLS: Mapping[str, Callable[[Protocol, dict[str, Any]], Any]] = {
     "find_projects": lambda b, a: b.find_projects(a["query"]),
     "find_groups": lambda b, a: b.find_groups(a["query"]),
     "find_trials": lambda b, a: b.find_trials(a["query"]),
+    "find_series": lambda b, a: b.find_series(a["request"]),
     "update_trial": lambda b, a: b.update_trial(a["uid"], a["update"]),
     "update_group": lambda b, a: b.update_group(a["uid"], a["update"]),
     "find_and_update_trial": lambda b, a: b.find_and_update_trial(a["query"], a["update"]),
@@ -163,7 +166,7 @@ _CALLS: Mapping[str, Callable[[Protocol, dict[str, Any]], Any]] = {
 if set(SIGNATURES) != PRIMITIVES or set(_CALLS) != PRIMITIVES:  # pragma: no cover - caught by the test suite
     raise RuntimeError(f"server tables do not match the Protocol primitives {sorted(PRIMITIVES)}")
 
-_READS = frozenset({"find_projects", "find_groups", "find_trials"})
+_READS = frozenset({"find_projects", "find_groups", "find_trials", "find_series"})
 #: The primitives each role may call; a writer's trial updates are further limited to its own trials.
 ROLE_METHODS: Mapping[str, frozenset[str]] = {
     "reader": _READS,
@@ -213,7 +216,7 @@ def _result_to_json(value: Any) -> Any:
     if isinstance(value, (Project, TrialGroup, Trial)):
         return to_json(value)
     if isinstance(value, list):
-        return [to_json(v) for v in value]
+        return [series_to_json(v) if isinstance(v, Series) else to_json(v) for v in value]
     return None
 
 

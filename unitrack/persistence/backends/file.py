@@ -53,6 +53,7 @@ from unitrack.persistence.memory import Database
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.query import Query
 from unitrack.persistence.serialization import to_json
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
 
@@ -433,6 +434,12 @@ class FileProtocol(Protocol):
             self._check_open()
             self._refresh()
             return self._db.find_trials(query)
+
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        with self._mutex:
+            self._check_open()
+            self._refresh()
+            return self._db.find_series(request)
 
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._mutex:
