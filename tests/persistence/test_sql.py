@@ -639,3 +639,12 @@ def test_the_default_uri_batches_one_call_per_step(restartable: pg.PostgresServe
         used = _transactions(stats) - before
     assert _values(uri, trial.uid) == [float(s) for s in range(2000)]
     assert used < 100, f"2000 logging calls took {used} transactions"
+
+
+def test_every_sql_primitive_writes_the_buffer_first_and_retries() -> None:
+    from unitrack.persistence.backends.sql import SQLProtocol
+    from unitrack.persistence.protocol import PRIMITIVES
+
+    own = {"update_trial", "insert_trial", "commit"}  # they handle the buffer and retries themselves
+    missing = sorted(n for n in PRIMITIVES - own if not hasattr(getattr(SQLProtocol, n), "__wrapped__"))
+    assert not missing, f"decorate these SQLProtocol primitives with @_retried(...): {missing}"

@@ -58,7 +58,9 @@ from unitrack.errors import (
 )
 from unitrack.persistence.protocol import PRIMITIVES, Protocol
 from unitrack.persistence.query import Query, normalize_query
+from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.serialization import from_json, to_json
+from unitrack.persistence.series import Series, SeriesRequest, request_from_json, series_to_json
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.users import UserStore
 from unitrack.persistence.wire import (
@@ -161,6 +163,8 @@ _MAX_TEXT = 4096
 _MAX_ITEMS = 100_000
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _WIRE_CLASSES = (Project, TrialGroup, Trial, TrialUpdate, GroupUpdate)
+#: Argument types with a codec of their own (checked; raising SchemaError for anything malformed).
+_DECODERS: Mapping[Any, Callable[[Any], Any]] = {SeriesRequest: request_from_json}
 
 
 def _decoder_for(name: str, hint: Any) -> Callable[[Any], Any]:
@@ -178,6 +182,8 @@ def _decoder_for(name: str, hint: Any) -> Callable[[Any], Any]:
         return _scalar(name, hint)
     if hint in _WIRE_CLASSES:
         return _decode(name, hint)
+    if hint in _DECODERS:
+        return _DECODERS[hint]
     if origin in (list, tuple, collections.abc.Sequence, collections.abc.Collection) and args:
         if origin is tuple and (len(args) != 2 or args[1] is not Ellipsis):
             raise RuntimeError(f"primitive argument {name!r}: {hint} has no wire decoder")
@@ -275,6 +281,8 @@ def result_to_json(value: Any, depth: int = 0) -> Any:
         return value
     if isinstance(value, _WIRE_CLASSES):
         return to_json(value)
+    if isinstance(value, Series):
+        return series_to_json(value)
     if depth < 16 and isinstance(value, (list, tuple)):
         return [result_to_json(v, depth + 1) for v in value]
     if depth < 16 and isinstance(value, Mapping):
@@ -944,7 +952,7 @@ class ServerThread:
 
 
 def start_track_server(
-    protocol: Protocol,
+    protocol: Protocol | str,
     hostname: str = "127.0.0.1",
     port: int = 0,
     security_layer: str | None = None,
@@ -954,9 +962,10 @@ def start_track_server(
     on_listening: Callable[[tuple[str, int]], None] | None = None,
     **options: Any,
 ) -> None:
-    """track's entry point: serve ``protocol`` until SIGINT/SIGTERM.
+    """track's entry point: serve ``protocol`` (a Protocol, or a backend URI as track took) until SIGINT/SIGTERM.
 
     ``security_layer`` accepts ``None`` or ``'ssl'`` (with ``ssl_context``); track's ``'AES'`` layer is refused.
+    A backend opened here from a URI is closed when the server stops.
 
     Raises:
         ConfigError: for the AES layer, ``'ssl'`` without a context, or no users file.
@@ -971,7 +980,11 @@ def start_track_server(
     if users is None:
         raise ConfigError("start_track_server needs users= (a users file; see 'unitrack user add')")
     store = users if isinstance(users, UserStore) else UserStore(users)
-    server = SocketServer(protocol, store, hostname, port, ssl_context=ssl_context, **options)
+    owned = not isinstance(
+        protocol, Protocol
+    )  # track's form: start_track_server("file://db.json", host, port)
+    backend = get_protocol(protocol) if not isinstance(protocol, Protocol) else protocol
+    server = SocketServer(backend, store, hostname, port, ssl_context=ssl_context, **options)
 
     async def main() -> None:
         address = await server.start()
@@ -996,7 +1009,11 @@ def start_track_server(
                 loop.remove_signal_handler(sig)
             await server.aclose()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if owned:
+            backend.close()
 
 
 # ------------------------------------------------------------------------------------------- security
