@@ -512,11 +512,13 @@ class Loggers:
         stdout = self.procs[uid].stdout
         assert stdout is not None
         for line in stdout:
-            word, count = line.split()
-            if word == "acked":
-                self.acked[uid] = int(count)
-            else:
-                self.done[uid] = int(count)
+            parts = line.split()
+            if not line.endswith("\n") or len(parts) != 2 or not parts[1].isdigit():
+                continue  # the last line of a killed writer may be cut short: it acknowledged nothing
+            if parts[0] == "acked":
+                self.acked[uid] = int(parts[1])
+            elif parts[0] == "done":
+                self.done[uid] = int(parts[1])
 
     def wait_acked(self, least: dict[str, int], what: str) -> None:
         wait_until(lambda: all(self.acked[u] >= n for u, n in least.items()), timeout_s=120, what=what)
