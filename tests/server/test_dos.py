@@ -378,3 +378,35 @@ def test_a_long_commit_does_not_hold_up_other_clients_writes(
         assert not errors, errors
         assert (root / "big" / "store.h5").exists()
         assert acknowledged_meanwhile >= 3, "another client's writes waited for the commit"
+
+
+def test_many_clients_commit_their_trials_at_once(serve: Callable[..., Served], tmp_path: Path) -> None:
+    """Commits of different trials run at once on the server's worker threads; each rebuilds its store.h5."""
+    root = tmp_path / "runs"
+    served = serve(f"hdf5://{root}")
+    clients = [SocketProtocol(served.uri("ada")) for _ in range(8)]
+    clients[0].new_project(Project(name="p"))
+    for i, client in enumerate(clients):
+        trial = client.new_trial(Trial(name=f"c{i}", project_id="p"))
+        assert trial is not None
+        client.log_trial_metric_points(trial, [MetricPoint("v", s, float(s)) for s in range(5000)])
+        client.flush()
+    errors: list[BaseException] = []
+
+    def close(client: SocketProtocol) -> None:
+        try:
+            client.close()  # commits this client's trial
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=close, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    import pandas as pd
+
+    for i in range(8):
+        frame = pd.read_hdf(root / f"c{i}" / "store.h5", "metrics")
+        assert len(frame) == 5000

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,10 @@ from unitrack.errors import StorageError
 from unitrack.store.schema import ColumnKind
 
 __all__ = ["write_empty_h5", "write_h5"]
+
+#: PyTables (and the HDF5 library under it) is not thread-safe, and every image is built under the name
+#: ``store.h5`` (PyTables refuses a second open of one name): one image is built at a time in a process.
+_PYTABLES = threading.Lock()
 
 _NUMPY = {
     ColumnKind.FLOAT: ("<f8", "float64"),
@@ -83,7 +88,7 @@ def h5_image(tables: Sequence[tuple[str, list[str], list[ColumnKind], list[Any],
         name: [[c, k.value] for c, k in zip(cols, kinds, strict=True)] for name, cols, kinds, _, _ in tables
     }
     counts = {name: nrows for name, _, _, _, nrows in tables}
-    with warnings.catch_warnings():
+    with _PYTABLES, warnings.catch_warnings():
         # Names such as 'mx^2' (seed walkthrough 2) are valid for pandas but not Python identifiers;
         # PyTables warns about that on every node and attribute. The data is stored correctly.
         warnings.simplefilter("ignore", pt.NaturalNameWarning)
