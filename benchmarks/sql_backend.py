@@ -5,7 +5,8 @@ Prints:
   ``log_trial_metric_points`` call; every value checked present exactly once. Target >= 50,000 values/s on a
   2-core machine. The same load on ``hdf5://`` and ``file://`` for comparison.
 - one call per step: 8 processes x 10,000 ``log_trial_metrics`` calls (one value each) through the default
-  ``postgresql://`` URI, which batches in the client (acknowledged at ``close()``). Target >= 50,000 values/s.
+  ``postgresql://`` URI, which batches in the client; the clock stops once ``commit()`` has acknowledged every
+  value. Target >= 50,000 values/s.
   Then the same with ``?batch_size=1`` (every call durable when it returns: one transaction per call).
 - query: 10,000 trials, then ``fetch_trials({'parameters.lr': {'$lt': 0.1}})``. Target <= 100 ms.
 
@@ -50,6 +51,7 @@ if batch > 1:
 else:
     for v in range(count):
         db.log_trial_metrics(uid, v=v)
+db.commit()  # every value acknowledged (written to the database) before the clock stops
 t1 = time.perf_counter()
 db.close()
 print(t0, t1, flush=True)
