@@ -211,11 +211,12 @@ def kill_at_random_moments(
     *,
     total: int = 200,
     concurrent: int = 4,
-    most: int = 300,
+    most: int | Callable[[int], int] = 300,
     timeout_s: float = 120.0,
 ) -> list[Worker]:
     """Start ``total`` workers (``start(k)``), ``concurrent`` at a time, and SIGKILL each after its own random
-    number of acknowledgements (see :func:`kill_after_random_acks`); return them, every acknowledgement read.
+    number of acknowledgements (see :func:`kill_after_random_acks`; ``most`` may depend on ``k``); return them,
+    every acknowledgement read.
 
     Workers must keep writing until killed: one that ends first fails the test (its traceback is on stderr).
     """
@@ -226,7 +227,7 @@ def kill_at_random_moments(
     while started < total or running:
         while started < total and len(running) < concurrent:
             worker = start(started)
-            running[worker.fd] = (worker, _kill_target(rng, most))
+            running[worker.fd] = (worker, _kill_target(rng, most(started) if callable(most) else most))
             started += 1
         for fd, (worker, target) in list(running.items()):
             if len(worker.lines) >= target:
@@ -313,6 +314,30 @@ def flipped_in_place(
                 yield bit
             finally:
                 os.pwrite(fd, original, bit // 8)
+    finally:
+        os.close(fd)
+
+
+def flipped_copies(
+    path: str | os.PathLike[str], rng: random.Random | None = None, count: int | None = None
+) -> Iterator[int]:
+    """As :func:`flipped_in_place`, but the whole original content is put back after each flip: for files the
+    code under test may rewrite while it holds the damage (an index it rebuilds)."""
+    with open(path, "rb") as fh:
+        original = fh.read()
+    try:
+        for bit, damaged in bit_flips(original, rng, count):
+            _overwrite(path, damaged)
+            yield bit
+    finally:
+        replace_file(path, original)
+
+
+def _overwrite(path: str | os.PathLike[str], data: bytes) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
 
