@@ -55,15 +55,18 @@ _SEAL = re.compile(rb'\{"format": "([A-Za-z0-9._/-]{1,64})", "sha256": "([0-9a-f
 _HEX = frozenset(b"0123456789abcdef")
 
 
-def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, fsync: bool = True, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically: temporary file beside it, fsync, rename, fsync the folder.
+
+    ``mode`` is the new file's permission (before the umask), set when it is created: it is never visible with
+    wider permissions.
 
     Raises:
         StorageError: when the disk is full or the folder is not writable (the old file is left intact).
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             view = memoryview(data)
             while view:
