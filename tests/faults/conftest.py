@@ -7,7 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.harness import SEED_ENV, fault_seed
+from tests.faults.harness import SEED_ENV, fault_seed, reap_leftovers
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left_behind() -> Iterator[None]:
+    yield
+    reap_leftovers()
 
 
 @pytest.fixture

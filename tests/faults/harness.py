@@ -19,6 +19,7 @@ Example (in a test)::
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import select
@@ -39,6 +40,18 @@ def fault_seed() -> int:
     """The seed for this run: ``$UNITRACK_FAULT_SEED`` when set, else a fresh random one."""
     text = os.environ.get(SEED_ENV)
     return int(text) if text else random.SystemRandom().randrange(2**32)
+
+
+def _readable(fds: list[int], timeout_s: float) -> list[int]:
+    """The descriptors among ``fds`` with data (or end of file) within ``timeout_s`` (poll: any fd number)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+    return [fd for fd, _ in poller.poll(timeout_s * 1000)]
+
+
+#: Workers forked and not yet reaped, so a failed test leaves none behind (see conftest.py).
+LIVE: dict[int, Worker] = {}
 
 
 class Ack:
@@ -90,8 +103,7 @@ class Worker:
         """Read what is in the pipe (waiting up to ``timeout_s``); False at end of file."""
         if self.fd < 0:
             return False
-        ready, _, _ = select.select([self.fd], [], [], timeout_s)
-        if not ready:
+        if not _readable([self.fd], timeout_s):
             return True
         chunk = os.read(self.fd, 1 << 16)
         if not chunk:
@@ -137,10 +149,13 @@ class Worker:
             if time.monotonic() > deadline:
                 os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)
+                LIVE.pop(self.pid, None)
+                self.status = -signal.SIGKILL
                 raise AssertionError(f"worker {self.name} (pid {self.pid}) still running after {timeout_s} s")
         if self.status is None:
             _, status = os.waitpid(self.pid, 0)
             self.status = os.waitstatus_to_exitcode(status)
+            LIVE.pop(self.pid, None)
         if expect_success and self.status != 0:
             raise AssertionError(
                 f"worker {self.name} exited with {self.status} (see its traceback on stderr)"
@@ -153,6 +168,15 @@ class Worker:
 
     def acked_ints(self, key: str) -> list[int]:
         return [int(value) for value in self.acked(key)]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the test process dies, so no worker outlives a run."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: the conftest reaper still runs
+        pass
 
 
 def fork_worker(
@@ -170,6 +194,8 @@ def fork_worker(
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
+            LIVE.clear()
+            _die_with_parent()
             os.close(read_fd)
             if gate is not None:
                 gate.wait()
@@ -181,7 +207,21 @@ def fork_worker(
         finally:
             os._exit(code)
     os.close(write_fd)
-    return Worker(name, pid, read_fd)
+    worker = LIVE[pid] = Worker(name, pid, read_fd)
+    return worker
+
+
+def reap_leftovers() -> None:
+    """SIGKILL and reap every worker a test left running (a failed assertion before its join)."""
+    for worker in list(LIVE.values()):
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        worker.join(timeout_s=30, expect_success=False)
+        if worker.fd >= 0:
+            os.close(worker.fd)
+            worker.fd = -1
 
 
 def _kill_target(rng: random.Random, most: int) -> int:
@@ -241,8 +281,7 @@ def kill_at_random_moments(
             for worker, _ in running.values():
                 worker.kill()
             raise AssertionError(f"workers still short of their kill moment after {timeout_s} s")
-        ready, _, _ = select.select(list(running), [], [], 0.5)
-        for fd in ready:
+        for fd in _readable(list(running), 0.5):
             worker, target = running[fd]
             if not worker._read(0) and len(worker.lines) < target:
                 worker.join(timeout_s=10, expect_success=False)

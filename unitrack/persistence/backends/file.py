@@ -284,7 +284,21 @@ class FileProtocol(Protocol):
         self._jpos_seq = -1
         self._wrote_seq: int | None = None  # number of the journal this object last appended to
         self._closed = False
-        self._refresh()
+        try:
+            self._refresh()
+        except BaseException:
+            self._release_files()  # a database that cannot be opened keeps no descriptor open
+            raise
+
+    def _release_files(self) -> None:
+        self._closed = True
+        self._close_journal()
+        self._lock.close()
+
+    def __del__(self) -> None:
+        # An object dropped without close() still gives its descriptors back (never folds: close() does that).
+        if not getattr(self, "_closed", True):
+            self._release_files()
 
     # ---------------------------------------------------------------------------------------- reading
     def _check_open(self) -> None:
@@ -784,7 +798,6 @@ class FileProtocol(Protocol):
         with self._mutex:
             if self._closed:
                 return
-            self._closed = True
             try:
                 if self._wrote_seq is not None:
                     with self._lock.hold(exclusive=True):
@@ -793,8 +806,7 @@ class FileProtocol(Protocol):
             except ConcurrentWrite:
                 logger.info("%s: lock busy at close; the journal is folded by the next commit", self.path)
             finally:
-                self._close_journal()
-                self._lock.close()
+                self._release_files()
 
     # ------------------------------------------------------------------------------- older versions
     def _migrate_legacy_journals(self) -> None:
