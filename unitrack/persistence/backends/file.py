@@ -594,8 +594,8 @@ class FileProtocol(Protocol):
                     return
         finally:
             lock.release()
-        with self._lock.hold(exclusive=True):
-            if not written:
+        if not written:
+            with self._lock.hold(exclusive=True):
                 database = self._db_id
                 self._catch_up(exclusive=True)  # a new database file or journal since we looked
                 if database is not None and self._db_id != database and "uid" in record:
@@ -604,7 +604,40 @@ class FileProtocol(Protocol):
                 if not self._open_journal(exclusive=True):
                     self._new_journal()
                 self._write_frame(data, record)
-            self._fold(only_if_large=True)
+        self._fold_unless_folding(only_if_large=True)
+
+    def _fold_unless_folding(self, *, only_if_large: bool, wrote_seq: int | None = None) -> None:
+        """Fold the current journal, unless another process is folding it (caller holds the mutex only).
+
+        One process folds a journal: the one holding an ``flock`` on the journal file itself (writers never lock
+        it). It reads the journal under the shared lock, while the others go on appending, and takes the lock
+        exclusively only to read what they appended meanwhile and write the database. ``wrote_seq``: fold only
+        if this object's last append is in the current journal (close()).
+        """
+        with self._lock.hold(exclusive=False):
+            if not self._open_journal(exclusive=False, append=True):
+                return
+            if wrote_seq is not None and self._jseq != wrote_seq:
+                return  # what this object wrote was folded already
+            if only_if_large and self._jsize <= max(self.journal_limit_bytes, self._db_size):
+                return
+            try:
+                elect = os.open(self.journal_path, os.O_RDONLY)
+            except FileNotFoundError:
+                return
+        try:
+            try:
+                fcntl.flock(elect, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # another process is folding this journal, and will fold what is in it now
+            inode = os.fstat(elect).st_ino
+            with self._lock.hold(exclusive=False):
+                self._catch_up(exclusive=False)
+            with self._lock.hold(exclusive=True):
+                if self._open_journal(exclusive=True) and os.fstat(self._jfd).st_ino == inode:
+                    self._fold(only_if_large=only_if_large)
+        finally:
+            os.close(elect)
 
     def _fold(self, *, only_if_large: bool = False) -> None:
         """Fold the journal into the database file and delete it (caller holds the lock exclusively)."""
@@ -781,6 +814,7 @@ class FileProtocol(Protocol):
         database of its own: sealed, with a new id)."""
         with self._mutex:
             self._check_open()
+            self._refresh()  # read the journal while others may still append; the fold then reads the rest
             with self._lock.hold(exclusive=True):
                 self._fold()
                 if file_name_override is not None:
@@ -800,9 +834,7 @@ class FileProtocol(Protocol):
                 return
             try:
                 if self._wrote_seq is not None:
-                    with self._lock.hold(exclusive=True):
-                        if self._open_journal(exclusive=True, append=True) and self._jseq == self._wrote_seq:
-                            self._fold()
+                    self._fold_unless_folding(only_if_large=False, wrote_seq=self._wrote_seq)
             except ConcurrentWrite:
                 logger.info("%s: lock busy at close; the journal is folded by the next commit", self.path)
             finally:
