@@ -351,3 +351,38 @@ def test_every_single_bit_flip_of_the_trial_index_leaves_inserts_and_writes_righ
         if sorted(os.listdir(root)) != [".unitrack", "b"]:
             wrong.append(f"bit {bit}: folders {sorted(os.listdir(root))}")
     assert not wrong, f"{len(wrong)} flips misread: {wrong[:5]}"
+
+
+def _reserve(ack: Ack, root: str) -> None:
+    from unitrack.errors import ItemNotFound
+
+    db = HDF5Protocol(f"hdf5://{root}", strict=False)
+    while True:
+        try:
+            trial = db.fetch_and_update_trial({"status": "registered"}, "set_trial_status", status="running")
+        except ItemNotFound:
+            break
+        ack("took", trial.name)
+    db.close()
+
+
+def test_twelve_workers_reserve_each_trial_exactly_once(tmp_path: Path) -> None:
+    root = str(tmp_path / "runs")
+    _warm_up(tmp_path)
+    with HDF5Protocol(f"hdf5://{root}", strict=False) as db:
+        for i in range(30):
+            db.new_trial(Trial(name=f"job{i}", status=REGISTERED))
+    gate = Gate()
+    workers = [fork_worker(f"r{i}", _reserve, root, gate=gate) for i in range(12)]
+    gate.open(len(workers))
+    taken: list[str] = []
+    for worker in workers:
+        worker.join(timeout_s=120)
+        taken.extend(worker.acked("took"))
+    assert sorted(taken) == sorted(f"job{i}" for i in range(30)), "a trial was reserved twice or not at all"
+    assert {lifecycle.status_word(t.status) for t in _open_all(root)} == {"running"}
+
+
+def _open_all(root: str) -> list[Trial]:
+    with HDF5Protocol(f"hdf5://{root}", strict=False) as db:
+        return db.fetch_trials(None)
