@@ -180,12 +180,12 @@ def test_log_table_and_tb_rejects_bad_keys_before_logging(out_dir):
             s.log_table_and_tb("t", {"a": 1.0}, summary_type="nope")
 
 
-@pytest.mark.parametrize(("table", "column"), [("_v_x", "a"), ("t", "_f_y"), ("t", "index")])
-def test_names_hdf5_cannot_hold_are_refused_before_writing(out_dir, table, column):
+@pytest.mark.parametrize("table", ["_v_x", "_c_", "_g_t"])
+def test_table_names_hdf5_cannot_hold_are_refused_before_writing(out_dir, table):
     with Store(out_dir, "e") as s:
         before = snapshot(out_dir)
-        with pytest.raises(InvalidNameError):
-            s.add_table(table, {column: float})
+        with pytest.raises(InvalidNameError, match="reserved by HDF5"):
+            s.add_table(table, {"a": float})
         assert snapshot(out_dir) == before
 
 

@@ -49,7 +49,9 @@ def writer_alive(path: str) -> bool:
     return True
 
 
-def load_contents(path: str, *, holds_lock: bool = False) -> JournalContents:
+def load_contents(
+    path: str, *, holds_lock: bool = False, skip_damaged: bool = False, keep_payloads: bool = True
+) -> JournalContents:
     """Read every table of the store in ``path``.
 
     The journal is the source of truth. A folder with only ``store.h5`` (a cox store) is read with pandas and
@@ -59,6 +61,9 @@ def load_contents(path: str, *, holds_lock: bool = False) -> JournalContents:
         path: The store folder.
         holds_lock: The caller is the store's writer, so an incomplete last frame is a torn tail (warned about)
             rather than another writer's write in progress.
+        skip_damaged: Skip damaged frames in the middle of the journal (with a warning) instead of raising.
+        keep_payloads: Keep every row's payload; otherwise only row counts and text widths (the journal is read
+            in chunks, in constant memory).
 
     Returns:
         The tables and their row payloads; ``valid_end`` is 0 for a store without a journal.
@@ -67,13 +72,13 @@ def load_contents(path: str, *, holds_lock: bool = False) -> JournalContents:
         CorruptStoreError: The journal or the HDF5 file is damaged.
     """
     journal = os.path.join(path, JOURNAL_NAME)
-    try:
-        with open(journal, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        data = None
-    if data is not None:
-        return read_journal(journal, data, writer_alive=not holds_lock and writer_alive(path))
+    if os.path.isfile(journal):
+        return read_journal(
+            journal,
+            writer_alive=not holds_lock and writer_alive(path),
+            skip_damaged=skip_damaged,
+            keep_payloads=keep_payloads,
+        )
     h5 = os.path.join(path, H5_NAME)
     if not os.path.isfile(h5):
         return JournalContents({}, 0, None)
@@ -87,9 +92,12 @@ def _contents_from_frames(frames: dict[str, Any]) -> JournalContents:
         columns = [str(c) for c in frame.columns]
         codec = RowCodec(table_id, columns, [kinds[c] for c in columns])
         table = JournalTable(name, codec)
-        for row in frame.itertuples(index=False, name=None):
-            values = [_plain(v, codec.kinds[i].value) for i, v in enumerate(row)]
-            table.payloads.append(codec.pack(values))
+        table.take(
+            [
+                codec.pack([_plain(v, codec.kinds[i].value) for i, v in enumerate(row)])
+                for row in frame.itertuples(index=False, name=None)
+            ]
+        )
         tables[name] = table
     return JournalContents(tables, 0, None)
 
