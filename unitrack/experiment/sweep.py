@@ -31,10 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from unitrack.errors import RegisterSyntaxError
+from unitrack.experiment.paramfile import safe_yaml
 
 __all__ = ["Distribution", "expand", "parse_register_string"]
 
@@ -67,7 +67,7 @@ class Distribution:
 def _load(text: str, offset: int, source: str) -> Any:
     """Read ``text`` with the safe loader; errors become RegisterSyntaxError at ``offset`` + the YAML mark."""
     try:
-        return YAML(typ="safe", pure=True).load(text)
+        return safe_yaml().load(text)  # aliases and nesting bounded (#12 item 11)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = offset + (mark.index if mark is not None else 0)
