@@ -29,7 +29,7 @@ def validate_name(what: str, name: object) -> str:
 
     Raises:
         InvalidNameError: The name is not a string, is empty, longer than 255 characters, or contains
-            ``/``, ``\\``, NUL or ``..``.
+            ``/``, ``\\``, NUL or ``..``; or an ``exp_id`` (a folder) starts with ``.``.
 
     Example:
         >>> validate_name("table", "train")
@@ -46,6 +46,11 @@ def validate_name(what: str, name: object) -> str:
             raise InvalidNameError(what, name, f"the name contains {label}")
     if name == ".":
         raise InvalidNameError(what, name, "'.' is the current folder")
+    if what == "exp_id" and name.startswith("."):
+        # A hidden store folder is skipped by CollectionReader and every listing (#12 item 12).
+        raise InvalidNameError(
+            what, name, "the name starts with '.' (a hidden folder, skipped by every reader)"
+        )
     return name
 
 
