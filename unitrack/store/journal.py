@@ -420,7 +420,8 @@ class JournalReader:
             try:
                 used = self._window(buf, pos, batch)
             except _Bad as bad:
-                yield self._batch(batch)
+                if batch:
+                    yield self._batch(batch)
                 pos, rows = self._bad(source, bad)
                 if rows:
                     yield rows

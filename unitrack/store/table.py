@@ -385,12 +385,21 @@ class Table:
                 count = min(APPEND_ROWS, nrows - start)
                 yield count, codec.decode(bytes(self._fixed_rows[start * size : (start + count) * size]))
             return
-        columns = [
-            np.frombuffer(column, dtype=_ARRAY_DTYPES[kind]) if kind in _ARRAY_CODES else column
-            for column, kind in zip(self._decode_kept(), codec.kinds, strict=True)
-        ]
+        columns = self._decode_kept()
         for start in range(0, nrows, APPEND_ROWS):
-            yield min(APPEND_ROWS, nrows - start), [column[start : start + APPEND_ROWS] for column in columns]
+            count = min(APPEND_ROWS, nrows - start)
+            # Copies of each slice: no view of the arrays stays exported (they grow in place) across a yield.
+            yield (
+                count,
+                [
+                    np.frombuffer(
+                        column, dtype=_ARRAY_DTYPES[kind], count=count, offset=start * column.itemsize
+                    ).copy()
+                    if kind in _ARRAY_CODES
+                    else column[start : start + count]
+                    for column, kind in zip(columns, codec.kinds, strict=True)
+                ],
+            )
 
     def iter_rows(self) -> Iterator[tuple[Any, ...]]:
         """Yield every flushed row as a tuple in column order (serialized columns hold their text or ids)."""
