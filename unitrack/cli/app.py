@@ -11,8 +11,11 @@ import sys
 import typer
 
 from unitrack.cli import backends as backends_cmd
+from unitrack.cli import export as export_cmd
+from unitrack.cli import importer as import_cmd
 from unitrack.cli import serve as serve_cmd
 from unitrack.cli import sweep as sweep_cmd
+from unitrack.cli import sync as sync_cmd
 
 app = typer.Typer(
     name="unitrack",
@@ -36,6 +39,9 @@ def _configure(
 backends_cmd.add_commands(app)
 serve_cmd.add_commands(app)
 sweep_cmd.add_commands(app)
+sync_cmd.add_commands(app)
+import_cmd.add_commands(app)
+export_cmd.add_commands(app)
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ from unitrack.errors import (
 )
 from unitrack.persistence.protocol import PRIMITIVES, Protocol
 from unitrack.persistence.query import Query, normalize_query
+from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.serialization import from_json, to_json
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.users import UserStore
@@ -617,7 +618,7 @@ class ServerThread:
 
 
 def start_track_server(
-    protocol: Protocol,
+    protocol: Protocol | str,
     hostname: str = "127.0.0.1",
     port: int = 0,
     security_layer: str | None = None,
@@ -627,9 +628,10 @@ def start_track_server(
     on_listening: Callable[[tuple[str, int]], None] | None = None,
     **options: Any,
 ) -> None:
-    """track's entry point: serve ``protocol`` until SIGINT/SIGTERM.
+    """track's entry point: serve ``protocol`` (a Protocol, or a backend URI as track took) until SIGINT/SIGTERM.
 
     ``security_layer`` accepts ``None`` or ``'ssl'`` (with ``ssl_context``); track's ``'AES'`` layer is refused.
+    A backend opened here from a URI is closed when the server stops.
 
     Raises:
         ConfigError: for the AES layer, ``'ssl'`` without a context, or no users file.
@@ -644,7 +646,11 @@ def start_track_server(
     if users is None:
         raise ConfigError("start_track_server needs users= (a users file; see 'unitrack user add')")
     store = users if isinstance(users, UserStore) else UserStore(users)
-    server = SocketServer(protocol, store, hostname, port, ssl_context=ssl_context, **options)
+    owned = not isinstance(
+        protocol, Protocol
+    )  # track's form: start_track_server("file://db.json", host, port)
+    backend = get_protocol(protocol) if not isinstance(protocol, Protocol) else protocol
+    server = SocketServer(backend, store, hostname, port, ssl_context=ssl_context, **options)
 
     async def main() -> None:
         address = await server.start()
@@ -661,7 +667,11 @@ def start_track_server(
                 loop.remove_signal_handler(sig)
             await server.aclose()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if owned:
+            backend.close()
 
 
 # ------------------------------------------------------------------------------------------- security

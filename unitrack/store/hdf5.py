@@ -17,16 +17,16 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from unitrack.errors import CorruptStoreError, StorageError
+from unitrack.errors import StorageError
 from unitrack.store.schema import ColumnKind
 
-__all__ = ["H5Table", "kinds_from_frame", "read_legacy_h5", "write_empty_h5", "write_h5"]
+__all__ = ["H5TableSpec", "write_empty_h5", "write_h5"]
 
 _NUMPY = {
     ColumnKind.FLOAT: ("<f8", "float64"),
@@ -36,7 +36,7 @@ _NUMPY = {
 
 
 @dataclass(frozen=True)
-class H5Table:
+class H5TableSpec:
     """What store.h5 needs to know of a table before its rows arrive: columns, kinds, row count, text widths."""
 
     name: str
@@ -67,7 +67,9 @@ _CACHES = {"chunk_cache_size": 1 << 20, "io_buffer_size": 1 << 20}
 Chunk = tuple[str, int, list[Any]]
 
 
-def write_h5(path: str, tables: Sequence[H5Table], chunks: Iterable[Chunk], *, fsync: bool = True) -> None:
+def write_h5(
+    path: str, tables: Sequence[H5TableSpec], chunks: Iterable[Chunk], *, fsync: bool = True
+) -> None:
     """Atomically replace ``path`` with an HDF5 file holding ``tables``, whose rows come from ``chunks``.
 
     Args:
@@ -127,7 +129,7 @@ def _quiet_names() -> Iterator[None]:
         yield
 
 
-def h5_image(tables: Sequence[H5Table], chunks: Iterable[Chunk] = ()) -> bytes:
+def h5_image(tables: Sequence[H5TableSpec], chunks: Iterable[Chunk] = ()) -> bytes:
     """Build the bytes of a store.h5 holding ``tables`` in memory (HDF5's core driver, no backing file).
 
     Building in memory and writing the image with one ``write`` avoids HDF5's many small writes.
@@ -146,7 +148,7 @@ def h5_image(tables: Sequence[H5Table], chunks: Iterable[Chunk] = ()) -> bytes:
     return image
 
 
-def _fill(h5: Any, tables: Sequence[H5Table], chunks: Iterable[Chunk]) -> None:
+def _fill(h5: Any, tables: Sequence[H5TableSpec], chunks: Iterable[Chunk]) -> None:
     """Create every table of ``tables`` in ``h5``, append the rows of ``chunks``, and write the root attributes.
 
     Raises:
@@ -196,7 +198,7 @@ class _Layout:
     slow for the 1,000-store target. ``tests/store`` reads the result back with ``pandas.read_hdf``.
     """
 
-    def __init__(self, table: H5Table) -> None:
+    def __init__(self, table: H5TableSpec) -> None:
         self.table = table
         fields: list[tuple[str, Any]] = [("index", "<i8")]
         #: (field name, column position, is a values block) in the order of the record's fields.
@@ -277,43 +279,3 @@ def write_empty_h5(path: str) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise StorageError(f"Could not write {path}: {exc}", path=path) from exc
-
-
-def read_legacy_h5(path: str) -> dict[str, Any]:
-    """Read every table of a ``store.h5`` that has no journal (a cox store, or one whose journal was lost).
-
-    pandas and PyTables unpickle HDF5 attributes while reading, so only call this on files you trust.
-    ``CollectionReader`` does so only with ``read_cox_h5=True``; opening one Store by name is that choice.
-
-    Args:
-        path: The HDF5 file.
-
-    Returns:
-        ``{table: DataFrame}``.
-
-    Raises:
-        CorruptStoreError: The file cannot be read as HDF5.
-    """
-    import pandas as pd
-    import tables as pt
-
-    try:
-        with pd.HDFStore(path, mode="r") as store:
-            return {key.lstrip("/"): store.select(key) for key in store.keys()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, pt.HDF5ExtError) as exc:
-        raise CorruptStoreError(path, 0, f"not a readable HDF5 store ({exc})") from exc
-
-
-def kinds_from_frame(frame: Any) -> Mapping[str, ColumnKind]:
-    """Infer column kinds from a DataFrame's dtypes (for stores without a journal)."""
-    kinds: dict[str, ColumnKind] = {}
-    for column, dtype in frame.dtypes.items():
-        if dtype.kind == "f":
-            kinds[str(column)] = ColumnKind.FLOAT
-        elif dtype.kind in "iu":
-            kinds[str(column)] = ColumnKind.INT
-        elif dtype.kind == "b":
-            kinds[str(column)] = ColumnKind.BOOL
-        else:
-            kinds[str(column)] = ColumnKind.STR
-    return kinds

@@ -14,11 +14,12 @@ import atexit
 import enum
 import logging
 import os
+import sys
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from unitrack.errors import (
     AlreadyExistsError,
@@ -36,7 +37,7 @@ from unitrack.store.contents import (
     OBJECTS_DIR,
     load_contents,
 )
-from unitrack.store.hdf5 import Chunk, H5Table, write_empty_h5, write_h5
+from unitrack.store.hdf5 import Chunk, H5TableSpec, write_empty_h5, write_h5
 from unitrack.store.journal import (
     MAGIC,
     Damage,
@@ -132,6 +133,9 @@ class Store:
         skip_damaged: Read around damaged frames in the middle of the journal (each is skipped, with a warning
             naming the file, offset and size) instead of raising :class:`~unitrack.errors.CorruptStoreError`. A
             writer opened so appends after the last intact frame; the damaged bytes stay in the file.
+        quiet: Do not print ``Logging in: <path>`` when the store's folder is created (cox printed it; it is
+            the store's one line of console output and goes to ``stream``, not through logging alone).
+        stream: Where that line goes (default ``sys.stdout`` at the time of writing).
 
     Raises:
         InvalidNameError: ``exp_id`` is not a safe folder name (checked before any file is touched).
@@ -151,6 +155,7 @@ class Store:
         ...     store["result"].update_row({"final_opt": 3.9409})
         ...     store["result"].flush_row()
         ...     print(store["result"].df)
+        Logging in: .../exp1
            final_x  final_opt
         0      3.0     3.9409
     """
@@ -170,6 +175,8 @@ class Store:
         h5_every_rows: int | None = 10_000,
         keep_rows: bool = True,
         skip_damaged: bool = False,
+        quiet: bool = False,
+        stream: TextIO | None = None,
     ) -> None:
         self._keep_rows = bool(keep_rows) or Mode.parse(mode) is Mode.READ
         self._skip_damaged = bool(skip_damaged)
@@ -216,6 +223,8 @@ class Store:
             os.makedirs(folder, exist_ok=True)
         if created:
             logger.info("Logging in: %s", self.path)
+            if not quiet:
+                (stream or sys.stdout).write(f"Logging in: {self.path}\n")
         self._lock = StoreLock(os.path.join(self.path, LOCK_NAME), self.path)
         try:
             self._open_writer(created)
@@ -332,6 +341,7 @@ class Store:
             ...     _ = store.add_table("events", {"what": str})
             ...     store.append_many({"metrics": [(1, 0.5), (2, 0.25)], "events": [("checkpoint",)]})
             ...     store["metrics"].nrows, store["events"].nrows
+            Logging in: .../exp1
             (2, 1)
         """
         tables = self.tables
@@ -468,7 +478,7 @@ class Store:
     def _write_h5(self) -> None:
         """Rebuild ``store.h5`` from the rows (write new, fsync, rename), a chunk of rows at a time."""
         tables = [
-            H5Table(name, table._columns, table._kinds, table.nrows, table._widths)
+            H5TableSpec(name, table._columns, table._kinds, table.nrows, table._widths)
             for name, table in self.tables.items()
         ]
         write_h5(self._h5_path, tables, self._h5_chunks())

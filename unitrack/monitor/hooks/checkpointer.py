@@ -83,7 +83,7 @@ class Checkpointer(Hook):
                 continue
             saved[name] = checkpoint.save(directory, name, obj, monitor.triggers, monitor.now())
         if saved:
-            logger.info("saved %s at %s", list(saved), directory)
+            monitor.report(f"saved {list(saved)} at {directory}")
             # Record the new files first, then delete old ones: a kill in between leaves an extra file (deleted
             # by the next save), never metadata['checkpoints'] naming a deleted one (#12 item 5).
             monitor.record_checkpoints(saved)

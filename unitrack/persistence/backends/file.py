@@ -483,6 +483,10 @@ class FileProtocol(Protocol):
                 payload = self._db.to_json()
                 atomic_write(Path(file_name_override), json.dumps(payload, indent=1).encode("utf-8"))
 
+    def artifact_dir(self, uid: str) -> Path:
+        """Where trial ``uid`` keeps its artifacts: ``<database>.artifacts/<uid>`` (see ``persistence.artifacts``)."""
+        return self.path.with_name(self.path.name + ".artifacts") / uid
+
     def close(self) -> None:
         """Fold this process's journal into the database (if the lock is free now) and release it.
 

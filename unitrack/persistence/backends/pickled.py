@@ -169,3 +169,7 @@ class PickledProtocol(Protocol):
 
     def commit(self, **kwargs: Any) -> None:
         """Every call already wrote the file."""
+
+    def artifact_dir(self, uid: str) -> Path:
+        """Where trial ``uid`` keeps its artifacts: ``<database>.artifacts/<uid>`` (see ``persistence.artifacts``)."""
+        return self.path.with_name(self.path.name + ".artifacts") / uid
