@@ -31,7 +31,7 @@ import json, os, sys
 from unitrack.store import Store, repair_journal
 
 folder, exp_id = sys.argv[1], sys.argv[2]
-store = Store(folder, exp_id)
+store = Store(folder, exp_id, quiet=True)  # stdout carries the acknowledgements
 t = store.add_table("t", {"i": int, "x": float, "s": str})
 u = store.add_table("u", {"y": float})
 out = sys.stdout

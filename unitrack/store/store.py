@@ -572,7 +572,7 @@ def repair_journal(storage_folder: str | os.PathLike[str], exp_id: str) -> list[
     Example:
         >>> import tempfile
         >>> folder = tempfile.mkdtemp()
-        >>> with Store(folder, "exp1") as store:
+        >>> with Store(folder, "exp1", quiet=True) as store:
         ...     store.add_table("t", {"x": float}).append_row({"x": 1.0})
         >>> repair_journal(folder, "exp1")  # an intact journal is left alone
         []
