@@ -360,10 +360,12 @@ class ConcurrentWrite(StorageError):
 class CorruptStoreError(StorageError):
     """The bytes of a file are not what unitrack wrote there. Nothing from it is returned."""
 
-    def __init__(self, path: str, offset: int, reason: str = "checksum mismatch") -> None:
+    def __init__(
+        self, path: str, offset: int, reason: str = "checksum mismatch", advice: str | None = None
+    ) -> None:
+        advice = advice or "Restore it from a backup or remove it"
         super().__init__(
-            f"{path} is corrupt at byte {offset}: {reason}. Restore it from a backup or remove it; "
-            "other runs are not affected.",
+            f"{path} is corrupt at byte {offset}: {reason}. {advice}; other runs are not affected.",
             path=path,
             offset=offset,
             reason=reason,

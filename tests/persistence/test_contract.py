@@ -400,7 +400,20 @@ def test_fetch_and_update_trial_refuses_other_methods(protocol: Protocol, trial:
 
 # ---------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
-    "name", ["a/b", "../x", "..", "a\x00b", "", "x" * 4096, "a\\b", "line\nbreak", "lone\ud800surrogate"]
+    "name",
+    [
+        "a/b",
+        "../x",
+        "..",
+        "a\x00b",
+        "",
+        "x" * 4096,
+        "a\\b",
+        "line\nbreak",
+        "lone\ud800surrogate",
+        ".hidden",
+        ".unitrack",
+    ],
 )
 def test_bad_trial_names_are_refused_before_anything_is_written(protocol: Protocol, name: str) -> None:
     with pytest.raises(InvalidNameError) as info:

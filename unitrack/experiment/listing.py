@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from unitrack.experiment.paramfile import safe_yaml
 from unitrack.persistence.lifecycle import PROCESS_KEY, is_lost, read_heartbeat, run_status
 
 __all__ = ["Run", "runs_from_folder", "runs_from_uri", "varying_keys"]
@@ -57,7 +57,7 @@ def _folder_status(data: dict[str, Any]) -> str:
 
 def runs_from_folder(root: str) -> list[Run]:
     """Read every ``{root}/*/params.yml`` (and ``{root}/params.yml`` when the root is itself a run)."""
-    yaml = YAML(typ="safe")
+    yaml = safe_yaml()  # alias bombs and deep nesting refused (#12 item 11)
     now = datetime.now()
     candidates = [root] + sorted(
         e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
