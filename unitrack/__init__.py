@@ -41,6 +41,7 @@ _LAZY: dict[str, str] = {
     "Root": "unitrack.experiment",
     "Monitor": "unitrack.monitor",
     "TorchMonitor": "unitrack.monitor",
+    "plot": "unitrack.ui.notebook",
 }
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "UnitrackError",
     "get_protocol",
     "parse_uri",
+    "plot",
     "register",
 ]
 
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
     from unitrack.persistence.uri import parse_uri
     from unitrack.store import Store, Table
     from unitrack.store.readers import CollectionReader
+    from unitrack.ui.notebook import plot
 
 
 def __getattr__(name: str) -> Any:

@@ -124,7 +124,9 @@ def test_commit_with_file_name_override_writes_a_database_of_its_own(db_uri: str
 
 def test_corrupt_database_raises_corrupt_store_error(tmp_path: Path) -> None:
     (tmp_path / "db.json").write_text('{"format": "unitrack.db/1", "trials": [')
-    with pytest.raises(CorruptStoreError, match="db.json is corrupt at byte .*Every run in this database"):
+    with pytest.raises(
+        CorruptStoreError, match="db.json is corrupt at byte .*every run stored in it is affected"
+    ):
         FileProtocol(f"file://{tmp_path}/db.json")
 
 

@@ -123,13 +123,15 @@ def test_status_helpers() -> None:
     assert not Status.Running.is_finished and Status.Completed.is_finished
 
 
-@pytest.mark.parametrize("name", ["a/b", "..", ".", "", "a\x00b", "x" * 256, "tab\tname"])
+@pytest.mark.parametrize(
+    "name", ["a/b", "..", ".", "", "a\x00b", "x" * 256, "tab\tname", ".hidden", ".unitrack"]
+)
 def test_invalid_names(name: str) -> None:
     with pytest.raises(InvalidNameError):
         Trial(name=name)
 
 
-@pytest.mark.parametrize("name", ["a=1__b=2", "run 1", "lr:0.1", ".hidden", "ü-ñ"])
+@pytest.mark.parametrize("name", ["a=1__b=2", "run 1", "lr:0.1", "a.hidden", "ü-ñ"])
 def test_valid_names(name: str) -> None:
     assert Trial(name=name).name == name
 
@@ -146,7 +148,7 @@ def test_stat_aggregator_drops_exactly_skip_obs() -> None:
         agg += x
     assert agg.val["min"] == 10 and agg.val["max"] == 19 and agg.val["count"] == 10
     assert agg.val["avg"] == pytest.approx(14.5)
-    assert agg.val["sd"] == pytest.approx(math.sqrt(sum((x - 14.5) ** 2 for x in range(10, 20)) / 9))
+    assert agg.val["sd"] == pytest.approx(math.sqrt(sum((x - 14.5) ** 2 for x in range(10, 20)) / 10))
     assert aggregator_from_json(agg.to_json()).val == agg.val
 
 

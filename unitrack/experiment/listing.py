@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+
+from unitrack.experiment.paramfile import safe_yaml
+from unitrack.persistence.lifecycle import PROCESS_KEY, is_lost, read_heartbeat, run_status
 
 __all__ = ["Run", "runs_from_folder", "runs_from_uri", "varying_keys"]
 
@@ -41,9 +43,21 @@ def _age_s(stamp: Any, now: datetime) -> float | None:
     return max((now - when.replace(tzinfo=None)).total_seconds(), 0.0)
 
 
+def _folder_status(data: dict[str, Any]) -> str:
+    """The status a params.yml shows: ``lost`` for a ``running`` experiment whose process (``_meta.process``) is
+    gone (see :func:`unitrack.persistence.lifecycle.is_lost`)."""
+    status = str(data.get("_status", ""))
+    meta = data.get("_meta")
+    if status == "running" and isinstance(meta, dict):
+        beat = read_heartbeat({PROCESS_KEY: meta.get(PROCESS_KEY)})
+        if beat is not None and is_lost(beat):
+            return "lost"
+    return status
+
+
 def runs_from_folder(root: str) -> list[Run]:
     """Read every ``{root}/*/params.yml`` (and ``{root}/params.yml`` when the root is itself a run)."""
-    yaml = YAML(typ="safe")
+    yaml = safe_yaml()  # alias bombs and deep nesting refused (#12 item 11)
     now = datetime.now()
     candidates = [root] + sorted(
         e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
@@ -67,7 +81,7 @@ def runs_from_folder(root: str) -> list[Run]:
         stamps = stamps if isinstance(stamps, dict) else {}
         row: dict[str, Any] = {
             "name": os.path.basename(folder),
-            "status": str(data.get("_status", "")),
+            "status": _folder_status(data),
             "age_s": _age_s(stamps.get("stopped") or stamps.get("last") or stamps.get("registered"), now),
         }
         row.update({k: data[k] for k in params})
@@ -88,6 +102,8 @@ def runs_from_uri(uri: str) -> list[Run]:
     with get_protocol(uri) as protocol:
         for trial in protocol.fetch_trials(None):
             status = trial.metadata.get("status") if isinstance(trial.metadata, dict) else None
+            if run_status(trial) == "lost":
+                status = "lost"
             row: dict[str, Any] = {
                 "name": trial.name or trial.uid,
                 "status": str(status or getattr(trial.status, "name", trial.status)),

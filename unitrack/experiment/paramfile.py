@@ -8,6 +8,12 @@ Two loaders, chosen by who wrote the text:
 - our own ``params.yml``/``defaults.yml`` are read and written with the **round-trip** loader, which keeps
   comments and key order and constructs only plain data.
 
+Every loader bounds what aliases can do (#12 item 11): ``*name`` refers to an anchored node without copying it, so
+a few hundred characters can describe billions of nodes (an "alias bomb") that exhaust memory as soon as anything
+walks the data. A document whose aliases would add more than :data:`MAX_ALIAS_NODES` nodes (or
+:data:`MAX_ALIAS_CHARS` characters of text), refers to itself, or nests deeper than :data:`MAX_DEPTH` is refused
+with a :class:`~unitrack.errors.ConfigError` naming the file or argument; ordinary anchors (``<<: *defaults``) work.
+
 Every write is atomic: a temporary file in the same folder, fsync, ``os.replace``. A reader (or a process killed
 mid-write) therefore sees either the old file or the new one, never a torn one.
 
@@ -37,8 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.constructor import ConstructorError
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from unitrack.errors import IncompatibleYmlException, StorageError, UnsafeYAMLError
 
@@ -47,6 +55,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATE_FORMAT",
+    "MAX_ALIAS_CHARS",
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
     "IncompatibleYmlException",
     "atomic_write_text",
     "commented_to_py",
@@ -58,6 +69,7 @@ __all__ = [
     "load_params",
     "now_iso",
     "parse_user_yaml",
+    "safe_yaml",
     "save_param",
     "set_keys",
     "to_iso",
@@ -134,12 +146,106 @@ def dics_to_pandas(dics: Iterable[Mapping[str, Any]], reg: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------- yaml
-def _safe_yaml() -> YAML:
-    return YAML(typ="safe", pure=True)
+#: Nodes that aliases may add to a document (each alias counts as a copy of what it refers to).
+MAX_ALIAS_NODES = 100_000
+#: Characters of text that aliases may add to a document.
+MAX_ALIAS_CHARS = 10_000_000
+#: Deepest nesting read (parameters nest a few levels; deeper input would only exhaust the stack).
+MAX_DEPTH = 100
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _text_size(node: Node) -> int:
+    return len(node.value) if isinstance(node, ScalarNode) and isinstance(node.value, str) else 0
+
+
+def check_aliases(root: Node | None) -> None:
+    """Refuse a composed document whose aliases refer to a node containing them, or add too much.
+
+    Sizes are computed once per distinct node (linear in the text), counting each alias as a full copy.
+
+    Raises:
+        ComposerError: A recursive alias, or aliases adding more than :data:`MAX_ALIAS_NODES` nodes or
+            :data:`MAX_ALIAS_CHARS` characters.
+    """
+    if root is None:
+        return
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, characters) of its full expansion
+    open_nodes: set[int] = set()  # nodes entered and not finished: the path from the root
+    unique_nodes = unique_chars = 0
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            nodes, chars = 1, _text_size(node)
+            for child in _children(node):
+                child_nodes, child_chars = sizes[id(child)]
+                nodes += child_nodes
+                chars += child_chars
+            sizes[key] = (nodes, chars)
+            open_nodes.discard(key)
+            continue
+        if key in sizes:
+            continue
+        open_nodes.add(key)
+        unique_nodes += 1
+        unique_chars += _text_size(node)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_nodes:
+                raise ComposerError(
+                    None,
+                    None,
+                    "an alias refers to a node that contains it (a recursive alias)",
+                    child.start_mark,
+                )
+            if id(child) not in sizes:
+                stack.append((child, False))
+    nodes, chars = sizes[id(root)]
+    if nodes - unique_nodes > MAX_ALIAS_NODES or chars - unique_chars > MAX_ALIAS_CHARS:
+        raise ComposerError(
+            None,
+            None,
+            f"its aliases expand it by {nodes - unique_nodes:,} nodes and {chars - unique_chars:,} characters "
+            f"(at most {MAX_ALIAS_NODES:,} and {MAX_ALIAS_CHARS:,}): an alias bomb, refused. Write the values "
+            "out, or refer to fewer of them",
+            root.start_mark,
+        )
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, checking each document's aliases before anything is built from it."""
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        check_aliases(node)
+        return node
+
+
+def _bounded(yaml: YAML) -> YAML:
+    yaml.Composer = _BoundedComposer
+    yaml.max_depth = MAX_DEPTH
+    return yaml
+
+
+def safe_yaml() -> YAML:
+    """ruamel's safe loader (plain data only), with alias expansion and nesting bounded."""
+    return _bounded(YAML(typ="safe", pure=True))
+
+
+_safe_yaml = safe_yaml
 
 
 def _rt_yaml() -> YAML:
-    yaml = YAML(typ="rt")
+    yaml = _bounded(YAML(typ="rt"))
     yaml.default_flow_style = False
     yaml.width = 4096
     return yaml
@@ -157,7 +263,13 @@ def parse_user_yaml(text: str, *, what: str = "YAML string") -> Any:
     except ConstructorError as exc:
         raise UnsafeYAMLError(text, f"{what} uses a tag the safe loader refuses ({exc.problem})") from exc
     except YAMLError as exc:
-        raise IncompatibleYmlException(f"{what} {text!r} is not valid YAML: {exc}") from exc
+        raise IncompatibleYmlException(f"{what} {_excerpt(text)} is not valid YAML: {exc}") from exc
+    except RecursionError as exc:  # pragma: no cover - nesting is bounded by MAX_DEPTH first
+        raise IncompatibleYmlException(f"{what} {_excerpt(text)} nests too deeply") from exc
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f" (... {len(text):,} characters)"
 
 
 def dic_from_yml(*, string: str | None = None, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:

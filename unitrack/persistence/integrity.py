@@ -121,7 +121,7 @@ def seal(data: dict[str, Any], fmt: str, *, lines: bool = False) -> bytes:
 
 
 def unseal(
-    raw: bytes, path: str, formats: Iterable[str], *, advice: str | None = None
+    raw: bytes, path: str, formats: Iterable[str], *, advice: str | None = None, others_affected: bool = False
 ) -> tuple[dict[str, Any], str]:
     """Check and decode sealed JSON read from ``path``; return the object (without its seal) and its format.
 
@@ -132,25 +132,43 @@ def unseal(
     match = _SEAL.match(raw)
     if match is None:
         raise CorruptStoreError(
-            path, 0, "its first line is not a unitrack seal (format and sha256)", advice=advice
+            path,
+            0,
+            "its first line is not a unitrack seal (format and sha256)",
+            advice=advice,
+            others_affected=others_affected,
         )
     fmt, digest = match.group(1), match.group(2).decode()
     body = raw[match.end() :]
     if _digest(fmt, body) != digest:
         raise CorruptStoreError(
-            path, match.end(), "its content does not match the sha256 on its first line", advice=advice
+            path,
+            match.end(),
+            "its content does not match the sha256 on its first line",
+            advice=advice,
+            others_affected=others_affected,
         )
     name = fmt.decode("ascii")
     if name not in formats:
         raise CorruptStoreError(
-            path, 12, f"format {name!r} is not one of {', '.join(sorted(formats))}", advice=advice
+            path,
+            12,
+            f"format {name!r} is not one of {', '.join(sorted(formats))}",
+            advice=advice,
+            others_affected=others_affected,
         )
     try:
         data = json.loads(raw)
     except ValueError as exc:  # the digest matched, so this is a writer's bug rather than damage
-        raise CorruptStoreError(path, int(getattr(exc, "pos", 0)), "not valid JSON", advice=advice) from exc
+        raise CorruptStoreError(
+            path,
+            int(getattr(exc, "pos", 0)),
+            "not valid JSON",
+            advice=advice,
+            others_affected=others_affected,
+        ) from exc
     if not isinstance(data, dict):
-        raise CorruptStoreError(path, 0, "not a JSON object", advice=advice)
+        raise CorruptStoreError(path, 0, "not a JSON object", advice=advice, others_affected=others_affected)
     data.pop("format", None)
     data.pop("sha256", None)
     return data, name
@@ -205,7 +223,13 @@ def _classify(segment: bytes) -> bool | None:
 
 
 def read_frames(
-    path: str, data: bytes, base: int, *, settled: bool, advice: str | None = None
+    path: str,
+    data: bytes,
+    base: int,
+    *,
+    settled: bool,
+    advice: str | None = None,
+    others_affected: bool = False,
 ) -> tuple[list[tuple[int, bytes]], int]:
     """Verify and split the frames in ``data``, which starts at a frame boundary at byte ``base`` of ``path``.
 
@@ -221,7 +245,11 @@ def read_frames(
         return [], 0
     if data[:1] != b"\n":
         raise CorruptStoreError(
-            path, base, "a frame does not start where the previous one ends", advice=advice
+            path,
+            base,
+            "a frame does not start where the previous one ends",
+            advice=advice,
+            others_affected=others_affected,
         )
     out: list[tuple[int, bytes]] = []
     segments = data.split(b"\n")
@@ -231,7 +259,13 @@ def read_frames(
         segment = segments[i]
         state = _classify(segment)
         if state is None:
-            raise CorruptStoreError(path, base + pos, "a frame fails its length or checksum", advice=advice)
+            raise CorruptStoreError(
+                path,
+                base + pos,
+                "a frame fails its length or checksum",
+                advice=advice,
+                others_affected=others_affected,
+            )
         if state:
             out.append((base + pos + 1 + FRAME_HEADER_BYTES, segment[FRAME_HEADER_BYTES:]))
         elif i == last and not settled:

@@ -6,6 +6,7 @@ Example:
     >>> import tempfile
     >>> from unitrack.store import Store
     >>> store = Store(tempfile.mkdtemp(), "exp1")
+    Logging in: .../exp1
     >>> _ = store.add_table("metadata", {"step_size": float, "out_dir": str})
     >>> store["metadata"].append_row({"step_size": 0.01, "out_dir": "/tmp/"})
     >>> store["metadata"].nrows
@@ -16,7 +17,17 @@ Example:
 from __future__ import annotations
 
 from unitrack.store.schema import OBJECT, PICKLE, PYTORCH_STATE, ColumnKind, schema_from_dict
-from unitrack.store.store import Mode, Store
+from unitrack.store.store import Mode, Store, repair_journal
 from unitrack.store.table import Table
 
-__all__ = ["OBJECT", "PICKLE", "PYTORCH_STATE", "ColumnKind", "Mode", "Store", "Table", "schema_from_dict"]
+__all__ = [
+    "OBJECT",
+    "PICKLE",
+    "PYTORCH_STATE",
+    "ColumnKind",
+    "Mode",
+    "Store",
+    "Table",
+    "repair_journal",
+    "schema_from_dict",
+]

@@ -72,6 +72,7 @@ from unitrack.persistence.memory import Database, _MetricRecord
 from unitrack.persistence.protocol import Protocol, TrialRef, trial_uid
 from unitrack.persistence.query import Query
 from unitrack.persistence.serialization import compact_json_encoder, from_json, to_json
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import (
     GroupUpdate,
     Project,
@@ -93,10 +94,8 @@ FORMAT = "unitrack.db/2"
 #: The start of an older database: unitrack.db/1, or track's list of projects. Anything else must be sealed, so
 #: a damaged seal is never read as an older, unchecked format (no single flipped bit turns one into the other).
 _LEGACY = re.compile(rb'\s*(\[|\{\s*"format"\s*:\s*"unitrack\.db/1")')
-_ADVICE = (
-    "Every run in this database is affected: restore the file from a backup, or move it aside to start a new "
-    "database."
-)
+#: What a damaged database file or journal means and what to do (with others_affected=True: it holds every run).
+_ADVICE = "Restore it from a backup, or move it aside to start a new database"
 
 
 #: json.dumps(record, separators=(",", ":")) with its encoder built once (records are plain, checked data).
@@ -326,23 +325,31 @@ class FileProtocol(Protocol):
             raw = b""
         source = str(self.path)
         if not _LEGACY.match(raw):
-            data, _ = unseal(raw, source, (FORMAT,), advice=_ADVICE)
+            data, _ = unseal(raw, source, (FORMAT,), advice=_ADVICE, others_affected=True)
             db_id, seq, offset = data.get("database"), data.get("journal_seq"), data.get("journal_offset")
             if not isinstance(db_id, str) or type(seq) is not int or type(offset) is not int:
                 raise CorruptStoreError(
-                    source, 0, "its database id or journal position is missing", advice=_ADVICE
+                    source,
+                    0,
+                    "its database id or journal position is missing",
+                    advice=_ADVICE,
+                    others_affected=True,
                 )
             try:
                 db = Database.from_json(data, strict=self.strict, source=source, verified=True)
             except SchemaError as exc:
-                raise CorruptStoreError(source, 0, str(exc), advice=_ADVICE) from exc
+                raise CorruptStoreError(source, 0, str(exc), advice=_ADVICE, others_affected=True) from exc
             self._legacy = False
         else:
             try:
                 parsed = json.loads(raw)
             except ValueError as exc:
                 raise CorruptStoreError(
-                    source, int(getattr(exc, "pos", 0)), "not valid JSON", advice=_ADVICE
+                    source,
+                    int(getattr(exc, "pos", 0)),
+                    "not valid JSON",
+                    advice=_ADVICE,
+                    others_affected=True,
                 ) from exc
             try:
                 db = Database.from_json(parsed, strict=self.strict, source=source)
@@ -367,13 +374,19 @@ class FileProtocol(Protocol):
         head = data if end < 0 else data[:end]
         info: Any = None
         try:
-            frames, used = read_frames(str(self.journal_path), head, 0, settled=True, advice=_ADVICE)
+            frames, used = read_frames(
+                str(self.journal_path), head, 0, settled=True, advice=_ADVICE, others_affected=True
+            )
             info = json.loads(frames[0][1]) if frames and used == len(head) else None
         except ValueError:
             info = None
         if not isinstance(info, dict) or info.get("op") != "journal":
             raise CorruptStoreError(
-                str(self.journal_path), 0, "its first frame does not name its database", advice=_ADVICE
+                str(self.journal_path),
+                0,
+                "its first frame does not name its database",
+                advice=_ADVICE,
+                others_affected=True,
             )
         return info.get("database"), info.get("seq"), len(head)
 
@@ -416,6 +429,7 @@ class FileProtocol(Protocol):
                     size,
                     f"it ends before byte {start}, where {self.path} stops reading it",
                     advice=_ADVICE,
+                    others_affected=True,
                 )
             self._jfd, self._jpid, self._jseq, self._jsize = fd, _pid(), seq, size
             if start >= header_end and self._jpos_seq != seq:
@@ -464,7 +478,9 @@ class FileProtocol(Protocol):
             return
         data = os.pread(self._jfd, size - self._jpos, self._jpos)
         source = str(self.journal_path)
-        frames, used = read_frames(source, data, self._jpos, settled=exclusive, advice=_ADVICE)
+        frames, used = read_frames(
+            source, data, self._jpos, settled=exclusive, advice=_ADVICE, others_affected=True
+        )
         try:  # one parse for all frames (each passed its checksum, so each is one JSON object)
             records = json.loads(b"[%s]" % b",".join(payload for _, payload in frames))
         except ValueError:
@@ -736,6 +752,12 @@ class FileProtocol(Protocol):
             self._refresh()
             return self._db.find_trials(query)
 
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        with self._mutex:
+            self._check_open()
+            self._refresh()
+            return self._db.find_series(request)
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._mutex:
             self._check_open()
@@ -823,6 +845,10 @@ class FileProtocol(Protocol):
                     copy = {"database": uuid.uuid4().hex, "journal_seq": 0, "journal_offset": 0, **payload}
                     atomic_write(Path(file_name_override), seal(copy, FORMAT, lines=True))
 
+    def artifact_dir(self, uid: str) -> Path:
+        """Where trial ``uid`` keeps its artifacts: ``<database>.artifacts/<uid>`` (see ``persistence.artifacts``)."""
+        return self.path.with_name(self.path.name + ".artifacts") / uid
+
     def close(self) -> None:
         """Fold what this object wrote into the JSON file, unless a fold took it already, and release the files.
 
@@ -888,7 +914,11 @@ class FileProtocol(Protocol):
                     if pos >= len(data):
                         continue  # a torn last line: its call never returned
                     raise CorruptStoreError(
-                        str(path), start, "a journal line fails its checksum", advice=_ADVICE
+                        str(path),
+                        start,
+                        "a journal line fails its checksum",
+                        advice=_ADVICE,
+                        others_affected=True,
                     )
                 try:
                     records.append((str(path), start, json.loads(line[9:])))

@@ -11,6 +11,9 @@
                                  trial_log (every other change to the trial, one JSON row per call)
         trial.json               the trial's summary: every field but the metric points, with each metric's
                                  latest value; what queries read, so a query never opens an HDF5 file
+        .series/                 each metric's points in a file of its own (derived from the journal, for
+                                 charts: ``find_series`` reads one metric without decoding the others; see
+                                 :mod:`.hdf5_series`)
 
 One source of truth per trial: the store's journal (metrics and trial_log rows) — durable when a call returns,
 replayed on open, and what this backend and ``CollectionReader`` read. A writer keeps none of its rows in memory
@@ -62,6 +65,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -78,12 +82,14 @@ from unitrack.errors import (
     StoreLockedError,
 )
 from unitrack.persistence.aggregators import Aggregator
+from unitrack.persistence.backends.hdf5_series import SeriesIndexWriter, read_series
 from unitrack.persistence.integrity import atomic_write, frame, read_frames, seal, unseal
 from unitrack.persistence.lifecycle import DAMAGED
 from unitrack.persistence.memory import Database, _MetricRecord, _TrialRecord
 from unitrack.persistence.protocol import Protocol, trial_uid
 from unitrack.persistence.query import Query, compile_query
 from unitrack.persistence.serialization import from_json, to_json
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import (
     MAX_METRIC_INT,
     GroupUpdate,
@@ -124,6 +130,8 @@ PARAMETERS = "metadata"
 LOG = "trial_log"
 METRICS_SCHEMA = {"step": float, "name": str, "value": float, "time": float}
 LOG_SCHEMA = {"update": str}
+#: Threads reading the trials of one find_series call.
+SERIES_THREADS = min(8, os.cpu_count() or 1)
 
 
 def _plain_json_encoder() -> Callable[[Any], str]:
@@ -177,6 +185,8 @@ class _Writing:
     #: Rows in the store's ``metrics`` table: recorded in the summary, so a reader can tell a store that lost
     #: rows (a truncated or emptied journal) from one that holds what was written.
     metric_rows: int = 0
+    #: Each metric's points in a file of its own, for charts (appended when the summary is written).
+    series: SeriesIndexWriter | None = None
 
 
 def _step_out(value: float) -> Any:
@@ -289,6 +299,7 @@ class HDF5Protocol(Protocol):
         self._trials_index = index_dir / TRIALS_INDEX
         self._known: dict[str, str] = {}
         self._known_ino = -1
+        self._owners: dict[str, str] = {}  # folder -> the uid of the trial it holds
         self._known_offset = 0
         self._max_revision: dict[str, int] = {}
         self._closed = False
@@ -312,7 +323,7 @@ class HDF5Protocol(Protocol):
         except FileNotFoundError:
             return Database(self.strict)
         source = str(self._index_path)
-        advice = "Projects and groups cannot be read until it is restored or removed; runs are not affected."
+        advice = "Restore it from a backup or remove it (projects and groups cannot be read until then)"
         if _LEGACY_INDEX.match(raw):
             try:
                 data, verified = json.loads(raw), False
@@ -335,6 +346,11 @@ class HDF5Protocol(Protocol):
 
     # ----------------------------------------------------------------------------------- trial index
     def _learn(self, uid: str, folder: str) -> None:
+        previous = self._owners.get(folder)
+        if previous is not None and previous != uid:
+            # The folder was deleted and given to a new trial (#12): the old uid must not resolve to it.
+            self._known.pop(previous, None)
+        self._owners[folder] = uid
         self._known[uid] = folder
         head, _, revision = uid.rpartition("_")
         if revision.isdigit():
@@ -420,6 +436,10 @@ class HDF5Protocol(Protocol):
             raise NotFoundError(f"No trial with uid {uid!r} in {self.root}; create it with new_trial first.")
         return known
 
+    def artifact_dir(self, uid: str) -> Path:
+        """Where trial ``uid`` keeps its artifacts: ``<trial folder>/artifacts`` (see ``persistence.artifacts``)."""
+        return self.root / self._folder_of(uid) / "artifacts"
+
     def _read_summary(self, folder: str) -> dict[str, Any]:
         """A trial's summary, checked: its seal (an older unsealed one is read as it is) and its shape.
 
@@ -468,6 +488,8 @@ class HDF5Protocol(Protocol):
         data = self._summary_data(
             writing.record, writing.latest, writing.log_rows, writing.created, writing.metric_rows
         )
+        if writing.series is not None:
+            writing.series.flush()  # before the summary: a reader of the summary finds the points indexed
         self._write_summary_file(writing.folder, data)
         writing.summary_at = time.monotonic()
         writing.dirty = False
@@ -508,10 +530,10 @@ class HDF5Protocol(Protocol):
         """The summary of a trial whose files cannot be read (INTERFACES seam 2): its folder's name, its uid when
         the trial index knows it, status ``damaged`` and ``metadata["damage"]`` naming the file and the reason."""
         logger.warning("trial %s is damaged: %s: %s (other trials are read as usual)", folder, path, reason)
-        uid = next((u for u, f in self._known.items() if f == folder), None)
+        uid = self._owners.get(folder)
         if uid is None:
             self._read_known()
-            uid = next((u for u, f in self._known.items() if f == folder), None)
+            uid = self._owners.get(folder)
         try:
             trial = (
                 Trial(name=folder)
@@ -621,7 +643,9 @@ class HDF5Protocol(Protocol):
             # store.h5 is rebuilt at commit/close only: this backend and CollectionReader read the journal, and
             # rebuilding a long run's file from inside a training step would stall it (about 1 s per 1M rows).
             # No rows are kept in memory either: a run of any length logs in constant memory.
-            store = Store(self.root, folder, fsync=self.fsync, h5_every_rows=None, keep_rows=False)
+            store = Store(
+                self.root, folder, fsync=self.fsync, h5_every_rows=None, keep_rows=False, quiet=True
+            )
         try:
             record, log_rows = self._load(summary, store)
             self._ensure_tables(store, record)
@@ -640,6 +664,8 @@ class HDF5Protocol(Protocol):
             summary_at=time.monotonic(),
             metric_rows=store[METRICS].nrows,
         )
+        writing.series = SeriesIndexWriter(str(self.root / folder), store._codecs)
+        writing.series.open()
         self._writing[uid] = writing
         while len(self._writing) > self.max_open:
             _, oldest = self._writing.popitem(last=False)
@@ -657,15 +683,14 @@ class HDF5Protocol(Protocol):
         """The trial's folder: its name, or ``name_1``, ``name_2``... when that is another trial or store.
 
         A folder that exists but holds no store (an xmen experiment folder with its ``params.yml``, made before
-        the trial) is used as it is: the experiment and the trial share ``{root}/{name}``.
+        the trial) is used as it is: the experiment and the trial share ``{root}/{name}``. So is the folder of a
+        trial that was deleted (it holds no summary any more), which an experiment registered again under that
+        name has already claimed (#12); the deleted trial's uid then no longer resolves to it (``_learn``).
         """
         base = trial.name if trial.name is not None else f"{trial.hash[:16]}_{trial.revision}"
         folder, n = base, 0
-        while (
-            folder in taken
-            or is_store_dir(str(self.root / folder))
-            or (self.root / folder / SUMMARY).exists()
-        ):
+        del taken  # a known trial's folder holds its summary (written before it is known), checked below
+        while is_store_dir(str(self.root / folder)) or (self.root / folder / SUMMARY).exists():
             n += 1
             folder = f"{base}_{n}"
         return folder
@@ -705,7 +730,7 @@ class HDF5Protocol(Protocol):
             latest = {name: float(m.latest) for name, m in stored.metrics.items() if m.latest is not None}
             # A trial arriving with points (a copy) or already running or finished: its store is needed now.
             if stored.metrics or _opens_store(stored.status):
-                store = Store(self.root, folder, fsync=self.fsync)
+                store = Store(self.root, folder, fsync=self.fsync, quiet=True)
                 try:
                     self._ensure_tables(store, record)
                     for name, metric in stored.metrics.items():
@@ -783,6 +808,47 @@ class HDF5Protocol(Protocol):
             self._check_open()
             return [self._snapshot(uid, folder, summary) for uid, folder, summary in self._matching(query)]
 
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        """Read only the asked metrics' rows of the asked trials' stores (see :mod:`.hdf5_series`).
+
+        Trials are read by a few threads at once: reading, checksumming and downsampling a series run mostly
+        outside the GIL, so a chart of 100 runs uses every core.
+        """
+        folders: list[tuple[str, str]] = []
+        with self._mutex:
+            self._check_open()
+            for uid in request.uids:
+                try:
+                    folders.append((uid, str(self.root / self._folder_of(uid))))
+                except NotFoundError:
+                    continue
+
+        def read(item: tuple[str, str]) -> list[Series]:
+            uid, folder = item
+            try:
+                return read_series(folder, uid, request)
+            except CorruptStoreError as exc:
+                # One damaged run never hides the others' series: it has none, and the log says why.
+                logger.warning("trial %s: no series, its store is damaged: %s", uid, exc)
+                return []
+
+        if len(folders) < 4:
+            found = [read(item) for item in folders]
+        else:
+            with ThreadPoolExecutor(min(SERIES_THREADS, len(folders)), "unitrack-series") as pool:
+                found = list(pool.map(read, folders))
+        return [series for part in found for series in part]
+
+    def trial_folder(self, uid: str) -> Path:
+        """The folder of trial ``uid`` (where an experiment keeps ``run.log`` and checkpoints).
+
+        Raises:
+            NotFoundError: when there is no such trial.
+        """
+        with self._mutex:
+            self._check_open()
+            return self.root / self._folder_of(uid)
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._mutex:
             self._check_open()
@@ -832,6 +898,8 @@ class HDF5Protocol(Protocol):
         # exactly its column's type, so the store packs them without converting.
         writing.store._append_exact({METRICS: rows} if log is None else {METRICS: rows, LOG: ((log,),)})
         writing.metric_rows += len(rows)
+        if writing.series is not None:
+            writing.series.add(rows)
         if log is not None:
             writing.log_rows += 1
         for step, name, value, _ in rows:

@@ -39,6 +39,7 @@ from unitrack.persistence.integrity import atomic_write
 from unitrack.persistence.memory import Database
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.query import Query
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.uri import ParsedURI, as_uri
 
@@ -46,7 +47,7 @@ __all__ = ["PickledProtocol"]
 
 T = TypeVar("T")
 
-_ADVICE = "Every run in this database is affected: restore the file from a backup, or move it aside to start a new one."
+_ADVICE = "Restore it from a backup, or move it aside to start a new database"
 
 FORMAT = "unitrack.pickled/2"
 _LEGACY_FORMAT = "unitrack.db/1"
@@ -96,13 +97,19 @@ def _unseal(path: Path, raw: bytes) -> Any:
         if isinstance(outer, dict) and outer.get("format") == _LEGACY_FORMAT:
             return outer
         if not isinstance(outer, dict) or outer.get("format") != FORMAT:
-            raise CorruptStoreError(str(path), 0, "not a unitrack pickled database", advice=_ADVICE)
+            raise CorruptStoreError(
+                str(path), 0, "not a unitrack pickled database", advice=_ADVICE, others_affected=True
+            )
         payload = outer.get("payload")
         if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
-            raise CorruptStoreError(str(path), 0, "its data does not match its sha256", advice=_ADVICE)
+            raise CorruptStoreError(
+                str(path), 0, "its data does not match its sha256", advice=_ADVICE, others_affected=True
+            )
         return _loads_plain(payload)
     except _UNPICKLE_ERRORS as exc:
-        raise CorruptStoreError(str(path), 0, f"not a readable pickle ({exc})", advice=_ADVICE) from exc
+        raise CorruptStoreError(
+            str(path), 0, f"not a readable pickle ({exc})", advice=_ADVICE, others_affected=True
+        ) from exc
 
 
 def _owner(uid: int) -> str:
@@ -201,7 +208,9 @@ class PickledProtocol(Protocol):
         try:
             return Database.from_json(data, strict=self.strict, source=str(self.path))
         except SchemaError as exc:
-            raise CorruptStoreError(str(self.path), 0, str(exc), advice=_ADVICE) from exc
+            raise CorruptStoreError(
+                str(self.path), 0, str(exc), advice=_ADVICE, others_affected=True
+            ) from exc
 
     def _run(self, fn: Callable[[Database], T], write: bool) -> T:
         with self._mutex:
@@ -233,6 +242,9 @@ class PickledProtocol(Protocol):
     def find_trials(self, query: Query) -> list[Trial]:
         return self._run(lambda db: db.find_trials(query), write=False)
 
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        return self._run(lambda db: db.find_series(request), write=False)
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         self._run(lambda db: db.update_trial(uid, update), write=True)
 
@@ -261,3 +273,7 @@ class PickledProtocol(Protocol):
 
     def commit(self, **kwargs: Any) -> None:
         """Every call already wrote the file."""
+
+    def artifact_dir(self, uid: str) -> Path:
+        """Where trial ``uid`` keeps its artifacts: ``<database>.artifacts/<uid>`` (see ``persistence.artifacts``)."""
+        return self.path.with_name(self.path.name + ".artifacts") / uid
