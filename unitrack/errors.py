@@ -361,11 +361,19 @@ class CorruptStoreError(StorageError):
     """The bytes of a file are not what unitrack wrote there. Nothing from it is returned."""
 
     def __init__(
-        self, path: str, offset: int, reason: str = "checksum mismatch", advice: str | None = None
+        self,
+        path: str,
+        offset: int,
+        reason: str = "checksum mismatch",
+        advice: str | None = None,
+        *,
+        others_affected: bool = False,
     ) -> None:
         advice = advice or "Restore it from a backup or remove it"
+        # A file holding many runs (a file:// or pickled:// database) affects them all; a run's own file does not.
+        scope = "every run stored in it is affected" if others_affected else "other runs are not affected"
         super().__init__(
-            f"{path} is corrupt at byte {offset}: {reason}. {advice}; other runs are not affected.",
+            f"{path} is corrupt at byte {offset}: {reason}. {advice}; {scope}.",
             path=path,
             offset=offset,
             reason=reason,

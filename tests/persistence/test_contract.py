@@ -435,3 +435,35 @@ def test_unstorable_parameter_types_are_refused(protocol: Protocol) -> None:
     with pytest.raises(SchemaError, match="keys must be str"):
         protocol.new_trial(Trial(name="t", parameters={"d": {1: 2}}))
     assert protocol.fetch_trials(None) == []
+
+
+# -------------------------------------------------------------------------------- issue #12 item 8: ids
+def test_an_int_project_id_is_read_as_its_text_and_every_reader_can_read_it(
+    make_protocol,  # type: ignore[no-untyped-def]
+    backend_name: str,
+) -> None:
+    """track's type hints allowed int project ids. The first version wrote such a group to the journal and then
+    refused it, so every later reader of that store failed; the id is now its decimal text, checked before
+    anything is written, and a fresh reader (the same files, for backends that keep any) reads it back."""
+    p = make_protocol()
+    p.new_project(Project(name="7"))
+    group = p.new_trial_group(TrialGroup(name="g", project_id=7))  # type: ignore[arg-type]
+    assert group is not None and group.project_id == "7"
+    trial = p.new_trial(Trial(name="t", project_id=7, group_id=group.uid))  # type: ignore[arg-type]
+    assert trial is not None and trial.project_id == "7"
+    p.add_group_trial(group, trial)
+    # ephemeral keeps nothing; socket and the multiplexer read from an ephemeral:// in these fixtures
+    reader = p if backend_name in ("ephemeral", "socket", "multiplexer") else make_protocol()
+    (got,) = reader.fetch_groups(None)
+    assert got.project_id == "7" and got.uid == group.uid and got.trials == {trial.uid}
+    assert reader.fetch_trials(None)[0].project_id == "7"
+    assert reader.fetch_projects(None)[0].groups == {group.uid}
+
+
+@pytest.mark.parametrize("bad", [7.5, True, ["p"], {"p": 1}, b"p"])
+def test_an_id_of_another_type_is_refused_before_anything_is_written(protocol: Protocol, bad: object) -> None:
+    with pytest.raises(SchemaError, match="project_id"):
+        protocol.new_trial_group(TrialGroup(name="g", project_id=bad))  # type: ignore[arg-type]
+    with pytest.raises(SchemaError, match="project_id"):
+        protocol.new_trial(Trial(name="t", project_id=bad))  # type: ignore[arg-type]
+    assert protocol.fetch_groups(None) == [] and protocol.fetch_trials(None) == []

@@ -458,6 +458,8 @@ class Trial:
             raise SchemaError(f"Trial revision {self.revision!r} must be an int >= 0.")
         if self.version is not None and not isinstance(self.version, str):
             object.__setattr__(self, "version", str(self.version))
+        object.__setattr__(self, "project_id", _check_ref("Trial project_id", self.project_id))
+        object.__setattr__(self, "group_id", _check_ref("Trial group_id", self.group_id))
         _check_description("Trial", self.description)
         object.__setattr__(self, "parameters", check_mapping("parameters", self.parameters))
         if self._hash is None:
@@ -525,6 +527,7 @@ class TrialGroup:
             check_name("group", self.name)
         object.__setattr__(self, "metadata", check_mapping("group metadata", self.metadata))
         object.__setattr__(self, "trials", frozenset(self.trials))
+        object.__setattr__(self, "project_id", _check_ref("TrialGroup project_id", self.project_id))
         if self._uid is None:
             if self.name is None or self.project_id is None:
                 raise SchemaError("A TrialGroup needs a name and a project_id (its uid is their hash).")
@@ -587,6 +590,24 @@ class Project:
 
     def __hash__(self) -> int:
         return hash(self.uid)
+
+
+def _check_ref(what: str, value: object) -> str | None:
+    """A project or group id: None or a str; an int (track's type hints allowed them) becomes its decimal text.
+
+    Checked when the object is built, so nothing a reader could not accept ever reaches a file (issue #12
+    item 8: an int ``project_id`` was written to the journal and then refused by every reader).
+
+    Raises:
+        SchemaError: for any other type.
+    """
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        return str(value)
+    raise SchemaError(f"{what} {value!r} has type {type(value).__name__}; pass the id as a str (or an int).")
 
 
 def _count(n: int, noun: str) -> str:
@@ -658,6 +679,8 @@ class TrialUpdate:
         if self.status is not None and not isinstance(self.status, (Status, CustomStatus)):
             object.__setattr__(self, "status", status_from_json(self.status))
         _check_description("TrialUpdate", self.description)
+        object.__setattr__(self, "project_id", _check_ref("TrialUpdate project_id", self.project_id))
+        object.__setattr__(self, "group_id", _check_ref("TrialUpdate group_id", self.group_id))
         if (self.writer is None) != (self.seq is None):
             raise SchemaError("TrialUpdate needs both writer and seq, or neither.")
         if self.writer is not None and (
