@@ -466,6 +466,9 @@ class SocketProtocol(Protocol):
     def find_trials(self, query: Query) -> list[Trial]:
         return self._many(self._call("find_trials", self._plain_query(query))[0], Trial)
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        return self._many(self._call("find_trial_summaries", self._plain_query(query))[0], Trial)
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         if not isinstance(uid, str) or not uid:
             raise SchemaError(f"Expected a trial uid, not {uid!r}")

@@ -127,6 +127,9 @@ class ProtocolMultiplexer(Protocol):
     def find_trials(self, query: Query) -> list[Trial]:
         return self._read(lambda b: b.find_trials(query))
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        return self._read(lambda b: b.find_trial_summaries(query))
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         self._all_tolerant(lambda b: b.update_trial(uid, update))
 

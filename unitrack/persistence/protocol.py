@@ -32,6 +32,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +43,7 @@ from unitrack.persistence.structure import (
     ChronoObservation,
     CustomStatus,
     GroupUpdate,
+    Metric,
     MetricPoint,
     Project,
     Status,
@@ -54,7 +56,7 @@ from unitrack.persistence.structure import (
     status_from_json,
 )
 
-__all__ = ["PRIMITIVES", "Protocol", "Query", "TrialRef", "trial_uid"]
+__all__ = ["PRIMITIVES", "Protocol", "Query", "TrialRef", "summary_of", "trial_uid"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,14 @@ def trial_uid(trial: TrialRef) -> str:
     if isinstance(trial, str) and trial:
         return trial
     raise SchemaError(f"Expected a Trial or a trial uid, not {trial!r}")
+
+
+def summary_of(trial: Trial) -> Trial:
+    """``trial`` with each metric reduced to its latest value (no points), as ``find_trial_summaries`` returns."""
+    if not any(m.values for m in trial.metrics.values()):
+        return trial
+    metrics = {k: Metric(k, (), (), m.latest) for k, m in trial.metrics.items()}
+    return replace(trial, metrics=metrics)
 
 
 def _group_uid(group: GroupRef) -> str:
@@ -160,6 +170,15 @@ class Protocol(abc.ABC):
     @abc.abstractmethod
     def find_trials(self, query: Query) -> list[Trial]:
         """Trials matching ``query``, in insertion order."""
+
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        """Trials matching ``query`` without their series: every field, each Metric with only its ``latest``.
+
+        What a listing of runs reads (``unitrack view``, :func:`unitrack.runs`): a backend answers it without
+        reading any metric point. This default reads the full trials and drops their points; every built-in
+        backend overrides it with a read of its summaries.
+        """
+        return [summary_of(t) for t in self.find_trials(query)]
 
     @abc.abstractmethod
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
@@ -491,5 +510,6 @@ class Protocol(abc.ABC):
         return (ChronoObservation(name, time.perf_counter() - t0, spec),)
 
 
-#: Names of the storage primitives: the only methods a server calls on a backend.
-PRIMITIVES: frozenset[str] = frozenset(Protocol.__abstractmethods__)
+#: Names of the storage primitives: the only methods a server calls on a backend. ``find_trial_summaries`` has a
+#: correct default (a backend that does not override it reads its full trials), so it is not abstract.
+PRIMITIVES: frozenset[str] = frozenset(Protocol.__abstractmethods__) | {"find_trial_summaries"}

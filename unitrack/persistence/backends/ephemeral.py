@@ -60,6 +60,10 @@ class EphemeralProtocol(Protocol):
         with self._lock:
             return self._db.find_trials(query)
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        with self._lock:
+            return self._db.find_trial_summaries(query)
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._lock:
             self._db.update_trial(uid, update)

@@ -141,6 +141,9 @@ class PickledProtocol(Protocol):
     def find_trials(self, query: Query) -> list[Trial]:
         return self._run(lambda db: db.find_trials(query), write=False)
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        return self._run(lambda db: db.find_trial_summaries(query), write=False)
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         self._run(lambda db: db.update_trial(uid, update), write=True)
 
