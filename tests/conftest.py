@@ -33,3 +33,9 @@ def _restore_backend_registry():
     registry._KNOWN.update(known)
     registry._ALIASES.clear()
     registry._ALIASES.update(aliases)
+
+
+@pytest.fixture(autouse=True)
+def _private_unitrack_home(tmp_path_factory, monkeypatch):
+    """Roots registered by a test are remembered in a home of its own, never in the user's ~/.unitrack."""
+    monkeypatch.setenv("UNITRACK_HOME", str(tmp_path_factory.mktemp("unitrack-home")))

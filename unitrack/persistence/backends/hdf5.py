@@ -219,7 +219,7 @@ class HDF5Protocol(Protocol):
         max_open: how many trial Stores one object keeps open for writing (least recently used are closed).
 
     Raises:
-        StorageError: when the folder cannot be created.
+        StorageError: on the first write, when the folder cannot be created (reading creates nothing).
     """
 
     def __init__(self, uri: str | ParsedURI, strict: bool = True, *, max_open: int = 64) -> None:
@@ -233,11 +233,7 @@ class HDF5Protocol(Protocol):
         self.summary_interval_s = option_float(self.uri, "summary_interval_s", 1.0)
         lock_timeout_s = option_float(self.uri, "lock_timeout_s", 30.0)
         self.max_open = max_open
-        index_dir = self.root / INDEX_DIR
-        try:
-            index_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"Cannot create {index_dir}: {exc.strerror or exc}") from exc
+        index_dir = self._index_dir = self.root / INDEX_DIR
         self._index_path = index_dir / "index.json"
         self._lock = filelock.FileLock(str(index_dir / "index.lock"), timeout=lock_timeout_s)
         self._lock_timeout_s = lock_timeout_s
@@ -254,6 +250,11 @@ class HDF5Protocol(Protocol):
 
     # -------------------------------------------------------------------------------------------- locks
     def _locked(self) -> filelock.AcquireReturnProxy[filelock.BaseFileLock]:
+        # The folder and its index are made by the first write: reading (unitrack view) never creates a file.
+        try:
+            self._index_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"Cannot create {self._index_dir}: {exc.strerror or exc}") from exc
         try:
             return self._lock.acquire()
         except filelock.Timeout as exc:
@@ -610,6 +611,18 @@ class HDF5Protocol(Protocol):
         with self._mutex:
             self._check_open()
             return [self._snapshot(uid, folder, summary) for uid, folder, summary in self._matching(query)]
+
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        """The trials as their ``trial.json`` summaries describe them: no store is opened, no point read.
+
+        Summaries of the trials this object writes are brought up to date first; one written by another process
+        is at most ``summary_interval_s`` old (status changes are never late).
+        """
+        match = compile_query(query)
+        with self._mutex:
+            self._check_open()
+            views = (self._view(summary) for _, summary in self._scan().values())
+            return [view for view in views if match(view)]
 
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._mutex:
