@@ -36,13 +36,23 @@ def add_commands(app: typer.Typer) -> None:
     def register(
         root: str = typer.Option("runs", "--root", "-r", help=ROOT_HELP),
         experiment: str = typer.Option(
-            None, "--experiment", "-e", help="module:Class or a .py file defining one Experiment (first use)."
+            None,
+            "--experiment",
+            "-e",
+            help="module:Class (found from the current folder, as python -m does), path/file.py:Class, or a .py "
+            "file defining one Experiment (first use).",
         ),
         defaults: str = typer.Option(None, "--defaults", "-d", help="defaults.yml to copy in (first use)."),
         script: str = typer.Option(None, "--script", "-s", help="script.sh to copy in (first use)."),
         updates: str = typer.Option(None, "--updates", "-u", help='Overrides, e.g. "{lr: 0.1 | 0.01}".'),
         name: str = typer.Option(None, "--name", "-n", help="Folder name instead of k=v__k=v."),
-        repeats: int = typer.Option(1, "--repeats", "-x", help="Copies of each experiment (_1, _2, ...)."),
+        repeats: int = typer.Option(
+            None,
+            "--repeats",
+            "--repeat",
+            "-x",
+            help="Copies of each experiment (_1, _2, ...); needed to register a combination again.",
+        ),
         purpose: str = typer.Option("", "--purpose", "-p", help="Why these experiments exist."),
         header: str = typer.Option(
             None, "--header", "-H", help="Text or file put at the top of each run.sh."

@@ -102,7 +102,12 @@ def _labels(columns: Sequence[str], aliases: dict[str, str]) -> dict[str, str]:
 
 
 def _write(
-    rows: list[dict[str, Any]], shown: list[str], labels: dict[str, str], csv_file: str | None, as_json: bool
+    rows: list[dict[str, Any]],
+    shown: list[str],
+    labels: dict[str, str],
+    csv_file: str | None,
+    as_json: bool,
+    footer: str | None = None,
 ) -> None:
     from unitrack.errors import ConfigError
 
@@ -129,28 +134,33 @@ def _write(
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table
     ]
-    sys.stdout.write("\n".join(lines) + f"\n{len(rows)} run(s)\n")
+    sys.stdout.write("\n".join(lines) + f"\n{footer or f'{len(rows)} run(s)'}\n")
 
 
 def _grouped(
-    rows: list[dict[str, Any]], columns: list[str], over: list[str], space: Any
+    rows: list[dict[str, Any]], columns: list[str], over: list[str], space: Any, raw: bool
 ) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
+    """Rows of ``--group-by``: the other parameters that vary, ``n``, each metric's mean ± std (as two numbers
+    with ``raw``, for CSV and JSON)."""
     from unitrack.persistence.catalog import group_rows
 
     grouped = group_rows(rows, over, columns)
-    params = [
-        c for c in columns if c.startswith("parameters.") and c not in {space.resolve(o, "") for o in over}
-    ]
+    dropped = {space.resolve(o, "group-by key") for o in over}
+    params = [c for c in columns if c.startswith("parameters.") and c not in dropped]
     metrics = [c for c in columns if c.startswith("metrics.")]
-    for row in grouped:
-        for metric in metrics:
-            mean, std = row.get(metric), row.get(f"{metric}.std")
-            row[f"{metric} ±"] = (
-                "-" if mean is None else f"{mean:.6g}" + ("" if std is None else f" ± {std:.3g}")
-            )
     labels = _labels(columns, space.aliases)
-    shown = [*_varying(grouped, params), "n", *(f"{m} ±" for m in metrics)]
-    labels.update({f"{m} ±": labels[m] for m in metrics})
+    shown = [*_varying(grouped, params), "n"]
+    for metric in metrics:
+        if raw:
+            shown += [metric, f"{metric}.std"]
+            labels[f"{metric}.std"] = f"{labels[metric]}.std"
+            continue
+        for row in grouped:
+            mean, std = row.get(metric), row.get(f"{metric}.std")
+            text = "-" if mean is None else f"{mean:.6g}" + ("" if std is None else f" ± {std:.3g}")
+            row[f"{metric} ±"] = text
+        shown.append(f"{metric} ±")
+        labels[f"{metric} ±"] = labels[metric]
     return grouped, shown, labels
 
 
@@ -198,20 +208,24 @@ def add_commands(app: typer.Typer) -> None:
         all_columns = listing.columns()
         space = KeySpace(all_columns)
         rows = select(listing.rows, all_columns, filters=_split(filters) or None, status=status)
-        sort_column = space.resolve(sort, "sort key", extra=(AGE,))
-        requested = [space.resolve(c, "column", extra=(AGE,)) for c in _split(columns)]
         over = _split(group_by)
+        for name in over:
+            space.resolve(name, "group-by key")
+        sort_column = space.resolve(sort, "sort key", extra=(AGE,))
+        requested = [
+            space.resolve(c, "column", extra=(AGE, "n") if over else (AGE,)) for c in _split(columns)
+        ]
         now = datetime.now()
         for row in rows:
             row[AGE] = _age_s(row, now)
         rows.sort(key=_sort_key(sort_column), reverse=descending)
         if over:
-            for name in over:
-                space.resolve(name, "group-by key")
-            grouped, shown, labels = _grouped(rows, all_columns, over, space)
+            raw = bool(csv_file or as_json)
+            grouped, shown, labels = _grouped(rows, all_columns, over, space, raw)
             if requested:
-                shown = [c for c in requested if c in shown or c in grouped[0]] if grouped else requested
-            _write(grouped, shown, labels, csv_file, as_json)
+                shown = [c for c in shown if c in requested or c == "n" or c.split(" ")[0] in requested]
+            footer = f"{len(grouped)} group(s) of {len(rows)} run(s)"
+            _write(grouped, shown, labels, csv_file, as_json, footer)
             return
         labels = _labels(all_columns, space.aliases)
         if requested:

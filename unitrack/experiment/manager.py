@@ -118,6 +118,13 @@ def _json_scalar(value: Any) -> str:
     return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Whether two parameter values are the same (as YAML and every backend store them)."""
+    return json.dumps(to_yaml_value(a), sort_keys=True, default=str) == json.dumps(
+        to_yaml_value(b), sort_keys=True, default=str
+    )
+
+
 def _fast_yaml(data: Mapping[str, Any]) -> str:
     """Block YAML for experiment.yml: each scalar and list item written as JSON (a subset of YAML), so a root of
     thousands of experiments is saved in milliseconds; ruamel's emitter for anything JSON cannot say."""
@@ -134,27 +141,42 @@ def _fast_yaml(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _split_file_target(target: str) -> tuple[str, str | None]:
+    """``path/file.py:Class`` -> (path/file.py, Class); a plain file or ``module:Class`` -> (target, None)."""
+    head, sep, tail = target.rpartition(":")
+    if sep and head.endswith(".py") and re.fullmatch(r"[A-Za-z_]\w*", tail):
+        return head, tail
+    return target, None
+
+
 def load_experiment_class(target: str) -> type[Experiment]:
-    """Load an Experiment class from ``module:Class`` or a Python file (its one Experiment subclass).
+    """Load an Experiment class from ``module:Class``, ``path/file.py:Class`` or a Python file (its one Experiment
+    subclass).
+
+    ``module:Class`` is imported with the current folder first on the import path, as ``python -m`` does, so
+    ``--experiment quad:Quadratic`` works in the folder holding ``quad.py``.
 
     Raises:
         ConfigError: when nothing (or more than one class) fits.
     """
-    if target.endswith(".py") or os.path.isfile(target):
-        path = os.path.abspath(target)
+    path_text, wanted = _split_file_target(target)
+    if path_text.endswith(".py") or os.path.isfile(path_text):
+        path = os.path.abspath(path_text)
         if not os.path.isfile(path):
-            raise ConfigError(f"Experiment file {target!r} does not exist.")
+            raise ConfigError(f"Experiment file {path_text!r} does not exist.")
         # As `python file.py` would: modules beside the file import (e.g. `from models import Net`).
         folder = os.path.dirname(path)
         if folder not in sys.path:
             sys.path.insert(0, folder)
         module_name = "_unitrack_experiment_" + hashlib.sha256(path.encode()).hexdigest()[:12]
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"Cannot import {target!r} as Python.")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        module = sys.modules.get(module_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:
+                raise ConfigError(f"Cannot import {path_text!r} as Python.")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
         found = [
             obj
             for obj in vars(module).values()
@@ -163,17 +185,126 @@ def load_experiment_class(target: str) -> type[Experiment]:
             and obj is not Experiment
             and obj.__module__ == module_name
         ]
+        if wanted is not None:
+            named = getattr(module, wanted, None)
+            if inspect.isfunction(named):
+                from unitrack.experiment.functional import functional_experiment
+
+                return functional_experiment(named)
+            if not (inspect.isclass(named) and issubclass(named, Experiment)):
+                names = ", ".join(sorted(c.__name__ for c in found)) or "none"
+                raise ConfigError(f"{path_text} has no Experiment {wanted!r}; it defines: {names}.")
+            return named
         if len(found) != 1:
+            names = ", ".join(sorted(c.__name__ for c in found))
             raise ConfigError(
-                f"{target} defines {len(found)} Experiment subclasses; name one as module:Class."
+                f"{target} defines {len(found)} Experiment subclasses ({names}); name one as {target}:Class."
             )
         return found[0]
     from unitrack.experiment.launch import load_experiment
 
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)  # as `python -m module` has the current folder first
     try:
         return load_experiment(target)
     except (ValueError, ImportError, AttributeError) as exc:
         raise ConfigError(f"Cannot load experiment {target!r}: {exc}") from exc
+
+
+#: A path ruamel writes as a plain scalar: its params.yml line can be made without the emitter.
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./=+,@%~-]*")
+
+
+class _ParamsWriter:
+    """The params.yml text of each experiment of a grid, as ruamel's round-trip emitter writes it.
+
+    A top-level key's text depends on that key and its value only, so each is emitted once and reused: a
+    thousand-experiment grid costs about as many emitter calls as it has distinct values, not a full document
+    per experiment (which dominated ``register``). The first document is checked against a full emit; if they
+    differ, every document is emitted in full.
+    """
+
+    def __init__(self, specials: Mapping[str, Any], meta: Any, defaults: CommentedMap) -> None:
+        self.dumper = _rt_yaml()
+        self.specials = dict(specials)
+        self.meta = meta
+        self.defaults = [(k, v) for k, v in defaults.items() if not str(k).startswith("_")]
+        self._chunks: dict[tuple[str, str, str], str] = {}
+        self._fixed: str | None = None  # the specials after _root, and _meta
+        self._root_line: tuple[str, str] | None = None  # (text, folder) of a _root line to substitute in
+        self._checked: bool | None = None
+
+    def _emit(self, doc: CommentedMap) -> str:
+        stream = io.StringIO()
+        self.dumper.dump(doc, stream)
+        return stream.getvalue()
+
+    def _document(self, folder: str, override: Mapping[str, Any]) -> CommentedMap:
+        doc = CommentedMap()
+        for key, value in {**self.specials, "_root": folder}.items():
+            doc[key] = value
+            if not isinstance(value, (dict, list)):
+                # ruamel moves comments of collection values into later keys on rewrite: scalars only.
+                doc.yaml_add_eol_comment(_SPECIAL_HELP[key], key)
+        doc["_meta"] = self.meta
+        for key, value in self.defaults:
+            doc[key] = value
+        for key, value in override.items():
+            doc[key] = value
+        return doc
+
+    def _chunk(self, key: str, value: Any, cache_key: tuple[str, str, str]) -> str:
+        found = self._chunks.get(cache_key)
+        if found is None:
+            doc = CommentedMap()
+            doc[key] = value
+            found = self._chunks[cache_key] = self._emit(doc)
+        return found
+
+    def _root(self, folder: str) -> str:
+        if (
+            self._root_line is not None
+            and _PLAIN_PATH.fullmatch(folder)
+            and _PLAIN_PATH.fullmatch(self._root_line[1])
+        ):
+            text, seen = self._root_line
+            return text.replace(seen, folder, 1)
+        doc = CommentedMap()
+        doc["_root"] = folder
+        doc.yaml_add_eol_comment(_SPECIAL_HELP["_root"], "_root")
+        text = self._emit(doc)
+        self._root_line = (text, folder)
+        return text
+
+    def _fast(self, folder: str, override: Mapping[str, Any]) -> str:
+        if self._fixed is None:
+            doc = self._document(folder, {})
+            for key in [*doc]:
+                if key not in self.specials or key == "_root":
+                    if key != "_meta":
+                        del doc[key]
+            self._fixed = self._emit(doc)
+        parts = [self._root(folder), self._fixed]
+        for key, value in self.defaults:
+            if key in override:
+                new = override[key]
+                parts.append(self._chunk(key, new, (key, type(new).__name__, repr(new))))
+            else:
+                parts.append(self._chunk(key, value, (key, "default", str(id(value)))))
+        return "".join(parts)
+
+    def text(self, folder: str, override: Mapping[str, Any]) -> str:
+        """The params.yml of the experiment in ``folder`` with ``override`` applied to the defaults."""
+        if any(key not in dict(self.defaults) for key in override) or self._checked is False:
+            return self._emit(self._document(folder, override))
+        fast = self._fast(folder, override)
+        if self._checked is None:
+            self._checked = fast == self._emit(self._document(folder, override))
+            if not self._checked:
+                logger.debug("params.yml emitted in full: the per-key texts differ from a whole document")
+                return self._emit(self._document(folder, override))
+        return fast
 
 
 class ExperimentManager:
@@ -330,11 +461,13 @@ class ExperimentManager:
     def _from_experiment(self, target: str) -> None:
         cls = load_experiment_class(target)
         exp = cls()
-        if target.endswith(".py") or os.path.isfile(target):
+        path_text, wanted = _split_file_target(target)
+        if path_text.endswith(".py") or os.path.isfile(path_text):
             # A file: the launcher loads its class (no PYTHONPATH, no generated Python, and the file needs no
             # `if __name__ == "__main__"` block), with the file's folder first on sys.path as a script has.
             exp.to_defaults(self.root)
-            command = [sys.executable, "-m", "unitrack.experiment.launch", os.path.abspath(target)]
+            launched = os.path.abspath(path_text) + (f":{wanted}" if wanted else "")
+            command = [sys.executable, "-m", "unitrack.experiment.launch", launched]
             lines = ["#!/bin/bash", f"# unitrack: run {cls.__qualname__} with the params.yml given as $1"]
             lines.append(f'exec {" ".join(shlex.quote(p) for p in command)} --execute "$1"')
             atomic_write_text(os.path.join(self.root, "script.sh"), "\n".join(lines) + "\n")
@@ -398,7 +531,7 @@ class ExperimentManager:
         purpose: str = "",
         header: str | None = None,
         shell: str = "/bin/bash",
-        repeats: int = 1,
+        repeats: int | None = None,
         *,
         samples: int | None = None,
         seed: int | None = None,
@@ -410,17 +543,24 @@ class ExperimentManager:
         Each experiment gets ``{root}/{k=v__k=v}/params.yml`` (defaults with the overrides applied), ``run.sh``
         and a trial in the backend (``backend``, then ``$UNITRACK_URI``, then ``hdf5://{root}``).
 
+        A combination already registered here (same name, same parameters) is refused unless ``repeats`` is
+        given: then each combination gets ``repeats`` more copies (``_1``, ``_2``, ...). Registering a grid twice
+        never doubles it silently.
+
         Returns:
             The experiment folders created.
 
         Raises:
             InvalidExperimentRoot: when the root is not initialised.
-            ValueError: (ConfigError) when neither name nor string_params is given, or the string is invalid.
+            ValueError: (ConfigError) when neither name nor string_params is given, the string is invalid, or a
+                combination is already registered and ``repeats`` is not given (nothing is written).
             AlreadyExistsError: when every ``_1`` … ``_99`` suffix of a name is taken (nothing is overwritten).
         """
         self.check_initialised()
         if not name and not string_params:
             raise ConfigError("register needs a name or string_params (e.g. '{lr: 0.1 | 0.01}').")
+        again = repeats is not None
+        repeats = 1 if repeats is None else repeats
         if repeats < 1:
             raise ConfigError(f"repeats must be at least 1, not {repeats}.")
         if shell not in ("/bin/bash", "/bin/sh", "bash", "sh", "/usr/bin/env bash") and not os.path.isabs(
@@ -435,10 +575,12 @@ class ExperimentManager:
         header_text = ""
         if header:
             header_text = Path(header).read_text(encoding="utf-8") if os.path.isfile(header) else header
+        if not again:
+            self._refuse_registered(name, overrides, parameters)
         taken: set[str] = set()
         planned: list[tuple[str, dict[str, Any]]] = []
         for override in overrides:
-            base = name or "__".join(f"{k}={_format_value(v)}" for k, v in override.items()) or "default"
+            base = self._base_name(name, override)
             for _ in range(repeats):
                 folder = self._free_folder(base, taken)
                 taken.add(folder)
@@ -447,41 +589,22 @@ class ExperimentManager:
         user, host = _user(), socket.gethostname()
         version = commented_to_py(defaults.get("_version")) or {}
         meta = commented_to_py(defaults.get("_meta")) or {}
-        dumper = _rt_yaml()
+        specials: dict[str, Any] = {
+            "_root": "",
+            "_status": "registered",
+            "_purpose": purpose or self.purpose,
+            "_notes": [],
+            "_messages": {},
+            "_timestamps": {"created": now, "registered": now, "start": None, "stopped": None, "last": now},
+            "_user": user,
+            "_host": host,
+            "_version": version,
+        }
+        writer = _ParamsWriter(specials, meta, defaults)
         for folder, override in planned:
             os.makedirs(folder, exist_ok=True)
-            doc = CommentedMap()
-            specials: dict[str, Any] = {
-                "_root": folder,
-                "_status": "registered",
-                "_purpose": purpose or self.purpose,
-                "_notes": [],
-                "_messages": {},
-                "_timestamps": {
-                    "created": now,
-                    "registered": now,
-                    "start": None,
-                    "stopped": None,
-                    "last": now,
-                },
-                "_user": user,
-                "_host": host,
-                "_version": version,
-            }
-            for key, value in specials.items():
-                doc[key] = value
-                if not isinstance(value, (dict, list)):
-                    # ruamel moves comments of collection values into later keys on rewrite: scalars only.
-                    doc.yaml_add_eol_comment(_SPECIAL_HELP[key], key)
-            doc["_meta"] = meta
-            for key, value in defaults.items():
-                if not str(key).startswith("_"):
-                    doc[key] = value
-            for key, value in override.items():
-                doc[key] = to_yaml_value(value)
-            stream = io.StringIO()
-            dumper.dump(doc, stream)  # one dumper for the whole grid: building one per file dominated
-            atomic_write_text(os.path.join(folder, "params.yml"), stream.getvalue(), fsync=False)
+            text = writer.text(folder, {k: to_yaml_value(v) for k, v in override.items()})
+            atomic_write_text(os.path.join(folder, "params.yml"), text, fsync=False)
             self._write_run_sh(folder, shell, header_text)
         self._link_trials(planned, parameters, version, purpose or self.purpose, backend)
         self.experiments.extend(folder for folder, _ in planned)
@@ -490,6 +613,40 @@ class ExperimentManager:
         return [folder for folder, _ in planned]
 
     link = register
+
+    @staticmethod
+    def _base_name(name: str | None, override: Mapping[str, Any]) -> str:
+        return name or "__".join(f"{k}={_format_value(v)}" for k, v in override.items()) or "default"
+
+    def _refuse_registered(
+        self, name: str | None, overrides: Sequence[Mapping[str, Any]], parameters: Mapping[str, Any]
+    ) -> None:
+        """Raise when a combination is already registered here: same folder name (up to ``_N``), same values."""
+        by_base: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for path, override in zip(self.experiments, self._padded_overides(), strict=True):
+            folder = os.path.basename(path)
+            base = re.sub(r"_\d+$", "", folder)
+            entry = (folder, {**parameters, **override})
+            by_base.setdefault(base, []).append(entry)
+            if base != folder:
+                by_base.setdefault(folder, []).append(entry)
+        found = []
+        for override in overrides:
+            base = sanitize_name(self._base_name(name, override))
+            values = {**parameters, **{k: to_yaml_value(v) for k, v in override.items()}}
+            found += [
+                f
+                for f, v in by_base.get(base, [])
+                if f == base or re.fullmatch(re.escape(base) + r"_\d+", f)
+                if _same(v, values)
+            ]
+        if found:
+            shown = ", ".join(sorted(set(found))[:5]) + (", ..." if len(set(found)) > 5 else "")
+            raise ConfigError(
+                f"{len(set(found))} of these experiments are already registered in {self.root} ({shown}). "
+                "Register more copies with -x/--repeats N (repeats=N), or run them again with "
+                "`unitrack run PATTERN --rerun`."
+            )
 
     def _write_run_sh(self, folder: str, shell: str, header: str) -> None:
         # Paths are taken relative to run.sh itself: nothing interpolated but the shell and the user's header.
@@ -531,26 +688,40 @@ class ExperimentManager:
             assert status is not None  # "registered" is persisted (SEED_NOTES C25)
             version_text = version_string(dict(version)) if version else "script"
             user = _user()
-            for folder, override in planned:
-                values = {**parameters, **override}
-                # Status, metadata and tags go in with the trial: one write per experiment.
-                protocol.new_trial(
-                    Trial(
-                        name=os.path.basename(folder),
-                        version=version_text,
-                        parameters={k: to_yaml_value(v) for k, v in values.items()},
-                        description=purpose,
-                        project_id=group.project_id,
-                        group_id=group.uid,
-                        status=status,
-                        metadata={"status": "registered", "directory": folder},
-                        tags={"notes": [], "user": user},
-                    ),
-                    auto_increment=True,
-                )
+            with protocol.batch():
+                self._insert_trials(protocol, group, planned, parameters, version_text, purpose, user)
             protocol.commit()
         finally:
             protocol.close()
+
+    @staticmethod
+    def _insert_trials(
+        protocol: Protocol,
+        group: TrialGroup,
+        planned: Sequence[tuple[str, dict[str, Any]]],
+        parameters: Mapping[str, Any],
+        version_text: str,
+        purpose: str,
+        user: str,
+    ) -> None:
+        status = to_status("registered")
+        for folder, override in planned:
+            values = {**parameters, **override}
+            # Status, metadata and tags go in with the trial: one write per experiment.
+            protocol.new_trial(
+                Trial(
+                    name=os.path.basename(folder),
+                    version=version_text,
+                    parameters={k: to_yaml_value(v) for k, v in values.items()},
+                    description=purpose,
+                    project_id=group.project_id,
+                    group_id=group.uid,
+                    status=status,
+                    metadata={"status": "registered", "directory": folder},
+                    tags={"notes": [], "user": user},
+                ),
+                auto_increment=True,
+            )
 
     @contextlib.contextmanager
     def backend_session(self, backend: str | None = None) -> Iterator[None]:

@@ -7,9 +7,10 @@ Each filter, spaces removed, is split on ``<= == >= != < >`` (xmen's ``param_mat
 - ``regex op value``: every key the regex names must satisfy ``key op value``;
 - ``value1 op1 regex op2 value2``: every key the regex names must satisfy ``value1 op1 key op2 value2``.
 
-**Keys** are a run's parameters and metrics, bare (``lr``, ``loss``; a parameter wins over a metric of the same
-name) or dotted as in queries (``parameters.lr``, ``parameters.opt.m``, ``metrics.loss``), and its fields
-(``name``, ``status``, ``group``, ``error``... and xmen's ``_name``, ``_status``, ``_purpose``). A regex names the
+**Keys** are a run's fields (``name``, ``status``, ``group``, ``error``... and xmen's ``_name``, ``_status``,
+``_purpose``) and its parameters and metrics, dotted as in queries (``parameters.lr``, ``parameters.opt.m``,
+``metrics.loss``) or bare (``lr``, ``loss``) where the bare name is not taken: a field wins over a parameter, a
+parameter over a metric (``parameters.name`` is a parameter called ``name``). A regex names the
 keys it matches *entirely* (``a`` names ``a``, never ``age`` or ``alpha``); only when it matches no key entirely
 does it name the parameters and metrics it matches at the start (xmen's ``re.match``: ``l`` names ``lr``). A
 display column of a command (``age``) is never a key. A regex that names no key of the runs listed is an error
@@ -256,9 +257,15 @@ class KeySpace:
         return difflib.get_close_matches(name, [*names, *extra], n=n, cutoff=0.5)
 
     def known(self) -> list[str]:
-        """The names to list in an error: bare parameter and metric names, then the fields."""
-        bare = [a for a, c in self.aliases.items() if a != c and not a.startswith("_") and a != "purpose"]
-        return bare + [c for c in self.columns if c in self.fields]
+        """The names to list in an error: parameters and metrics (bare, or dotted when a field or a parameter
+        takes the bare name), then the fields."""
+        out = []
+        for column in self.columns:
+            if column in self.fields:
+                continue
+            bare = column.split(".", 1)[1] if column.startswith((_PARAMETERS, _METRICS)) else column
+            out.append(bare if self.aliases.get(bare) == column else column)
+        return out + [c for c in self.columns if c in self.fields]
 
     def resolve(self, name: str, what: str, extra: Collection[str] = ()) -> str:
         """The column ``name`` stands for (a column, a bare parameter or metric name, an xmen field name).

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import time
 import traceback
@@ -215,6 +216,13 @@ class Protocol(abc.ABC):
     def close(self) -> None:
         """Commit and release files, locks and connections. Further calls are an error."""
         self.commit()
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """A block of many writes (e.g. registering a grid of trials): a backend may hold its lock across it.
+
+        Every write inside is as durable when it returns as outside; only the locking is shared.
+        """
+        return contextlib.nullcontext()
 
     def __enter__(self) -> Protocol:
         return self

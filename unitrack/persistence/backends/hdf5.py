@@ -43,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import json.encoder
 import logging
@@ -234,6 +235,9 @@ class HDF5Protocol(Protocol):
         lock_timeout_s = option_float(self.uri, "lock_timeout_s", 30.0)
         self.max_open = max_open
         index_dir = self._index_dir = self.root / INDEX_DIR
+        self._index_made = False
+        self._batch_depth = 0
+        self._batch_index: Database | None = None
         self._index_path = index_dir / "index.json"
         self._lock = filelock.FileLock(str(index_dir / "index.lock"), timeout=lock_timeout_s)
         self._lock_timeout_s = lock_timeout_s
@@ -251,10 +255,12 @@ class HDF5Protocol(Protocol):
     # -------------------------------------------------------------------------------------------- locks
     def _locked(self) -> filelock.AcquireReturnProxy[filelock.BaseFileLock]:
         # The folder and its index are made by the first write: reading (unitrack view) never creates a file.
-        try:
-            self._index_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"Cannot create {self._index_dir}: {exc.strerror or exc}") from exc
+        if not self._index_made:
+            try:
+                self._index_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"Cannot create {self._index_dir}: {exc.strerror or exc}") from exc
+            self._index_made = True
         try:
             return self._lock.acquire()
         except filelock.Timeout as exc:
@@ -264,8 +270,33 @@ class HDF5Protocol(Protocol):
         if self._closed:
             raise StorageError(f"{self.uri} is closed; open a new HDF5Protocol to use it again.")
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold the index lock across many writes (registering a grid of trials takes it once, not per trial).
+
+        While it is held no other process changes the index, so it is read once for the whole block.
+        """
+        with self._mutex, self._locked():
+            if self._batch_depth == 0:
+                self._read_known()
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+                if self._batch_depth == 0:
+                    self._batch_index = None
+
     # -------------------------------------------------------------------------------- projects, groups
     def _index(self) -> Database:
+        if self._batch_index is not None:
+            return self._batch_index
+        if self._batch_depth:
+            self._batch_index = self._read_index()
+            return self._batch_index
+        return self._read_index()
+
+    def _read_index(self) -> Database:
         try:
             raw = self._index_path.read_bytes()
         except FileNotFoundError:
@@ -276,6 +307,8 @@ class HDF5Protocol(Protocol):
             raise CorruptStoreError(str(self._index_path), getattr(exc, "pos", 0), str(exc)) from exc
 
     def _save_index(self, db: Database) -> None:
+        if self._batch_depth:
+            self._batch_index = db
         atomic_write(self._index_path, json.dumps(db.to_json(), indent=1).encode("utf-8"), fsync=self.fsync)
 
     # ----------------------------------------------------------------------------------- trial index
@@ -287,6 +320,8 @@ class HDF5Protocol(Protocol):
 
     def _read_known(self) -> None:
         """Read the lines other processes appended to the trial index since we last looked."""
+        if self._batch_depth:
+            return  # inside batch(), under the index lock: nobody else appends (read when the batch began)
         try:
             with open(self._trials_log, "rb") as fh:
                 fh.seek(self._known_offset)
@@ -551,7 +586,8 @@ class HDF5Protocol(Protocol):
                 # finished groups (_writer): registering a sweep of a thousand trials writes a folder and a
                 # summary each, and the store gets the parameters as merged by then.
                 try:
-                    (self.root / folder).mkdir(exist_ok=True)
+                    if not (self.root / folder).is_dir():  # an xmen experiment folder made before its trial
+                        (self.root / folder).mkdir(exist_ok=True)
                 except OSError as exc:
                     raise StorageError(f"Cannot create {self.root / folder}: {exc.strerror or exc}") from exc
             self._write_summary_file(folder, self._summary_data(record, latest, 0, time.time_ns()))
