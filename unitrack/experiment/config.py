@@ -111,8 +111,16 @@ class GlobalExperimentManager:
         return [p for _, m in self._managers(pattern or "*", types_match) for p in m.experiments]
 
     def clean(self) -> list[str]:
-        """Forget the roots that are no longer experiment roots (moved or deleted); return them."""
-        gone = [r for r in self.roots if not ExperimentManager.is_root(r)]
+        """Forget the roots that are neither experiment roots nor folders of runs any more (moved or deleted).
+
+        Returns:
+            The roots forgotten.
+        """
+        gone = [
+            r
+            for r in self.roots
+            if not (ExperimentManager.is_root(r) or os.path.isdir(os.path.join(r, ".unitrack")))
+        ]
         forget_roots(gone)
         self.roots = [r for r in self.roots if r not in gone]
         return gone

@@ -1001,8 +1001,11 @@ class ExperimentManager:
         """
         from unitrack.experiment.runner import Runner
 
+        folders = self._matching(pattern)
+        current = self.statuses(folders)
         runner = Runner(self, list(flags), jobs=1)
-        return {r.folder: r.returncode for r in runner.run(self.runnable(pattern))}
+        results = runner.run(self.select(folders, current), expected=current)
+        return {r.folder: r.returncode for r in results if r.status != "skipped"}
 
     def slurm_script(
         self,
