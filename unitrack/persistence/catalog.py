@@ -310,21 +310,24 @@ def _list_folder(folder: str, query: Query) -> Listing:
     folders = {e.name: e.path for e in entries}
     external = _external_uri(root)
     listing = Listing(folder, external or f"hdf5://{root}", folders=folders)
-    with_summary = {name for name, path in folders.items() if os.path.isfile(os.path.join(path, _SUMMARY))}
+    indexed = os.path.isdir(os.path.join(root, _INDEX_DIR))
+    groups: dict[str, str] = {}
     if external is not None:
         trials, groups = _read_trials(external, query)
         # The backend holds many roots: keep the trials of experiments in this folder (their directory).
         listing.trials = [
             t for t in trials if os.path.dirname(str(_mapping(t.metadata).get("directory") or "")) == root
         ]
-    elif with_summary or os.path.isdir(os.path.join(root, _INDEX_DIR)):
+    elif indexed or any(os.path.isfile(os.path.join(p, _SUMMARY)) for p in folders.values()):
         listing.trials, groups = _read_trials(f"hdf5://{root}", query)
-    else:
-        groups = {}
     listing.rows = [row_of(t, groups) for t in listing.trials]
-    named = {t.name for t in listing.trials} | with_summary
+    # A folder whose name is no trial's: an xmen experiment with only its params.yml (or a trial the query left
+    # out, which has a summary). Usually none, so a listing stats no file per run.
+    named = {t.name for t in listing.trials}
     for name, path in folders.items():
-        if name not in named and os.path.isfile(os.path.join(path, "params.yml")):
+        if name in named or external is None and os.path.isfile(os.path.join(path, _SUMMARY)):
+            continue
+        if os.path.isfile(os.path.join(path, "params.yml")):
             row = _yaml_row(path)
             if query is None or row["status"] == "damaged":
                 listing.rows.append(row)
