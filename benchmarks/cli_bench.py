@@ -51,7 +51,9 @@ def main() -> None:
     print(f"python -c pass:                     {best(3, python, '-c', 'pass'):.3f} s")
     print(f"unitrack --help:                    {best(3, *unitrack, '--help'):.3f} s  (target 0.3 s)")
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["UNITRACK_HOME"] = os.path.join(tmp, "home")  # roots are remembered here, not in ~/.unitrack
+        os.environ["UNITRACK_HOME"] = os.path.join(
+            tmp, "home"
+        )  # roots are remembered here, not in ~/.unitrack
         Path(tmp, "d.yml").write_text("a: 0\nb: 0\nc: 0\nlr: 0.1\n")
         Path(tmp, "s.sh").write_text("#!/bin/bash\ntrue\n")
         grid = "{" + ", ".join(f"{k}: " + " | ".join(map(str, range(10))) for k in "abc") + "}"
@@ -67,7 +69,9 @@ def main() -> None:
         print(f"view 1,000 finished runs:           {best(3, *unitrack, 'view', root):.3f} s  (target 0.4 s)")
         code = f"import unitrack; assert len(unitrack.runs({root!r})) == 1000"
         print(f"unitrack.runs() of them (Python):   {best(3, python, '-c', code):.3f} s  (with pandas)")
-        print(f"view --group-by a of them:          {best(3, *unitrack, 'view', root, '--group-by', 'a'):.3f} s")
+        print(
+            f"view --group-by a of them:          {best(3, *unitrack, 'view', root, '--group-by', 'a'):.3f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -631,9 +631,9 @@ class ExperimentManager:
             if base != folder:
                 by_base.setdefault(folder, []).append(entry)
         found = []
-        for override in overrides:
-            base = sanitize_name(self._base_name(name, override))
-            values = {**parameters, **{k: to_yaml_value(v) for k, v in override.items()}}
+        for wanted in overrides:
+            base = sanitize_name(self._base_name(name, wanted))
+            values = {**parameters, **{k: to_yaml_value(v) for k, v in wanted.items()}}
             found += [
                 f
                 for f, v in by_base.get(base, [])
@@ -684,8 +684,6 @@ class ExperimentManager:
         protocol = get_protocol(uri)
         try:
             group = experiment_group(protocol, self.root, uri)
-            status = to_status("registered")
-            assert status is not None  # "registered" is persisted (SEED_NOTES C25)
             version_text = version_string(dict(version)) if version else "script"
             user = _user()
             with protocol.batch():
@@ -705,6 +703,7 @@ class ExperimentManager:
         user: str,
     ) -> None:
         status = to_status("registered")
+        assert status is not None  # "registered" is persisted (SEED_NOTES C25)
         for folder, override in planned:
             values = {**parameters, **override}
             # Status, metadata and tags go in with the trial: one write per experiment.
@@ -752,9 +751,9 @@ class ExperimentManager:
                 if name not in newest or trial.revision > newest[name].revision:
                     newest[name] = trial
             for folder, update in updates.items():
-                trial = newest.get(os.path.basename(folder))
-                if trial is not None:
-                    protocol.update_trial(trial.uid, update)
+                found = newest.get(os.path.basename(folder))
+                if found is not None:
+                    protocol.update_trial(found.uid, update)
             protocol.commit()  # the process that runs the experiment may write its trial next
 
     def _set_trial_status(
