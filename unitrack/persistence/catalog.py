@@ -354,7 +354,28 @@ def read_listing(root_or_uri: str | os.PathLike[str] | None = None, query: Query
         raise ConfigError(
             f"{target!r} is neither a folder nor a backend URI (e.g. hdf5://runs, file://db.json)."
         )
+    if _is_run(target):
+        return _list_run(target, query)
     return _list_folder(target, query)
+
+
+def _is_run(folder: str) -> bool:
+    """Whether ``folder`` is one run (its own params.yml or trial summary), not a folder of runs."""
+    return os.path.isfile(os.path.join(folder, "params.yml")) or os.path.isfile(
+        os.path.join(folder, _SUMMARY)
+    )
+
+
+def _list_run(folder: str, query: Query) -> Listing:
+    """One run's folder: its row in the listing of the folder holding it."""
+    run = os.path.abspath(folder)
+    parent = _list_folder(os.path.dirname(run), query)
+    name = os.path.basename(run)
+    rows = [r for r in parent.rows if r["name"] == name]
+    trials = [t for t in parent.trials if t.name == name]
+    if not rows and os.path.isfile(os.path.join(run, "params.yml")):
+        rows = [_yaml_row(run)]
+    return Listing(folder, parent.uri, trials, rows, {name: run})
 
 
 def list_runs(
