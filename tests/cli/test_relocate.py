@@ -150,3 +150,35 @@ def test_a_root_written_by_the_previous_version_still_opens_copied_and_moved(
     ok("run", "-r", str(copy), "--rerun", "-j", "2")
     assert listing(copy) == {"step=0.01__iterations=100": "finished", "step=0.3__iterations=100": "finished"}
     assert points(copy) == {"step=0.01__iterations=100": 100, "step=0.3__iterations=100": 100}
+
+
+def test_with_a_shared_backend_a_moved_root_continues_and_a_copy_gets_its_own_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$UNITRACK_URI outside the root: the backend records where each root is, and `unitrack move` re-files."""
+    monkeypatch.setenv("UNITRACK_URI", f"file://{tmp_path}/shared.json")
+    root = tmp_path / "rb"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        result = subprocess.run(
+            [sys.executable, "-m", "unitrack", *args], capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result
+
+    def names(where: Path) -> dict[str, str]:
+        out = run("view", str(where), "--json", "-c", "name", "-c", "status").stdout.splitlines()
+        return {r["name"]: r["status"] for r in map(json.loads, out)}
+
+    run("register", "-r", str(root), "-e", QUADRATIC, "-u", "{step: 0.01 | 0.3, iterations: 20}")
+    run("run", "-r", str(root), "-j", "2")
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    run("move", str(tmp_path / "moved"), "-r", str(root))
+    run("run", "-r", str(tmp_path / "moved"), "--rerun")
+    run("run", "-r", str(copy), "--rerun")
+    both = {"step=0.01__iterations=20": "finished", "step=0.3__iterations=20": "finished"}
+    assert names(tmp_path / "moved") == names(copy) == both
+    everything = run("view", f"file://{tmp_path}/shared.json", "--json", "-c", "name").stdout.splitlines()
+    assert len(everything) == 4  # the moved root's two runs continued; the copy's two are its own
