@@ -70,3 +70,9 @@ class NoRun(Experiment):
     """Has no run."""
 
     x: int = 1  # @p x
+
+
+class Keep(Experiment):
+    """Has the parameter of tests/experiment/test_lifecycle.py's script, to continue its runs from Python."""
+
+    a: int = 1  # @p a parameter

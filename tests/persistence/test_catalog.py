@@ -126,11 +126,14 @@ def test_a_damaged_run_is_listed_as_damaged_with_its_file_and_reason() -> None:
     assert row["status"] == "damaged" and row["error"] == "runs/broken/trial.json: checksum mismatch"
 
 
-def test_the_status_word_comes_from_the_lifecycle(monkeypatch: pytest.MonkeyPatch) -> None:
-    running = Trial(name="r", status=Status.Running)
-    assert catalog.run_status(running) == "running"
-    monkeypatch.setattr(lifecycle, "run_status", lambda trial, now=None: "lost", raising=False)
-    assert catalog.row_of(running)["status"] == "lost"  # liveness, once the lifecycle derives it
+def test_a_running_trial_whose_process_is_gone_is_lost_with_its_host_and_pid() -> None:
+    gone = {"process": {"host": "elsewhere", "pid": 4242, "interval_s": 1.0}, "heartbeat": 1000.0}
+    running = Trial(name="r", status=Status.Running, metadata=gone)
+    assert catalog.run_status(running) == "lost"
+    row = catalog.row_of(running)
+    assert (row["status"], row["host"], row["pid"]) == ("lost", "elsewhere", 4242)
+    assert row["last_seen"].timestamp() == 1000.0
+    assert catalog.run_status(Trial(name="r", status=Status.Running)) == "running"  # no process recorded
 
 
 def test_group_rows_gives_mean_std_and_count_per_combination() -> None:

@@ -37,8 +37,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import copy
+import errno
 import logging
 import os
 import re
@@ -47,6 +49,7 @@ import signal
 import socket
 import sys
 import textwrap
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -66,7 +69,7 @@ from unitrack.errors import (
     StorageError,
     UnitrackError,
 )
-from unitrack.experiment.link import TrialLink
+from unitrack.experiment.link import TrialLink, holds_run
 from unitrack.experiment.meta import ENVIRON_ALLOW_LIST, _user, get_meta, get_version, version_string
 from unitrack.experiment.paramfile import (
     atomic_write_text,
@@ -81,6 +84,7 @@ from unitrack.experiment.paramfile import (
     to_yaml_value,
 )
 from unitrack.experiment.params import Param, TypedMeta, coerce
+from unitrack.persistence.lifecycle import Terminated
 from unitrack.persistence.structure import check_name
 
 __all__ = ["STATUSES", "Experiment", "Terminated", "TimedOut"]
@@ -118,12 +122,84 @@ _SPECIAL_HELP = {
 #: Seconds between params.yml refreshes caused by messages (status changes always write).
 SAVE_INTERVAL_S = 1.0
 
+#: Serializes params.yml saves between the main thread and the flusher thread.
+_SAVE_LOCK = threading.RLock()
 
-class Terminated(KeyboardInterrupt):
-    """Raised in the main thread by the SIGTERM handler; the experiment ends with status ``stopped``."""
 
-    #: The signal that was received.
-    signum: int = signal.SIGTERM
+class _Flusher:
+    """Save, about :data:`SAVE_INTERVAL_S` after their last save, the params.yml of experiments whose messages
+    arrived since, from one daemon thread; and all of them at interpreter exit.
+
+    ``message()`` is durable in the backend when it returns, but params.yml is rewritten at most about once a
+    second: without this, the last messages of a burst reached the file only at the next status change, which
+    an experiment messaged outside ``with ex:`` (xmen's messenger examples) never has.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, Experiment] = {}
+        self._thread: threading.Thread | None = None
+        atexit.register(self.flush_all)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget)
+
+    def due(self, ex: Experiment) -> None:
+        with self._cond:
+            self._due[id(ex)] = ex
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="unitrack-params-flush", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due:
+                    self._cond.wait()
+                now = time.monotonic()
+                ready = [
+                    ex for ex in self._due.values() if now - ex.__dict__["_last_save"] >= SAVE_INTERVAL_S
+                ]
+                if not ready:
+                    first = min(ex.__dict__["_last_save"] for ex in self._due.values())
+                    self._cond.wait(max(first + SAVE_INTERVAL_S - now, 0.01))
+                    continue
+                for ex in ready:
+                    self._due.pop(id(ex), None)
+            for ex in ready:
+                self._save(ex)
+
+    @staticmethod
+    def _save(ex: Experiment) -> None:
+        try:
+            ex._save_if_unsaved()
+        except Exception:  # noqa: BLE001 - a failed refresh must not end the thread: the backend has the messages
+            logger.warning("could not refresh %s/params.yml", ex.root, exc_info=True)
+
+    def flush_all(self) -> None:
+        with self._cond:
+            pending, self._due = list(self._due.values()), {}
+        for ex in pending:
+            self._save(ex)
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's experiments and thread are not this process's."""
+        global _SAVE_LOCK
+        _SAVE_LOCK = threading.RLock()
+        self._cond = threading.Condition()
+        self._due = {}
+        self._thread = None
+
+
+_FLUSHER: _Flusher | None = None
+
+
+def _flusher() -> _Flusher:
+    """The flusher, made on first use (nothing runs at import)."""
+    global _FLUSHER
+    if _FLUSHER is None:
+        _FLUSHER = _Flusher()
+    return _FLUSHER
 
 
 class TimedOut(Terminated):
@@ -284,6 +360,7 @@ class Experiment(metaclass=ExperimentMeta):
             _link=None,
             _doc=None,
             _last_save=0.0,
+            _unsaved=False,
             _is_debug=False,
             _catch_sigterm=None,
             _previous_handlers={},
@@ -500,17 +577,25 @@ class Experiment(metaclass=ExperimentMeta):
 
     def _save(self, force: bool = True) -> None:
         """Rewrite params.yml atomically (when registered and not detached)."""
-        if self._root is None or self._status in ("default", "detached"):
-            return
-        self._timestamps["last"] = now_iso()
-        state = self._state()
-        doc = self.__dict__["_doc"]
-        if doc is None:
-            doc = self.__dict__["_doc"] = self._new_doc(state)
-        else:
-            set_keys(doc, state)
-        atomic_write_text(os.path.join(self._root, "params.yml"), dic_to_yaml(doc), fsync=force)
-        self.__dict__["_last_save"] = time.monotonic()
+        with _SAVE_LOCK:  # the flusher thread saves too
+            if self._root is None or self._status in ("default", "detached"):
+                return
+            self._timestamps["last"] = now_iso()
+            state = self._state()
+            doc = self.__dict__["_doc"]
+            if doc is None:
+                doc = self.__dict__["_doc"] = self._new_doc(state)
+            else:
+                set_keys(doc, state)
+            atomic_write_text(os.path.join(self._root, "params.yml"), dic_to_yaml(doc), fsync=force)
+            self.__dict__["_last_save"] = time.monotonic()
+            self.__dict__["_unsaved"] = False
+
+    def _save_if_unsaved(self) -> None:
+        """Save params.yml when messages arrived since it was last written (the flusher's call)."""
+        with _SAVE_LOCK:
+            if self.__dict__.get("_unsaved"):
+                self._save(force=False)
 
     def to_defaults(self, defaults_dir: str | os.PathLike[str]) -> None:
         """Write ``{defaults_dir}/defaults.yml`` (parameters with their help as comments, version and meta).
@@ -594,8 +679,12 @@ class Experiment(metaclass=ExperimentMeta):
     def _new_link(
         self, backend: str | None, root: str, name: str, version: dict[str, Any], *, restart: bool
     ) -> TrialLink:
-        """This experiment's trial in the backend (created, or the newest one of its name when ``restart``)."""
-        return TrialLink(
+        """This experiment's trial in the backend (created, or the newest one of its name when ``restart``).
+
+        A continued trial's kept messages come from the backend, the source of truth: params.yml may be older
+        (it is refreshed about once a second, and not at all when the process was killed).
+        """
+        link = TrialLink(
             backend,
             root,
             name,
@@ -604,8 +693,12 @@ class Experiment(metaclass=ExperimentMeta):
             description=self.purpose,
             metadata=self._trial_metadata(),
             tags={"notes": list(self._notes), "user": self.user, "host": self.host},
+            status=self._status,
             restart=restart,
         )
+        if link.messages is not None:
+            self.__dict__["_messages"] = link.messages
+        return link
 
     def register(
         self,
@@ -668,49 +761,85 @@ class Experiment(metaclass=ExperimentMeta):
         restart: bool,
         backend: str | None,
     ) -> Experiment:
-        directory = os.path.join(root_path, name)
-        params_file = os.path.join(directory, "params.yml")
-        if os.path.exists(params_file):
-            if restart:
-                self.from_yml(params_file)
-            elif force:
-                for i in range(1, same_names + 1):
-                    candidate = f"{name}_{i}"
-                    if not os.path.exists(os.path.join(root_path, candidate, "params.yml")):
-                        name, directory = candidate, os.path.join(root_path, candidate)
-                        break
-                else:
-                    raise AlreadyExistsError(
-                        f"{directory} and {name}_1 … {name}_{same_names} all hold a params.yml; "
-                        "choose another name or pass restart=True."
-                    )
-            else:
-                raise AlreadyExistsError(
-                    f"{directory} already holds a params.yml; pass force=True for a new name or restart=True."
-                )
-        created = _make_folder(directory)
-        try:
-            state = self.__dict__
+        if restart and os.path.exists(os.path.join(root_path, name, "params.yml")):
+            return self._restart(root_path, name, purpose, backend)
+        candidates = [name]
+        if force:
+            candidates += [f"{name}_{i}" for i in range(1, same_names + 1)]
+        state = self.__dict__
+        if purpose:
+            state["_purpose"] = purpose
+        now = now_iso()
+        self._timestamps.setdefault("created", now)
+        self._timestamps["registered"] = now
+        version = get_version(cls=type(self))
+        state["_version"] = version
+        if state["_meta"] is None:
+            state["_meta"] = get_meta()
+        state["_status"] = "registered"
+        # Registration is atomic as seen from any reader (#12): the folder is claimed by creating its params.yml,
+        # complete, in one step that fails when another params.yml is there; only then is the trial created, named
+        # after that folder. A crash in between leaves a registered experiment with no trial yet, which gets one
+        # when it runs (configure/_attach); never a trial without its params.yml, which would make the backend
+        # file the next registration's results under another folder than its params.yml.
+        for candidate in candidates:
+            directory = os.path.join(root_path, candidate)
+            if holds_run(directory):
+                continue
+            created = _make_folder(directory)
             state["_root"] = directory
-            state["_status"] = "registered"
-            if purpose:
-                state["_purpose"] = purpose
-            now = now_iso()
-            self._timestamps.setdefault("created", now)
-            self._timestamps["registered"] = now
-            version = get_version(cls=type(self))
-            state["_version"] = version
-            if state["_meta"] is None:
-                state["_meta"] = get_meta()
-            link = state["_link"] = self._new_link(backend, root_path, name, version, restart=restart)
-            link.set_status("registered")
+            doc = state["_doc"] = self._new_doc(self._state())
+            if _create_exclusive(os.path.join(directory, "params.yml"), dic_to_yaml(doc)):
+                state["_last_save"] = time.monotonic()
+                name = candidate
+                break
+            if created:  # another process claimed it first
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
+        else:
+            directory = os.path.join(root_path, name)
+            if not force:
+                raise AlreadyExistsError(
+                    f"{directory} already holds a params.yml or a run; pass force=True for a new name or "
+                    "restart=True."
+                )
+            raise AlreadyExistsError(
+                f"{directory} and {name}_1 … {name}_{same_names} all hold a params.yml or a run; "
+                "choose another name or pass restart=True."
+            )
+        try:
+            link = state["_link"] = self._new_link(backend, root_path, name, version, restart=False)
             link.commit()  # registered, not running: hdf5:// then lets the process that runs it write
-            self._save()
         except BaseException:
+            # The backend refused: the folder is given back (the params.yml we wrote, and the folder if we made it
+            # and it is empty).
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, "params.yml"))
             if created:
-                with contextlib.suppress(OSError):  # only if still empty: whatever else is there stays
+                with contextlib.suppress(OSError):
                     os.rmdir(directory)
             raise
+        return self
+
+    def _restart(self, root_path: str, name: str, purpose: str, backend: str | None) -> Experiment:
+        """Continue the experiment registered in ``{root_path}/{name}``: its params.yml, its trial."""
+        directory = os.path.join(root_path, name)
+        self.from_yml(os.path.join(directory, "params.yml"))
+        state = self.__dict__
+        state["_root"] = directory
+        state["_status"] = "registered"
+        if purpose:
+            state["_purpose"] = purpose
+        self._timestamps.setdefault("created", now_iso())
+        self._timestamps["registered"] = now_iso()
+        version = get_version(cls=type(self))
+        state["_version"] = version
+        if state["_meta"] is None:
+            state["_meta"] = get_meta()
+        link = state["_link"] = self._new_link(backend, root_path, name, version, restart=True)
+        link.set_status("registered", messages=dict(self._messages))
+        link.commit()
+        self._save()
         return self
 
     link = register
@@ -823,9 +952,15 @@ class Experiment(metaclass=ExperimentMeta):
             link = self._link
             if link is not None:
                 link.message(stored, values, step)
-            state["_messages"] = stored
-            if time.monotonic() - state["_last_save"] >= SAVE_INTERVAL_S:
-                self._save(force=False)
+            with _SAVE_LOCK:  # the flusher must see these messages or save them itself
+                state["_messages"] = stored
+                if time.monotonic() - state["_last_save"] >= SAVE_INTERVAL_S:
+                    self._save(force=False)
+                elif not state["_unsaved"]:
+                    # Saved about a second after the last save whether more messages come or not (a Monitor
+                    # messaging an experiment outside `with ex:` has no status change to save them), and at exit.
+                    state["_unsaved"] = True
+                    _flusher().due(self)
         finally:
             state["_in_message"] = False
         if state["_term_pending"]:
@@ -934,9 +1069,11 @@ class Experiment(metaclass=ExperimentMeta):
                 signum: signal.signal(signum, self._on_sigterm) for signum in chosen
             }
         if self._link is not None:
-            self._link.set_status(
-                "running", timestamps=dict(self._timestamps), meta=self._meta or {}, start_time=time.time()
+            # Running, with this process and a heartbeat: a run whose process dies is then listed as lost.
+            record = self._link.start(
+                timestamps=dict(self._timestamps), meta=self._meta or {}, start_time=time.time()
             )
+            state["_meta"] = {**(self._meta or {}), "process": record}
         self._save()
         return self
 
@@ -963,6 +1100,7 @@ class Experiment(metaclass=ExperimentMeta):
         state["_status"] = status
         self._timestamps["stopped"] = now_iso()
         if self._link is not None:
+            self._link.stop()
             self._link.set_status(status, error, timestamps=dict(self._timestamps), end_time=time.time())
         self._save()
         if self._link is not None:
@@ -1114,6 +1252,41 @@ def _without_environment(meta: Any) -> Any:
     return {**{k: v for k, v in meta.items() if k != "environ"}, **({"environ": kept} if kept else {})}
 
 
+def _create_exclusive(path: str, text: str) -> bool:
+    """Create ``path`` holding ``text``, complete or not at all, unless it exists; False when it exists.
+
+    The text is written to a temporary file (fsynced), then linked to ``path``, which fails if ``path`` exists:
+    a reader sees no file or the whole file, and of two processes claiming one folder exactly one wins.
+
+    Raises:
+        StorageError: when the folder is not writable.
+    """
+    tmp = f"{os.path.join(os.path.dirname(path), '.' + os.path.basename(path))}.{os.getpid()}.{time.time_ns()}.tmp"
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:  # a file system without hard links: exclusive create, then the text
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            try:
+                with open(path, "x", encoding="utf-8") as handle:
+                    handle.write(text)
+            except FileExistsError:
+                return False
+        return True
+    except OSError as exc:
+        raise StorageError(f"Cannot write {path}: {exc}. Check the folder exists and is writable.") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def _make_folder(directory: str) -> bool:
     """Create an experiment folder (and its parents); True when it did not exist.
 
@@ -1141,8 +1314,6 @@ def _interruption(signum: int) -> Terminated:
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

@@ -14,6 +14,9 @@ Mapping (DESIGN.md §2, SEED_NOTES C24–C26):
 - **Status** (C25): registered → ``CustomStatus('registered', 1)``, running → Running, finished → Completed,
   error → Exception, stopped → Interrupted, timeout/requeue/deleted → custom; default/detached/debug are not
   persisted.
+- **Liveness**: while the experiment runs (``with ex:``) its trial holds this process (``metadata["process"]``)
+  and a heartbeat, so a run whose process died is listed as ``lost``
+  (:func:`unitrack.persistence.lifecycle.run_status`).
 - **Messages** (C26): every numeric message value is appended to the trial's metric series (step = the step
   passed in, else a per-trial counter) in the same write that stores the kept values in ``metadata['messages']``
   — one atomic, durable write per ``message()``.
@@ -27,10 +30,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from unitrack.persistence.catalog import remember_root
+from unitrack.persistence.lifecycle import (
+    HEARTBEAT_KEY,
+    PROCESS_KEY,
+    HeartbeatThread,
+    heartbeat_interval_s,
+    process_record,
+)
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.registry import get_protocol, resolve_uri
 from unitrack.persistence.structure import (
@@ -50,6 +61,7 @@ __all__ = [
     "embedded_at",
     "experiment_group",
     "group_name",
+    "holds_run",
     "newest_trial",
     "project_name",
     "to_status",
@@ -153,10 +165,34 @@ def _root_group(protocol: Protocol, project_id: str, root: str | os.PathLike[str
     return group
 
 
+def holds_run(directory: str | os.PathLike[str]) -> bool:
+    """Whether a folder already holds an experiment (its params.yml) or a run of any backend (a trial's summary,
+    a cox store): a new registration must not share it, or its results would be filed under another name.
+
+    Example:
+        >>> holds_run("/nonexistent/folder")
+        False
+    """
+    # Imported here: the default backend's modules load when an experiment registers, not with the package.
+    from unitrack.persistence.backends.hdf5 import SUMMARY as TRIAL_SUMMARY
+    from unitrack.store.contents import is_store_dir
+
+    path = os.fspath(directory)
+    return (
+        os.path.exists(os.path.join(path, "params.yml"))
+        or os.path.exists(os.path.join(path, TRIAL_SUMMARY))
+        or is_store_dir(path)
+    )
+
+
 def newest_trial(protocol: Protocol, group: TrialGroup, name: str) -> Trial | None:
-    """The latest revision of the trial called ``name`` in ``group`` (the experiment in ``{root}/{name}``)."""
+    """The trial called ``name`` in ``group`` created last (the experiment now in ``{root}/{name}``).
+
+    A database keeps the trial of an experiment whose folder was deleted; one registered again under that name is
+    a later trial (``fetch_trials`` lists trials in the order they were created), whatever its revision.
+    """
     found = protocol.fetch_trials({"group_id": group.uid, "name": name})
-    return max(found, key=lambda t: t.revision) if found else None
+    return found[-1] if found else None
 
 
 class TrialLink:
@@ -167,7 +203,13 @@ class TrialLink:
         root: the folder holding the experiment folder (the group).
         name: the experiment folder's name (the trial name).
         parameters, version, description, metadata, tags: the trial's fields.
-        restart: reuse the newest trial of this group with this name when there is one.
+        status: the xmen status a new trial is created with (default ``registered``), in the same write.
+        restart: continue the newest trial of this group with this name when there is one.
+
+    Attributes:
+        messages: the kept messages the backend holds for a continued trial (None for a new one). The backend is
+            the source of truth: params.yml is refreshed about once a second and not at all after a SIGKILL, so a
+            resumed experiment takes these rather than its file's.
     """
 
     def __init__(
@@ -181,14 +223,17 @@ class TrialLink:
         description: str,
         metadata: Mapping[str, Any],
         tags: Mapping[str, Any],
+        status: str = "registered",
         restart: bool = False,
     ) -> None:
         self.uri = resolve_uri(uri, root)
         self.protocol: Protocol = get_protocol(self.uri)
+        self.messages: dict[str, Any] | None = None
+        self._heartbeat: HeartbeatThread | None = None
         group = experiment_group(self.protocol, root, self.uri)
         trial = newest_trial(self.protocol, group, name) if restart else None
         if trial is None:
-            trial = self.protocol.new_trial(
+            created = self.protocol.new_trial(
                 Trial(
                     name=name,
                     version=version,
@@ -196,17 +241,27 @@ class TrialLink:
                     description=description,
                     project_id=group.project_id,
                     group_id=group.uid,
+                    tags=tags,
+                    metadata={**metadata, "status": status},
+                    status=to_status(status) or Status.CreatedGroup,
                 ),
                 auto_increment=True,  # a folder registered again (or elsewhere) is a new revision
             )
-        if trial is None:  # pragma: no cover - auto_increment always inserts
-            raise RuntimeError(f"backend {self.uri} did not create trial {name!r}")
+            if created is None:  # pragma: no cover - auto_increment always inserts
+                raise RuntimeError(f"backend {self.uri} did not create trial {name!r}")
+            self.uid = created.uid
+            self.step = 0
+            return
         self.uid = trial.uid
         # A restarted trial continues its step counter, so new points never replace old ones.
         self.step = max(
             (int(s) for m in trial.metrics.values() for s in m.steps if isinstance(s, int)),
             default=0,
         )
+        stored = trial.metadata.get("messages")
+        if isinstance(stored, Mapping):
+            self.messages = dict(stored)
+            metadata = {k: v for k, v in metadata.items() if k != "messages"}
         # A restarted trial takes the parameters and purpose its params.yml holds now (edited before the run, or
         # a new purpose given with -p).
         changed = {
@@ -260,6 +315,31 @@ class TrialLink:
     ) -> None:
         """Merge metadata and tags."""
         self.protocol.update_trial(self.uid, TrialUpdate(metadata=metadata or {}, tags=tags or {}))
+
+    def start(self, **metadata: Any) -> dict[str, Any]:
+        """Record status ``running`` with this process and ``metadata`` in one write, then beat until :meth:`stop`.
+
+        Returns:
+            The process record written (``metadata["process"]``; see :mod:`unitrack.persistence.lifecycle`).
+        """
+        interval = heartbeat_interval_s()
+        record = process_record(interval)
+        metadata[PROCESS_KEY] = record
+        metadata[HEARTBEAT_KEY] = time.time()
+        self.set_status("running", **metadata)
+        uid, protocol = self.uid, self.protocol
+        self._heartbeat = HeartbeatThread(
+            lambda at: protocol.update_trial(uid, TrialUpdate(metadata={HEARTBEAT_KEY: at})),
+            interval,
+            name=f"unitrack-heartbeat-{uid[:8]}",
+        ).start()
+        return record
+
+    def stop(self) -> None:
+        """Stop beating (before the final status is written, so no beat lands after it)."""
+        beat, self._heartbeat = self._heartbeat, None
+        if beat is not None:
+            beat.stop()
 
     def commit(self) -> None:
         """Fold buffered writes into the backend's main storage (at exit)."""

@@ -52,7 +52,7 @@ from unitrack.errors import (
     InvalidExperimentRoot,
 )
 from unitrack.experiment.experiment import _SPECIAL_HELP, Experiment
-from unitrack.experiment.link import embedded_at, experiment_group, group_name, to_status
+from unitrack.experiment.link import embedded_at, experiment_group, group_name, holds_run, to_status
 from unitrack.experiment.meta import _user, version_string
 from unitrack.experiment.paramfile import (
     _rt_yaml,
@@ -517,7 +517,7 @@ class ExperimentManager:
         folder = self._folder(base)
         candidates = [folder] + [f"{folder}_{i}" for i in range(1, SAME_NAMES + 1)]
         for candidate in candidates:
-            if candidate not in taken and not os.path.exists(os.path.join(candidate, "params.yml")):
+            if candidate not in taken and not holds_run(candidate):  # a folder holding any run is taken (#12)
                 return candidate
         raise AlreadyExistsError(
             f"{folder} and {os.path.basename(folder)}_1 … _{SAME_NAMES} are all taken; "

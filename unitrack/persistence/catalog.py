@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from unitrack.errors import ConfigError, UnitrackError
 from unitrack.persistence import lifecycle
 from unitrack.persistence.filters import FIELDS, KeySpace, compile_filters
-from unitrack.persistence.lifecycle import DAMAGED, parse_status_words, status_word
+from unitrack.persistence.lifecycle import DAMAGED, parse_status_words
 from unitrack.persistence.protocol import Protocol, Query
 from unitrack.persistence.structure import Trial
 
@@ -89,15 +89,12 @@ _SUMMARY = "trial.json"
 def run_status(trial: Trial, now: float | None = None) -> str:
     """The status word every listing shows for ``trial``: the one place a trial becomes its word.
 
-    ``damaged`` for a run its backend could not read; otherwise the lifecycle's word, with ``lost`` for a running
-    trial whose process is gone once :mod:`~unitrack.persistence.lifecycle` derives it (``run_status``).
+    ``damaged`` for a run its backend could not read; otherwise the lifecycle's word, ``lost`` for a running trial
+    whose process is gone (:func:`unitrack.persistence.lifecycle.run_status`).
     """
     if trial.status == DAMAGED:
         return "damaged"
-    derive = getattr(lifecycle, "run_status", None)  # liveness (h14-lifecycle), when present
-    if derive is not None:
-        return str(derive(trial, now))
-    return status_word(trial.status)
+    return lifecycle.run_status(trial, now)
 
 
 # --------------------------------------------------------------------------------------------------- rows
@@ -141,13 +138,13 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 def _liveness(trial: Trial) -> tuple[Any, Any, Any]:
     """(host, pid, last seen) of a trial: its heartbeat when it has one, else what its metadata says."""
     metadata = _mapping(trial.metadata)
-    beat = _mapping(metadata.get("heartbeat"))
     stamps = _mapping(metadata.get("timestamps"))
-    host = beat.get("host") or _mapping(trial.tags).get("host") or _mapping(metadata.get("meta")).get("host")
-    last = (
-        beat.get("last_seen") or stamps.get("last") or metadata.get("end_time") or metadata.get("start_time")
-    )
-    return host, beat.get("pid"), last
+    beat = lifecycle.read_heartbeat(metadata)
+    host = _mapping(trial.tags).get("host") or _mapping(metadata.get("meta")).get("host")
+    last = stamps.get("last") or metadata.get("end_time") or metadata.get("start_time")
+    if beat is None:
+        return host, None, last
+    return beat.host, beat.pid, beat.last_seen if beat.last_seen is not None else last
 
 
 def row_of(trial: Trial, groups: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -216,6 +213,10 @@ def _yaml_row(folder: str) -> dict[str, Any]:
         status = words[0]
     except ConfigError:
         status = str(data.get("_status"))
+    meta = _mapping(data.get("_meta"))
+    beat = lifecycle.read_heartbeat({lifecycle.PROCESS_KEY: meta.get(lifecycle.PROCESS_KEY)})
+    if status == "running" and beat is not None and lifecycle.is_lost(beat):
+        status = "lost"  # its process (recorded in _meta) is gone
     stamps = _mapping(data.get("_timestamps"))
     notes = data.get("_notes")
     row.update(

@@ -1,5 +1,20 @@
 """track's user API: ``TrackClient`` (project, group, trial) and ``TrialLogger`` (what one run logs).
 
+**Each execution is a new run.** ``new_trial`` of a trial identical to a stored one (same name, version and
+parameters) stores a new revision of it (track's ``auto_increment``): running a script twice gives two runs,
+never one overwritten. Continuing a run is explicit: ``new_trial(..., resume=True)`` (the newest revision of
+the identical trial), ``set_trial(uid=...)``, or ``$UNITRACK_TRIAL_ID`` (e.g. set for a requeued job).
+
+``new_trial()`` without parameters returns a logger whose trial is created when they arrive
+(``log_arguments``): tags, metadata, metric points and timings logged before are kept and written to that trial.
+Parameters may be a dict, an ``argparse.Namespace`` or an ``ArgumentParser`` (parsed), wherever one is taken.
+
+**Lifecycle.** A started trial is ``running`` and beats (see :mod:`unitrack.persistence.lifecycle`), so a run
+whose process dies is listed as ``lost``. ``with client:`` (or ``with logger:``) ends it ``completed``,
+``interrupted`` (Ctrl-C, or SIGTERM, after which the process exits with status 143) or ``exception`` (the
+traceback kept; the exception is not swallowed). A run started without ``with`` is finished at interpreter exit:
+``completed``, or as the uncaught exception that ended the program.
+
 Example:
     >>> client = TrackClient("ephemeral://")
     >>> project = client.set_project(name="demo")
@@ -17,55 +32,241 @@ Example:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from types import FrameType
 from typing import IO, Any
 
 from unitrack.errors import NotFoundError, SchemaError
 from unitrack.persistence.aggregators import Aggregator
+from unitrack.persistence.lifecycle import (
+    HEARTBEAT_KEY,
+    PROCESS_KEY,
+    HeartbeatThread,
+    Terminated,
+    heartbeat_interval_s,
+    process_record,
+)
 from unitrack.persistence.protocol import CHRONO_AGGREGATOR, Protocol
 from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.serialization import to_json
-from unitrack.persistence.structure import Project, StatusLike, Trial, TrialGroup
+from unitrack.persistence.structure import (
+    ChronoObservation,
+    MetricPoint,
+    Project,
+    StatusLike,
+    Trial,
+    TrialGroup,
+    TrialUpdate,
+    check_step,
+)
 
-__all__ = ["TrackClient", "TrialLogger"]
+__all__ = ["TrackClient", "TrialLogger", "as_parameters"]
 
 logger = logging.getLogger(__name__)
 
 #: Environment variables that pre-select the project, group and trial (track used ORION_*).
 PROJECT_ENV, GROUP_ENV, TRIAL_ENV = "UNITRACK_PROJECT", "UNITRACK_GROUP", "UNITRACK_TRIAL_ID"
 
+#: Metric points a trial waiting for its parameters keeps; past this it is created without them (with a warning).
+PENDING_POINTS_LIMIT = 10_000
 
-class TrialLogger:
-    """Log to one trial through a Protocol. A context manager: entering starts the trial, leaving finishes it
-    (``Completed``, or ``Exception``/``Interrupted`` with the error recorded; the exception is not swallowed).
+
+def as_parameters(args: Any, what: str = "parameters") -> dict[str, Any]:
+    """Parameters as a dict, from a mapping, an ``argparse.Namespace``, an ``ArgumentParser`` (parsed from the
+    command line) or None (no parameters).
+
+    Example:
+        >>> as_parameters(argparse.Namespace(lr=0.1, depth=3))
+        {'lr': 0.1, 'depth': 3}
+
+    Raises:
+        SchemaError: for anything else.
+    """
+    if args is None:
+        return {}
+    if isinstance(args, argparse.ArgumentParser):
+        args = args.parse_args()
+    if isinstance(args, argparse.Namespace):
+        return dict(vars(args))
+    if isinstance(args, Mapping):
+        return dict(args)
+    raise SchemaError(
+        f"{what} must be a dict, an argparse Namespace or an ArgumentParser, not {type(args).__name__}."
+    )
+
+
+class _Running:
+    """The loggers of this process whose trial started and has not finished, finished at interpreter exit.
+
+    track's logger did the same (``atexit`` → completed): a script that logs without ``with`` and simply ends
+    must not leave its run ``running`` forever. An uncaught exception that ended the program is recorded as
+    the trial's end (the interpreter sets ``sys.last_value`` before exit handlers run).
     """
 
-    def __init__(self, trial: Trial, protocol: Protocol) -> None:
+    def __init__(self) -> None:
+        self._loggers: dict[int, TrialLogger] = {}
+        self._lock = threading.Lock()
+
+    def add(self, log: TrialLogger) -> None:
+        """Remember a started logger, and make :meth:`finish_all` the next exit handler to run.
+
+        Exit handlers run last registered first, and a backend may register its own on its first write (the
+        ``hdf5://`` stores close themselves at exit): registering again after the run's first write keeps the
+        runs finishing while their stores are still open.
+        """
+        with self._lock:
+            self._loggers[id(log)] = log
+            atexit.unregister(self.finish_all)
+            atexit.register(self.finish_all)
+
+    def discard(self, log: TrialLogger) -> None:
+        with self._lock:
+            self._loggers.pop(id(log), None)
+
+    def finish_all(self) -> None:
+        with self._lock:
+            loggers = list(self._loggers.values())
+        exc = getattr(sys, "last_value", None)
+        info: tuple[Any, Any, Any] = (
+            (type(exc), exc, exc.__traceback__) if isinstance(exc, BaseException) else (None, None, None)
+        )
+        for log in reversed(loggers):
+            try:
+                log._finish_at_exit(*info)
+            except Exception:  # noqa: BLE001 - one failing backend must not keep the other runs from finishing
+                logger.exception("could not finish trial %s at exit", log._describe())
+
+
+_RUNNING = _Running()
+
+
+class TrialLogger:
+    """Log to one trial through a Protocol.
+
+    A context manager: entering starts the trial (``running``, with a heartbeat), leaving finishes it
+    (``completed``, or ``exception``/``interrupted`` with the error recorded; the exception is not swallowed).
+
+    A logger made by :meth:`TrackClient.new_trial` without parameters has no trial yet (``trial`` is None): what
+    is logged is kept until :meth:`log_arguments` creates the trial, and is then written to it.
+    """
+
+    def __init__(self, trial: Trial | None, protocol: Protocol) -> None:
         self.trial = trial
         self.protocol = protocol
         self._started = False
+        self._heartbeat: HeartbeatThread | None = None
+        # Waiting for parameters: the Trial fields and what was logged before the trial existed.
+        self._fields: dict[str, Any] | None = None
+        self._resume = False
+        self._points: list[MetricPoint] = []
+        self._chronos: list[ChronoObservation] = []
+        self._statuses: list[tuple[Any, Any]] = []
+        # SIGTERM while a protocol call is under way is raised once the call returned (never halfway).
+        self._busy = False
+        self._term_pending = 0
+        self._handler_pid = 0
+        self._previous_handler: Any = None
+
+    @classmethod
+    def _delayed(cls, protocol: Protocol, fields: dict[str, Any], resume: bool) -> TrialLogger:
+        """A logger whose trial is created from ``fields`` when the parameters arrive."""
+        log = cls(None, protocol)
+        log._fields = {**fields, "tags": dict(fields.get("tags") or {})}
+        log._fields["metadata"] = dict(fields.get("metadata") or {})
+        log._resume = resume
+        return log
+
+    def __repr__(self) -> str:
+        return f"<TrialLogger {self._describe()}>"
+
+    def _describe(self) -> str:
+        if self.trial is not None:
+            return f"{self.trial.name or '-'} ({self.trial.uid})"
+        name = (self._fields or {}).get("name")
+        return f"{name or '-'} (waiting for its parameters)"
+
+    @property
+    def is_pending(self) -> bool:
+        """True while the trial waits for its parameters (:meth:`log_arguments`) to be created."""
+        return self.trial is None
 
     @property
     def uid(self) -> str:
-        """The trial's uid."""
-        return self.trial.uid
+        """The trial's uid.
+
+        Raises:
+            NotFoundError: while the trial waits for its parameters.
+        """
+        return self._created().uid
+
+    def _created(self) -> Trial:
+        if self.trial is None:
+            raise NotFoundError(
+                "The trial is created when its parameters arrive: call log_arguments(...) first (its hash covers "
+                "them)."
+            )
+        return self.trial
 
     def refresh(self) -> Trial:
-        """Read the trial back from the backend (the object held here is a snapshot)."""
-        found = [t for t in self.protocol.get_trial(self.trial) if t.uid == self.trial.uid]
+        """Read the trial back from the backend (the object held here is a snapshot).
+
+        Raises:
+            NotFoundError: when it is not in the backend (or waits for its parameters).
+        """
+        trial = self._created()
+        found = self.protocol.fetch_trials({"uid": trial.uid})
         if not found:
-            raise NotFoundError(f"Trial {self.trial.uid} is no longer in the backend.")
+            raise NotFoundError(f"Trial {trial.uid} is no longer in the backend.")
         self.trial = found[0]
         return self.trial
 
-    def log_arguments(self, **kwargs: Any) -> None:
-        """Merge parameters into the trial."""
-        self.protocol.log_trial_arguments(self.trial, **kwargs)
+    # ------------------------------------------------------------------------------------ creation
+    def _create(self, parameters: Mapping[str, Any]) -> Trial:
+        """Create the trial this logger waits for, and write what was logged before it existed."""
+        assert self._fields is not None  # only called while pending
+        fields, self._fields = self._fields, None
+        try:
+            self.trial = _insert_trial(self.protocol, Trial(**fields, parameters=parameters), self._resume)
+        except BaseException:
+            self._fields = fields
+            raise
+        points, self._points = self._points, []
+        chronos, self._chronos = self._chronos, []
+        statuses, self._statuses = self._statuses, []
+        if self._started:
+            self._begin()
+        if points:
+            self.protocol.log_trial_metric_points(self.trial, points)
+        if chronos:
+            self.protocol.update_trial(self.trial.uid, TrialUpdate(chronos=tuple(chronos)))
+        for status, error in statuses:
+            self.protocol.set_trial_status(self.trial, status, error=error)
+        return self.trial
+
+    def _create_without_parameters(self, why: str) -> Trial:
+        logger.warning(
+            "trial %s %s before log_arguments(); it is created without parameters", self._describe(), why
+        )
+        return self._create({})
+
+    # ------------------------------------------------------------------------------------- logging
+    def log_arguments(self, args: Any = None, /, **kwargs: Any) -> None:
+        """Record parameters (a dict, Namespace or ArgumentParser, and/or keywords); creates a trial that waits
+        for them, else merges them into the trial's parameters (its hash is not recomputed)."""
+        values = {**as_parameters(args), **kwargs}
+        if self.trial is None:
+            self._create(values)
+        else:
+            self._write(self.protocol.log_trial_arguments, self.trial, **values)
 
     def log_metrics(
         self, step: Any = None, aggregator: Callable[[], Aggregator] | None = None, **kwargs: Any
@@ -73,19 +274,55 @@ class TrialLogger:
         """Append metric values (at ``step``); starts the trial on first use."""
         if not self._started:
             self.start()
-        self.protocol.log_trial_metrics(self.trial, step=step, aggregator=aggregator, **kwargs)
+        trial = self.trial
+        if trial is None:
+            self._keep_points(step, kwargs)
+            return
+        self._busy = True
+        try:
+            self.protocol.log_trial_metrics(trial, step=step, aggregator=aggregator, **kwargs)
+        finally:
+            self._busy = False
+            if self._term_pending:
+                self._raise_pending()
+
+    def _keep_points(self, step: Any, values: Mapping[str, Any]) -> None:
+        checked = check_step(step)
+        self._points.extend(MetricPoint.checked(name, checked, value) for name, value in values.items())
+        if len(self._points) > PENDING_POINTS_LIMIT:
+            self._create_without_parameters(f"logged more than {PENDING_POINTS_LIMIT} metric points")
 
     def log_metadata(self, aggregator: Callable[[], Aggregator] | None = None, **kwargs: Any) -> None:
         """Merge metadata into the trial."""
-        self.protocol.log_trial_metadata(self.trial, aggregator=aggregator, **kwargs)
+        if self._fields is not None:
+            TrialUpdate(metadata=kwargs)  # checked now, as a write would be
+            self._fields["metadata"].update(kwargs)
+        else:
+            self._write(self.protocol.log_trial_metadata, self._created(), aggregator=aggregator, **kwargs)
 
     def add_tags(self, **kwargs: Any) -> None:
         """Merge tags into the trial."""
-        self.protocol.add_trial_tags(self.trial, **kwargs)
+        if self._fields is not None:
+            TrialUpdate(tags=kwargs)
+            self._fields["tags"].update(kwargs)
+        else:
+            self._write(self.protocol.add_trial_tags, self._created(), **kwargs)
 
     def set_status(self, status: StatusLike | str, error: Any = None) -> None:
         """Set the trial's status (and record an error)."""
-        self.protocol.set_trial_status(self.trial, status, error=error)
+        if self.trial is None:
+            self._statuses.append((status, error))
+        else:
+            self._write(self.protocol.set_trial_status, self.trial, status, error=error)
+
+    def _write(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._busy = True
+        try:
+            return method(*args, **kwargs)
+        finally:
+            self._busy = False
+            if self._term_pending:
+                self._raise_pending()
 
     @contextmanager
     def chrono(
@@ -96,7 +333,25 @@ class TrialLogger:
         end_callback: Callable[[], Any] | None = None,
     ) -> Iterator[None]:
         """Time the ``with`` block into the chrono ``name`` (the first observation is skipped by default)."""
-        self.protocol.log_trial_chrono_start(self.trial, name, aggregator, start_callback, end_callback)
+        if self.trial is None:  # timed here, written when the trial is created
+            spec = aggregator().spec()
+            ChronoObservation(name, 0.0, spec)  # checks the name now
+            if start_callback is not None:
+                start_callback()
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                if end_callback is not None:
+                    end_callback()
+                observation = ChronoObservation(name, time.perf_counter() - t0, spec)
+                if self.trial is None:
+                    self._chronos.append(observation)
+                else:
+                    self.protocol.update_trial(self.trial.uid, TrialUpdate(chronos=(observation,)))
+            return
+        trial = self.trial
+        self.protocol.log_trial_chrono_start(trial, name, aggregator, start_callback, end_callback)
         exc_info: tuple[Any, Any, Any] = (None, None, None)
         try:
             yield
@@ -104,27 +359,132 @@ class TrialLogger:
             exc_info = sys.exc_info()
             raise
         finally:
-            self.protocol.log_trial_chrono_finish(self.trial, name, *exc_info)
+            self.protocol.log_trial_chrono_finish(trial, name, *exc_info)
 
+    # ----------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Mark the trial running and start its runtime timer."""
-        if not self._started:
-            self._started = True
-            self.protocol.log_trial_start(self.trial)
+        """Mark the trial running: record this process, start its heartbeat and its runtime timer.
+
+        SIGTERM is handled while it runs (when nothing else handles it): the run records ``interrupted``, then
+        the process ends as the signal would have ended it. A trial waiting for its parameters starts when
+        they arrive.
+        """
+        if self._started:
+            return
+        self._started = True
+        _RUNNING.add(self)
+        self._catch_sigterm()
+        if self.trial is not None:
+            try:
+                self._begin()
+            except BaseException:  # the backend refused: not started, nothing left to finish at exit
+                self._started = False
+                _RUNNING.discard(self)
+                self._restore_sigterm()
+                raise
+
+    def _begin(self) -> None:
+        """Write the process record and the running status, then beat."""
+        trial = self._created()
+        interval = heartbeat_interval_s()
+        now = time.time()
+        # The process first, the status second: a crash in between leaves a trial that never looked running.
+        self.protocol.update_trial(
+            trial.uid, TrialUpdate(metadata={PROCESS_KEY: process_record(interval), HEARTBEAT_KEY: now})
+        )
+        self.protocol.log_trial_start(trial)
+        _RUNNING.add(self)  # again, after the first writes (see _Running.add)
+        uid, protocol = trial.uid, self.protocol
+        self._heartbeat = HeartbeatThread(
+            lambda at: protocol.update_trial(uid, TrialUpdate(metadata={HEARTBEAT_KEY: at})),
+            interval,
+            name=f"unitrack-heartbeat-{uid[:8]}",
+        ).start()
 
     def finish(self, exc_type: Any = None, exc_val: Any = None, exc_tb: Any = None) -> None:
-        """Mark the trial completed, or failed with the given exception."""
+        """Mark the trial completed, or failed with the given exception (``interrupted`` for Ctrl-C/SIGTERM).
+
+        A trial still waiting for its parameters is created without them, so nothing logged is lost.
+        """
         if not self._started:
             self.start()
+        if self.trial is None:
+            self._create_without_parameters("finished")
         self._started = False
-        self.protocol.log_trial_finish(self.trial, exc_type, exc_val, exc_tb)
+        _RUNNING.discard(self)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()  # before the final status: no beat lands after it
+            self._heartbeat = None
+        try:
+            self.protocol.log_trial_finish(self._created(), exc_type, exc_val, exc_tb)
+        finally:
+            self._restore_sigterm()
+
+    def _finish_at_exit(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        if self._started:
+            self.finish(exc_type, exc_val, exc_tb)
 
     def __enter__(self) -> TrialLogger:
         self.start()
         return self
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        owned = self._previous_handler is not None
         self.finish(exc_type, exc_val, exc_tb)
+        if owned and isinstance(exc_val, Terminated):
+            # Nobody else handled SIGTERM: end the process as the signal would have, now that the run is recorded.
+            raise SystemExit(128 + exc_val.signum) from exc_val
+
+    # ---------------------------------------------------------------------------------------- signals
+    def _catch_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+            return  # another handler (the program's, a framework's, another run's) decides
+        self._handler_pid = os.getpid()
+        self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _restore_sigterm(self) -> None:
+        previous, self._previous_handler = self._previous_handler, None
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._handler_pid:
+            # A process forked by the run (a data-loading worker) is not the run: it ends as the signal says.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if self._busy:
+            self._term_pending = signum
+            return
+        raise _terminated(signum)
+
+    def _raise_pending(self) -> None:
+        signum, self._term_pending = self._term_pending, 0
+        raise _terminated(signum)
+
+
+def _terminated(signum: int) -> Terminated:
+    exc = Terminated(f"received signal {signum}")
+    exc.signum = signum
+    return exc
+
+
+def _insert_trial(protocol: Protocol, trial: Trial, resume: bool) -> Trial:
+    """Store ``trial`` as a new run (a new revision when an identical one exists), or with ``resume`` continue
+    the newest revision of the identical trial (created when there is none)."""
+    if resume:
+        found = protocol.fetch_trials({"hash": trial.hash})
+        if found:
+            newest = max(found, key=lambda t: t.revision)
+            logger.info("resuming trial %s", newest.uid)
+            return newest
+    stored = protocol.new_trial(trial, auto_increment=True)
+    if stored is None:  # pragma: no cover - auto_increment always inserts
+        raise NotFoundError(f"The backend did not store trial {trial.name!r}.")
+    return stored
 
 
 class TrackClient:
@@ -134,6 +494,8 @@ class TrackClient:
         backend: a URI (default: ``$UNITRACK_URI``, then the embedded default) or a Protocol.
 
     Unknown attributes are forwarded to the current :class:`TrialLogger` (``client.log_metrics(...)``).
+    ``$UNITRACK_PROJECT``, ``$UNITRACK_GROUP`` and ``$UNITRACK_TRIAL_ID`` pre-select the project, group and the
+    trial to continue.
     """
 
     def __init__(self, backend: str | Protocol | None = None) -> None:
@@ -142,7 +504,6 @@ class TrackClient:
         self.group: TrialGroup | None = None
         self.logger: TrialLogger | None = None
         self.version: str | None = None
-        self._pending: dict[str, Any] | None = None
         if os.environ.get(PROJECT_ENV):
             self.set_project(name=os.environ[PROJECT_ENV])
         if os.environ.get(GROUP_ENV):
@@ -152,7 +513,7 @@ class TrackClient:
 
     @property
     def trial(self) -> Trial | None:
-        """The current trial (a snapshot; see :meth:`TrialLogger.refresh`)."""
+        """The current trial (a snapshot; see :meth:`TrialLogger.refresh`); None until it is created."""
         return self.logger.trial if self.logger is not None else None
 
     def set_version(self, version: str | None = None, version_fun: Callable[[], str] | None = None) -> None:
@@ -207,18 +568,18 @@ class TrackClient:
                 raise NotFoundError(f"Group {group.name!r} does not exist (get_only=True).")
             self.protocol.new_trial_group(group)
             found = self.protocol.get_trial_group(group)
-            assert found is not None  # just inserted
+            if found is None:  # pragma: no cover - only if another process deleted it in between
+                raise NotFoundError(f"Group {group.name!r} vanished while being created; retry.")
         self.group = found
         return found
 
     def _project(self) -> Project:
         if self.project is None:
-            self.set_project(name="orphan")
-        assert self.project is not None
+            return self.set_project(name="orphan")
         return self.project
 
     def set_trial(self, trial: Trial | None = None, force: bool = False, **kwargs: Any) -> TrialLogger:
-        """Select an existing trial, by object or ``uid=`` / ``hash=`` and ``revision=``.
+        """Continue an existing trial, given as an object or ``uid=`` / ``hash=`` and ``revision=``.
 
         Raises:
             NotFoundError: when it does not exist.
@@ -239,60 +600,46 @@ class TrackClient:
         self.logger = TrialLogger(found[0], self.protocol)
         return self.logger
 
-    def new_trial(self, force: bool = False, **kwargs: Any) -> TrialLogger | None:
-        """Create a trial in the current project/group (kwargs are Trial fields; ``arguments=`` is an alias of
-        ``parameters=``).
+    def new_trial(self, force: bool = False, *, resume: bool = False, **kwargs: Any) -> TrialLogger:
+        """Start a new run in the current project/group and make it the current trial.
 
-        Without parameters the trial is created when :meth:`log_arguments` supplies them (its hash covers
-        them) and None is returned. An identical trial is resumed, or with ``force`` gets a new revision.
+        kwargs are Trial fields; ``arguments=`` is an alias of ``parameters=``, and either may be a dict, an
+        ``argparse.Namespace`` or an ``ArgumentParser``. A trial identical to a stored one (same name, version
+        and parameters) is stored as its next revision: every execution is its own run. ``resume=True``
+        continues the newest revision instead (the run is created when there is none). ``force`` is accepted for
+        track compatibility: a new trial always replaces the current one.
+
+        Without parameters the returned logger waits for :meth:`log_arguments` to create the trial (its hash
+        covers them); what is logged meanwhile is kept for it.
         """
+        del force  # track's "replace a trial already set": new_trial always does
         if "arguments" in kwargs:
+            if "parameters" in kwargs:
+                raise SchemaError(
+                    "new_trial got both arguments= and parameters=; they are the same, pass one."
+                )
             kwargs["parameters"] = kwargs.pop("arguments")
         kwargs.setdefault("version", self.version)
         kwargs.setdefault("project_id", self._project().uid)
         if self.group is not None:
             kwargs.setdefault("group_id", self.group.uid)
-        if "parameters" not in kwargs:
-            self._pending = {"force": force, **kwargs}
-            self.logger = None
-            return None
-        return self._create(force, kwargs)
-
-    def _create(self, force: bool, fields: dict[str, Any]) -> TrialLogger:
-        trial = Trial(**fields)
-        stored = self.protocol.new_trial(trial, auto_increment=force)
-        if stored is None:
-            stored = [t for t in self.protocol.get_trial(trial) if t.uid == trial.uid][0]
-            logger.info("trial %s exists; resuming it", stored.uid)
-        self.logger = TrialLogger(stored, self.protocol)
-        self._pending = None
-        return self.logger
+        parameters = kwargs.pop("parameters", None)
+        log = TrialLogger._delayed(self.protocol, kwargs, resume)
+        if parameters is not None:
+            log.log_arguments(as_parameters(parameters))
+        self.logger = log
+        return log
 
     def log_arguments(self, args: Any = None, show: bool = False, **kwargs: Any) -> Any:
         """Record parameters from a dict, an argparse Namespace or ArgumentParser (parsed), or keywords.
 
-        Creates a trial delayed by :meth:`new_trial`. Returns ``args`` (parsed, for a parser).
+        Creates the trial a :meth:`new_trial` without parameters waits for. Returns ``args`` (parsed, for a
+        parser).
         """
         if isinstance(args, argparse.ArgumentParser):
             args = args.parse_args()
-        if args is None:
-            values: dict[str, Any] = {}
-        elif isinstance(args, argparse.Namespace):
-            values = dict(vars(args))
-        elif isinstance(args, Mapping):
-            values = dict(args)
-        else:
-            raise SchemaError(
-                f"log_arguments takes a dict, Namespace or ArgumentParser, not {type(args).__name__}."
-            )
-        values.update(kwargs)
-        if self._pending is not None:
-            pending = dict(self._pending)
-            force = pending.pop("force")
-            pending["parameters"] = values
-            self._create(force, pending)
-        else:
-            self._logger().log_arguments(**values)
+        values = {**as_parameters(args, "log_arguments' argument"), **kwargs}
+        self._logger().log_arguments(values)
         if show:
             self.show_arguments(values)
         return args if args is not None else values
@@ -309,16 +656,11 @@ class TrackClient:
 
     def _logger(self) -> TrialLogger:
         if self.logger is None:
-            if self._pending is not None:  # logging before parameters: create it with none
-                pending = dict(self._pending)
-                force = pending.pop("force")
-                pending["parameters"] = {}
-                return self._create(force, pending)
             raise NotFoundError("No trial selected; call new_trial() or set_trial() first.")
         return self.logger
 
     def add_tags(self, **kwargs: Any) -> None:
-        """Merge tags into the current trial."""
+        """Merge tags into the current trial (kept for it while it waits for its parameters)."""
         self._logger().add_tags(**kwargs)
 
     def start(self) -> None:
@@ -341,6 +683,8 @@ class TrackClient:
         log = self._logger()
         if log._started:
             log.finish()
+        if log.trial is None:
+            log._create_without_parameters("was reported")
         text = json.dumps(to_json(log.refresh(), short=short), indent=2, default=str)
         (file if file is not None else sys.stdout).write(text + "\n")
         return text
@@ -350,11 +694,11 @@ class TrackClient:
         self.protocol.close()
 
     def __enter__(self) -> TrackClient:
-        self._logger().start()
+        self._logger().__enter__()
         return self
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        self._logger().finish(exc_type, exc_val, exc_tb)
+        self._logger().__exit__(exc_type, exc_val, exc_tb)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name in ("protocol", "logger", "project", "group"):

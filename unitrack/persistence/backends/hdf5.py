@@ -248,6 +248,7 @@ class HDF5Protocol(Protocol):
         # inserts and writes find a trial without scanning every folder.
         self._trials_log = index_dir / "trials.log"
         self._known: dict[str, str] = {}
+        self._owners: dict[str, str] = {}  # folder -> the uid of the trial it holds
         self._known_offset = 0
         self._max_revision: dict[str, int] = {}
         self._closed = False
@@ -313,6 +314,11 @@ class HDF5Protocol(Protocol):
 
     # ----------------------------------------------------------------------------------- trial index
     def _learn(self, uid: str, folder: str) -> None:
+        previous = self._owners.get(folder)
+        if previous is not None and previous != uid:
+            # The folder was deleted and given to a new trial (#12): the old uid must not resolve to it.
+            self._known.pop(previous, None)
+        self._owners[folder] = uid
         self._known[uid] = folder
         head, _, revision = uid.rpartition("_")
         if revision.isdigit():
@@ -522,15 +528,14 @@ class HDF5Protocol(Protocol):
         """The trial's folder: its name, or ``name_1``, ``name_2``... when that is another trial or store.
 
         A folder that exists but holds no store (an xmen experiment folder with its ``params.yml``, made before
-        the trial) is used as it is: the experiment and the trial share ``{root}/{name}``.
+        the trial) is used as it is: the experiment and the trial share ``{root}/{name}``. So is the folder of a
+        trial that was deleted (it holds no summary any more), which an experiment registered again under that
+        name has already claimed (#12); the deleted trial's uid then no longer resolves to it (``_learn``).
         """
         base = trial.name if trial.name is not None else f"{trial.hash[:16]}_{trial.revision}"
         folder, n = base, 0
-        while (
-            folder in taken
-            or is_store_dir(str(self.root / folder))
-            or (self.root / folder / SUMMARY).exists()
-        ):
+        del taken  # a known trial's folder holds its summary (written before it is known), checked below
+        while is_store_dir(str(self.root / folder)) or (self.root / folder / SUMMARY).exists():
             n += 1
             folder = f"{base}_{n}"
         return folder
