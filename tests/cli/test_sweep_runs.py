@@ -232,3 +232,49 @@ def test_run_progress_is_a_live_display_on_a_terminal(tmp_path: Path) -> None:
         "2/2" in text and "1 failed" in text and "\x1b[" in text
     )  # a rich display: count, failures, escapes
     assert "failed: a=2 (error)" in text
+
+
+HANGS = '''
+import os
+import pathlib
+import signal
+
+from unitrack import Experiment
+
+
+class Hangs(Experiment):
+    """Messages, then waits for a signal while the file 'hang' exists beside the root."""
+
+    a: int = 0  # @p a number
+
+    def run(self):
+        self.message({"loss": 1.0}, step=0)
+        here = pathlib.Path(self.directory)
+        if (here.parent.parent / "hang").exists():
+            (here / "pid").write_text(str(os.getpid()))
+            signal.pause()
+        self.message({"loss": 0.5}, step=1)
+'''
+
+
+def test_a_run_killed_with_its_runner_is_lost_and_rerun_by_status_lost(tmp_path: Path) -> None:
+    """A node dies: the runner and its experiment get SIGKILL. The run shows `lost` and `--status lost` reruns it."""
+    (tmp_path / "hangs.py").write_text(HANGS)
+    (tmp_path / "hang").touch()
+    root = tmp_path / "L"
+    reg = cli("register", "-r", str(root), "-e", str(tmp_path / "hangs.py"), "-u", "{a: 1 | 2}")
+    assert reg.returncode == 0, reg.stderr
+    runner = spawn("run", "-r", str(root), "a=1")
+    pid_file = root / "a=1" / "pid"
+    wait_until(pid_file.exists, timeout_s=60, what="the experiment to start")
+    runner.kill()
+    runner.communicate(timeout=60)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    wait_until(lambda: statuses(root)["a=1"] == "lost", timeout_s=60, what="the run to be lost")
+    assert statuses(root) == {"a=1": "lost", "a=2": "registered"}
+    (tmp_path / "hang").unlink()
+    again = cli("run", "-r", str(root), "--status", "lost")
+    assert again.returncode == 0 and "1 finished, 0 failed, 1 skipped" in again.stdout, (
+        again.stdout + again.stderr
+    )
+    assert statuses(root) == {"a=1": "finished", "a=2": "registered"}
