@@ -92,7 +92,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def setup(tmp_path: Path, backend: str) -> tuple[Path, str, dict[str, str], Path]:
     """(root, backend URI, environment, writer script): no ``UNITRACK_URI`` means ``hdf5://ROOT``."""
     root = tmp_path / "runs"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_") or k == "UNITRACK_HOME"}
     env["PYTHONPATH"] = os.pathsep.join([str(WORKTREE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if backend == "file":
         uri = env["UNITRACK_URI"] = f"file://{tmp_path}/db.json"

@@ -1034,8 +1034,8 @@ class ExperimentManager:
     def statuses(self, folders: Iterable[str] | None = None) -> dict[str, str]:
         """The status word of each managed experiment (default: all), as ``unitrack view`` shows it.
 
-        Read from the backend through the run catalog (``lost`` included once liveness is derived); an experiment
-        without a trial gets its params.yml's status, and ``damaged`` when that file cannot be read.
+        Read from the backend through the run catalog (``lost`` for a running one whose process is gone); an
+        experiment without a trial gets its params.yml's status, and ``damaged`` when that file cannot be read.
         """
         from unitrack.persistence.catalog import read_listing
 
