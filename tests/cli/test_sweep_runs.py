@@ -10,7 +10,11 @@ import select
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import wait_until
 
@@ -25,16 +29,34 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("UNITRACK_URI", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "unitrack", *args],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``unitrack`` commands in the background; any still running when the test ends is killed."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("UNITRACK_URI", None)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "unitrack", *args],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=60)
+
+
+def pid_written(path: Path) -> Callable[[], bool]:
+    """Whether ``path`` holds a pid yet (it is created before it is written)."""
+    return lambda: path.exists() and path.read_text().strip().isdigit()
 
 
 def statuses(root: Path) -> dict[str, str]:
@@ -81,7 +103,7 @@ echo "output of $1"
 """
 
 
-def test_two_runners_on_one_root_run_each_experiment_once(tmp_path: Path) -> None:
+def test_two_runners_on_one_root_run_each_experiment_once(tmp_path: Path, spawn: Callable[..., Any]) -> None:
     ran, go = tmp_path / "ran.txt", tmp_path / "go"
     root = make_root(tmp_path, CONTEND.format(ran=ran, go=go), "{a: 1 | 2 | 3 | 4}")
     first = spawn("run", "-r", str(root), "-j", "2")
@@ -125,11 +147,13 @@ signal.pause()' "$1"
 """
 
 
-def test_a_sigkilled_run_keeps_its_output_and_shows_why_it_failed(tmp_path: Path) -> None:
+def test_a_sigkilled_run_keeps_its_output_and_shows_why_it_failed(
+    tmp_path: Path, spawn: Callable[..., Any]
+) -> None:
     root = make_root(tmp_path, PRINTS_THEN_HANGS.format(python=sys.executable), "{a: 1}")
     run = spawn("run", "-r", str(root))
     pid_file = root / "a=1" / "pid"
-    wait_until(pid_file.exists, timeout_s=60, what="the run to start")
+    wait_until(pid_written(pid_file), timeout_s=60, what="the run to start")
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
     out, err = run.communicate(timeout=60)
     assert run.returncode == 1, (out, err)
@@ -257,7 +281,9 @@ class Hangs(Experiment):
 '''
 
 
-def test_a_run_killed_with_its_runner_is_lost_and_rerun_by_status_lost(tmp_path: Path) -> None:
+def test_a_run_killed_with_its_runner_is_lost_and_rerun_by_status_lost(
+    tmp_path: Path, spawn: Callable[..., Any]
+) -> None:
     """A node dies: the runner and its experiment get SIGKILL. The run shows `lost` and `--status lost` reruns it."""
     (tmp_path / "hangs.py").write_text(HANGS)
     (tmp_path / "hang").touch()
@@ -266,7 +292,7 @@ def test_a_run_killed_with_its_runner_is_lost_and_rerun_by_status_lost(tmp_path:
     assert reg.returncode == 0, reg.stderr
     runner = spawn("run", "-r", str(root), "a=1")
     pid_file = root / "a=1" / "pid"
-    wait_until(pid_file.exists, timeout_s=60, what="the experiment to start")
+    wait_until(pid_written(pid_file), timeout_s=60, what="the experiment to start")
     runner.kill()
     runner.communicate(timeout=60)
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
