@@ -10,7 +10,17 @@ from pathlib import Path
 import unitrack
 
 ROOT = Path(__file__).resolve().parents[1]
-RANK = {"errors": 0, "store": 1, "persistence": 2, "experiment": 3, "monitor": 3, "cli": 4}
+RANK = {
+    "errors": 0,
+    "store": 1,
+    "persistence": 2,
+    "experiment": 3,
+    "monitor": 3,
+    "integrations": 4,
+    "ui": 4,
+    "lightning": 5,  # unitrack/lightning.py, the seed's path of integrations.lightning
+    "cli": 5,
+}
 
 
 def _modules_after(code: str) -> set[str]:

@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "Root": "unitrack.experiment",
     "Monitor": "unitrack.monitor",
     "TorchMonitor": "unitrack.monitor",
+    "plot": "unitrack.ui.notebook",
 }
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "UnitrackError",
     "get_protocol",
     "parse_uri",
+    "plot",
     "register",
     "runs",
 ]
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
     from unitrack.persistence.uri import parse_uri
     from unitrack.store import Store, Table
     from unitrack.store.readers import CollectionReader
+    from unitrack.ui.notebook import plot
 
 
 def __getattr__(name: str) -> Any:

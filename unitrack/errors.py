@@ -24,12 +24,14 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     └── InvalidNameError            a name with '/', '..', NUL, ... (checked before any file is touched)
     ├── NotFoundError (LookupError)       project, group, trial, table, stored object
     │     ├── ItemNotFound                fetch_and_update_* found nothing to update (track's name)
+    │     ├── TrialDoesNotExist           set_trial() named a trial the backend does not hold (track's name)
     │     ├── CheckpointNotFoundError (ValueError)  no Monitor checkpoint (at the asked step)
     │     └── TableNotFoundError (KeyError)  store['missing']
     ├── AlreadyExistsError (ValueError)   e.g. Store(..., new=True) on an existing folder
     ├── StorageError                      disk full, lock timeout, corrupt or foreign file
     │     ├── ConcurrentWrite             a lock was not acquired in time (track's name)
     │     ├── CorruptStoreError           a file's bytes are not what was written
+    │     ├── ForeignStoreError           a store.h5 whose layout cannot be read without running its code
     │     ├── StoreLockedError            a second writer on one store
     │     └── ReadOnlyStoreError          a write on a store opened with mode='r'
     ├── RemoteError                       the server or the connection to it
@@ -58,6 +60,7 @@ __all__ = [
     "ExperimentStateError",
     "ConnectionLostError",
     "CorruptStoreError",
+    "ForeignStoreError",
     "FrameError",
     "IncompatibleYmlException",
     "ExperimentNotFoundError",
@@ -80,6 +83,7 @@ __all__ = [
     "StorageError",
     "StoreLockedError",
     "TableNotFoundError",
+    "TrialDoesNotExist",
     "UnitrackError",
     "UnknownSchemeError",
     "UnknownTriggerError",
@@ -322,6 +326,17 @@ class ItemNotFound(NotFoundError):
         super().__init__(f"No {what} matches {query}; nothing was updated.", what=what, query=query)
 
 
+class TrialDoesNotExist(NotFoundError):
+    """``TrackClient.set_trial`` named a trial the backend does not hold (track's ``TrialDoesNotExist``)."""
+
+    def __init__(self, uid: str) -> None:
+        super().__init__(
+            f"Trial {uid!r} does not exist in this backend. Check the uid (hash_revision, e.g. from "
+            "ORION_TRIAL_ID or UNITRACK_TRIAL_ID) and the backend URI, or create it with new_trial().",
+            uid=uid,
+        )
+
+
 class CheckpointNotFoundError(NotFoundError, ValueError):
     """No Monitor checkpoint (or none at the asked step) for a module; ``ValueError`` as the seed promised."""
 
@@ -368,6 +383,20 @@ class CorruptStoreError(StorageError):
             "other runs are not affected.",
             path=path,
             offset=offset,
+            reason=reason,
+        )
+
+
+class ForeignStoreError(StorageError):
+    """A ``store.h5`` written by another tool holds a node that cannot be read without unpickling it."""
+
+    def __init__(self, path: str, node: str, reason: str) -> None:
+        super().__init__(
+            f"{path}: node /{node} cannot be read safely: {reason}. unitrack reads pandas 'table' format "
+            "(what cox writes) without running any code from the file; convert this node to that format with "
+            "the tool that wrote it (pandas.DataFrame.to_hdf(..., format='table')).",
+            path=path,
+            node=node,
             reason=reason,
         )
 

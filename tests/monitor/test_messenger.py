@@ -120,5 +120,5 @@ def test_probe_writes_to_log_metadata_when_available(out):
     m = Monitor(hooks=[Probe("ex@2s")], stream=out)
     for _ in m(range(4)):
         pass
-    assert len(ex.meta) == 2 and "memory_mb" in ex.meta[0]
+    assert len(ex.meta) == 2 and "sys/proc/memory_mb" in ex.meta[0]
     assert out.getvalue().count("cpu=") == 2

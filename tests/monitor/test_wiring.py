@@ -139,13 +139,15 @@ def test_attach_and_manual_checkpoints_record_metadata(tmp_path):
     assert trial.metadata["checkpoints"] == {"net": str(path)} and path.name == "7.pt"
 
 
-def test_probe_writes_to_the_trial_metadata(tmp_path, out):
+def test_probe_writes_series_to_the_trial_at_the_monitor_step(tmp_path, out):
     ex = Training(str(tmp_path), "ex1", backend="ephemeral://")
     m = Monitor(experiment=ex, probe="ex@2s", stream=out)
-    for _ in m(range(2)):
+    for _ in m(range(6)):
         pass
     (trial,) = ex.backend.fetch_trials({"name": "ex1"})
-    assert "memory_mb" in trial.metadata and "cpu=" in out.getvalue()
+    for name in ("sys/cpu_percent", "sys/memory_percent", "sys/proc/memory_mb"):
+        assert trial.metrics[name].steps == (2, 4, 6), name  # a series, not a snapshot in metadata
+    assert out.getvalue().count("cpu=") == 3 and "memory=" in out.getvalue()
 
 
 def test_an_experiment_is_every_sink_and_guards_its_own_metadata(tmp_path):

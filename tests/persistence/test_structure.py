@@ -146,7 +146,7 @@ def test_stat_aggregator_drops_exactly_skip_obs() -> None:
         agg += x
     assert agg.val["min"] == 10 and agg.val["max"] == 19 and agg.val["count"] == 10
     assert agg.val["avg"] == pytest.approx(14.5)
-    assert agg.val["sd"] == pytest.approx(math.sqrt(sum((x - 14.5) ** 2 for x in range(10, 20)) / 9))
+    assert agg.val["sd"] == pytest.approx(math.sqrt(sum((x - 14.5) ** 2 for x in range(10, 20)) / 10))
     assert aggregator_from_json(agg.to_json()).val == agg.val
 
 

@@ -97,7 +97,7 @@ def test_folders_without_stores_are_ignored(out_dir, tmp_path):
         CollectionReader(str(tmp_path / "missing"))
 
 
-def test_cox_only_stores_need_opt_in(out_dir, caplog):
+def test_stores_with_only_a_store_h5_are_read_unless_skipped(out_dir):
     import os
 
     import pandas as pd
@@ -106,10 +106,8 @@ def test_cox_only_stores_need_opt_in(out_dir, caplog):
     os.makedirs(os.path.join(out_dir, "old"))
     with pd.HDFStore(os.path.join(out_dir, "old", "store.h5"), mode="w") as h5:
         h5.put("t", pd.DataFrame({"x": [2.0]}), format="table", track_times=False)
-    with caplog.at_level(logging.WARNING, logger="unitrack.store.readers"):
-        assert CollectionReader(out_dir).exp_ids == ["new"]
-    assert "read_cox_h5=True" in caplog.text
-    assert CollectionReader(out_dir, read_cox_h5=True).df("t")["x"].tolist() == [1.0, 2.0]
+    assert CollectionReader(out_dir).df("t")["x"].tolist() == [1.0, 2.0]
+    assert CollectionReader(out_dir, read_cox_h5=False).exp_ids == ["new"]
 
 
 @pytest.fixture

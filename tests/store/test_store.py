@@ -119,7 +119,7 @@ def test_second_writer_in_other_process_is_refused_with_holder(out_dir):
     code = (
         "import sys\n"
         "from unitrack.store import Store\n"
-        f"s = Store({out_dir!r}, 'e')\n"
+        f"s = Store({out_dir!r}, 'e', quiet=True)\n"
         "print('ready', flush=True)\n"
         "sys.stdin.readline()\n"
         "s.close()\n"

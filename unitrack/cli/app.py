@@ -11,8 +11,13 @@ import sys
 import typer
 
 from unitrack.cli import backends as backends_cmd
+from unitrack.cli import export as export_cmd
+from unitrack.cli import importer as import_cmd
+from unitrack.cli import report as report_cmd
 from unitrack.cli import serve as serve_cmd
 from unitrack.cli import sweep as sweep_cmd
+from unitrack.cli import sync as sync_cmd
+from unitrack.cli import ui as ui_cmd
 
 app = typer.Typer(
     name="unitrack",
@@ -36,6 +41,11 @@ def _configure(
 backends_cmd.add_commands(app)
 serve_cmd.add_commands(app)
 sweep_cmd.add_commands(app)
+sync_cmd.add_commands(app)
+import_cmd.add_commands(app)
+export_cmd.add_commands(app)
+ui_cmd.add_commands(app)
+report_cmd.add_commands(app)
 
 
 def main() -> None:

@@ -86,6 +86,7 @@ from unitrack.experiment.paramfile import (
 from unitrack.experiment.params import Param, TypedMeta, coerce
 from unitrack.persistence.lifecycle import Terminated
 from unitrack.persistence.structure import check_name
+from unitrack.persistence.system import start_trial_sampler, system_metrics_interval
 
 __all__ = ["STATUSES", "Experiment", "Terminated", "TimedOut"]
 
@@ -311,6 +312,9 @@ class Experiment(metaclass=ExperimentMeta):
         purpose: why the experiment is run.
         copy_params: deep-copy mutable defaults to the instance, so instances never share a list or dict.
         backend: the backend URI (default ``$UNITRACK_URI``, then the embedded default at ``root``).
+        system_metrics: while the experiment runs, sample CPU, memory, disk, network and GPU use into its trial's
+            ``sys/...`` series every so many seconds (``True``: 10 s; None: ``$UNITRACK_SYSTEM_METRICS``, else
+            never; see :mod:`unitrack.persistence.system`).
         **kwargs: parameter overrides (checked against the annotations).
 
     Raises:
@@ -343,10 +347,13 @@ class Experiment(metaclass=ExperimentMeta):
         copy_params: bool = True,
         *,
         backend: str | None = None,
+        system_metrics: float | bool | None = None,
         **kwargs: Any,
     ) -> None:
         state = self.__dict__
         state.update(
+            _system_metrics=system_metrics_interval(system_metrics),
+            _sampler=None,
             _root=None,
             _status="default",
             _purpose=purpose or "",
@@ -1074,6 +1081,11 @@ class Experiment(metaclass=ExperimentMeta):
                 timestamps=dict(self._timestamps), meta=self._meta or {}, start_time=time.time()
             )
             state["_meta"] = {**(self._meta or {}), "process": record}
+            interval = state.get("_system_metrics")
+            if interval is not None and state.get("_sampler") is None:
+                state["_sampler"] = start_trial_sampler(
+                    self._link.protocol, self._link.uid, interval, disk_path=self._root
+                )
         self._save()
         return self
 
@@ -1081,6 +1093,9 @@ class Experiment(metaclass=ExperimentMeta):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
         state = self.__dict__
+        sampler, state["_sampler"] = state.get("_sampler"), None
+        if sampler is not None:
+            sampler.stop()
         previous, state["_previous_handlers"] = state.get("_previous_handlers") or {}, {}
         auto, state["_auto_handlers"] = state.get("_auto_handlers") or (), ()
         for signum, handler in previous.items():

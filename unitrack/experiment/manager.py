@@ -50,6 +50,7 @@ from unitrack.errors import (
     ExperimentNotFoundError,
     IncompatibleYmlException,
     InvalidExperimentRoot,
+    UnitrackError,
 )
 from unitrack.experiment.experiment import _SPECIAL_HELP, Experiment
 from unitrack.experiment.link import embedded_at, experiment_group, group_name, holds_run, to_status
@@ -62,6 +63,8 @@ from unitrack.experiment.paramfile import (
     dic_to_yaml,
     load_param,
     now_iso,
+    parse_user_yaml,
+    save_param,
     to_yaml_value,
 )
 from unitrack.experiment.slurm import write_array_script
@@ -417,12 +420,14 @@ class ExperimentManager:
         script: str | os.PathLike[str] = "",
         purpose: str = "",
         name: str | None = None,
+        updates: str | Mapping[str, Any] | None = None,
     ) -> None:
         """Make the root an experiment set from ``defaults``+``script`` files, or from an experiment ``name``.
 
         ``name`` is ``module:Class`` or a Python file defining one Experiment subclass: its ``defaults.yml`` and
         ``script.sh`` are written by the experiment (``to_root``). Without either, the files must already be in
-        the root.
+        the root. ``updates`` (a YAML mapping such as ``"{lr: 0.01}"``, or a dict) changes the defaults written
+        into ``defaults.yml``, as xmen's ``init -u`` did; every key must be a parameter.
 
         Raises:
             AlreadyExistsError: when the root already holds experiment.yml.
@@ -432,8 +437,9 @@ class ExperimentManager:
             raise AlreadyExistsError(f"{self.root} is already an experiment root ({_CONFIG} exists).")
         target_defaults = os.path.join(self.root, "defaults.yml")
         target_script = os.path.join(self.root, "script.sh")
+        changes = self._updates(updates)
         if name:
-            self._from_experiment(name)
+            self._from_experiment(name, changes)
             self.type = "python"
         else:
             for given, target, what in (
@@ -451,6 +457,8 @@ class ExperimentManager:
                     )
             self.type = "script"
             dic_from_yml(path=target_defaults)  # must be a mapping, read safely
+            if changes:
+                self._update_defaults(target_defaults, changes)
         os.chmod(target_script, 0o755)  # noqa: S103 - the user's script, run by run.sh
         self.defaults, self.script = target_defaults, target_script
         self.created, self.purpose = now_iso(), purpose
@@ -458,9 +466,31 @@ class ExperimentManager:
         remember_root(self.root)  # GlobalExperimentManager() finds it
         logger.info("Experiment root created at %s", self.root)
 
-    def _from_experiment(self, target: str) -> None:
+    @staticmethod
+    def _updates(updates: str | Mapping[str, Any] | None) -> dict[str, Any]:
+        if updates is None or updates == "":
+            return {}
+        data = parse_user_yaml(updates, what="updates") if isinstance(updates, str) else dict(updates)
+        if not isinstance(data, dict):
+            raise ConfigError(f"updates must be a YAML mapping such as '{{lr: 0.01}}', not {updates!r}.")
+        return data
+
+    @staticmethod
+    def _update_defaults(path: str, changes: Mapping[str, Any]) -> None:
+        defaults = load_param(os.path.dirname(path), os.path.basename(path))
+        unknown = sorted(k for k in changes if k not in defaults or str(k).startswith("_"))
+        if unknown:
+            known = sorted(k for k in defaults if not str(k).startswith("_"))
+            raise ConfigError(f"updates name {unknown}, which are not parameters in {path}; known: {known}.")
+        for key, value in changes.items():
+            defaults[key] = value
+        save_param(defaults, os.path.dirname(path), os.path.basename(path))
+
+    def _from_experiment(self, target: str, changes: Mapping[str, Any] | None = None) -> None:
         cls = load_experiment_class(target)
         exp = cls()
+        if changes:
+            exp.update(dict(changes))
         path_text, wanted = _split_file_target(target)
         if path_text.endswith(".py") or os.path.isfile(path_text):
             # A file: the launcher loads its class (no PYTHONPATH, no generated Python, and the file needs no
@@ -992,8 +1022,34 @@ class ExperimentManager:
         finally:
             protocol.close()
 
+    def rm(self) -> str:
+        """Delete the whole experiment set: its root folder and everything in it (xmen's ``rm``).
+
+        The trials of a backend outside the root (``UNITRACK_URI``) are marked ``deleted``, not removed.
+
+        Returns:
+            The root that was deleted.
+
+        Raises:
+            InvalidExperimentRoot: the folder is not an experiment root (nothing is deleted).
+        """
+        self.check_initialised()
+        root = os.path.realpath(self.root)
+        backend = resolve_uri(None, self.root)
+        if not backend.startswith(("hdf5://", "cox://")):
+            try:
+                self._set_trial_status({p: "deleted" for p in self.experiments})
+            except UnitrackError as exc:  # the folder goes whatever the backend says; say what was kept
+                logger.warning("trials of %s could not be marked deleted in %s: %s", root, backend, exc)
+        shutil.rmtree(root)
+        logger.info("Removed experiment root %s", root)
+        return root
+
     def run(self, pattern: str = "*", *flags: str) -> dict[str, int]:
         """Run (one at a time) every runnable experiment matching ``pattern``: ``[*flags, run.sh]``.
+
+        With ``sbatch`` among the flags each job is named after its experiment and writes its output to
+        ``<experiment>/slurm.out`` (``--job-name=``/``--output=`` added, as xmen did, unless given).
 
         Returns:
             Each experiment folder's exit code.

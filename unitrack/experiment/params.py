@@ -78,6 +78,8 @@ class Param:
     help: str
     owner: str
     in_init: bool = False
+    #: Found without ``@p``: only a new type/default for a parameter a base declares, else ignored.
+    redeclares: bool = False
 
     def line(self) -> str:
         """The docstring/``--help`` line: ``name: type=default ~ help`` (parts left out when missing).
@@ -131,6 +133,16 @@ def _literal(node: ast.expr | None) -> Any:
         return ast.unparse(node)
 
 
+def _is_literal(node: ast.expr | None) -> bool:
+    if node is None:
+        return False
+    try:
+        ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return True
+
+
 def _class_node(cls: type) -> tuple[ast.ClassDef, str] | None:
     try:
         source = textwrap.dedent(inspect.getsource(cls))
@@ -173,10 +185,13 @@ def read_source_params(cls: type) -> list[Param]:
         if name is None or name.startswith("_"):
             continue
         help_text = _help_for(stmt, comments)
-        if help_text is None:
-            continue
         default = cls.__dict__.get(name, _literal(value))
         type_text = ast.unparse(annotation) if annotation is not None else None
+        if help_text is None:
+            # Not a declaration, but a re-declaration of an inherited parameter (new type and/or default) when a
+            # base has one of that name: collect_params keeps it only then (redeclares=True).
+            params.append(Param(name, type_text, default, "", cls.__name__, redeclares=True))
+            continue
         params.append(Param(name, type_text, default, help_text, cls.__name__))
     return params
 
@@ -199,34 +214,75 @@ def _init_params(func: ast.FunctionDef, comments: Mapping[int, str], owner: str)
             continue
         assert isinstance(stmt, (ast.AnnAssign, ast.Assign))  # narrowed above
         help_text = _help_for(stmt, comments)
-        if help_text is None:
-            continue
+        if help_text is None and not _is_literal(stmt.value):
+            continue  # self.lr = lr: not a default that can be shown
         type_text = ast.unparse(annotation) if annotation is not None else None
-        params.append(Param(target.attr, type_text, _literal(stmt.value), help_text, owner, in_init=True))
+        params.append(
+            Param(
+                target.attr,
+                type_text,
+                _literal(stmt.value),
+                help_text or "",
+                owner,
+                in_init=True,
+                redeclares=help_text is None,
+            )
+        )
     return params
 
 
 # --------------------------------------------------------------------------------------------- collection
 def collect_params(cls: type, own: list[Param]) -> dict[str, Param]:
-    """Merge the parameters of ``cls``'s bases (MRO order) with its own declarations."""
+    """Merge the parameters of ``cls``'s bases (MRO order) with its own declarations.
+
+    The value in force decides, as attribute lookup does: for each inherited parameter the first class along
+    ``cls.__mro__`` that defines the name wins. When that definition is a property, method or descriptor, the
+    name is not a parameter any more (also when the property sits in another base under multiple
+    inheritance); when it is a plain value, that value is the default shown. A class that re-annotates a
+    parameter (``a: float = 0.5`` over ``a: str``), with or without ``@p``, changes its type, and an
+    ``__init__`` that assigns ``self.b = 32`` changes the default shown, keeping the help.
+    """
     merged: dict[str, Param] = {}
     for base in reversed(cls.__mro__[1:]):
         for name, param in getattr(base, "_params", {}).items():
             merged[name] = param
     for name in list(merged):
-        if name in cls.__dict__:
-            value = cls.__dict__[name]
-            if isinstance(value, (property, staticmethod, classmethod)) or inspect.isfunction(value):
-                del merged[name]  # a subclass property or method replaces the parameter
+        for klass in cls.__mro__:
+            if name not in klass.__dict__:
+                continue
+            value = klass.__dict__[name]
+            declared = getattr(klass, "_params", {}).get(name) if klass is not cls else None
+            if _is_behaviour(value):
+                del merged[name]  # a property or method along the MRO replaces the parameter
+            elif declared is not None and klass is not cls:
+                merged[name] = replace(merged[name], default=declared.default, type=declared.type)
             else:
                 merged[name] = replace(merged[name], default=value)
+            break
     for param in own:
         previous = merged.get(param.name)
+        if param.redeclares:
+            if previous is None:
+                continue  # a plain attribute, not a parameter
+            merged[param.name] = replace(previous, type=param.type or previous.type, default=param.default)
+            continue
         if previous is not None:
             # Re-declared: new default and type, and the new help when given (else the old one).
             param = replace(param, help=param.help or previous.help, type=param.type or previous.type)
         merged[param.name] = param
     return merged
+
+
+def _is_behaviour(value: Any) -> bool:
+    """Whether a class attribute is code (property, method, descriptor) rather than a parameter's value."""
+    return (
+        isinstance(value, (property, staticmethod, classmethod))
+        or inspect.isfunction(value)
+        or (
+            hasattr(value, "__get__")
+            and not isinstance(value, (int, float, str, bool, list, dict, tuple, set))
+        )
+    )
 
 
 def parameters_section(params: Mapping[str, Param], mro: tuple[type, ...]) -> str:

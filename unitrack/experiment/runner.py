@@ -32,7 +32,7 @@ import filelock
 if TYPE_CHECKING:
     from unitrack.experiment.manager import ExperimentManager
 
-__all__ = ["CLAIM", "RunResult", "Runner"]
+__all__ = ["CLAIM", "RunResult", "Runner", "job_flags"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,31 @@ STOP_TIMEOUT_S = 10.0
 CLAIM = ".run.lock"
 #: How much of the end of run.log is read for a failed run's reason.
 _LOG_TAIL_BYTES = 4096
+
+
+def job_flags(flags: Sequence[str], folder: str) -> list[str]:
+    """``flags`` for one experiment: with ``sbatch``, its job name and output file are added as xmen did.
+
+    ``--job-name=<experiment>`` and ``--output=<experiment>/slurm.out`` go right after ``sbatch``, unless the
+    flags already set them.
+
+    Example:
+        >>> job_flags(["sbatch", "-p", "gpu"], "/runs/lr=0.1")
+        ['sbatch', '--job-name=lr=0.1', '--output=/runs/lr=0.1/slurm.out', '-p', 'gpu']
+        >>> job_flags(["bash"], "/runs/lr=0.1")
+        ['bash']
+    """
+    out = list(flags)
+    if "sbatch" not in out:
+        return out
+    at = out.index("sbatch") + 1
+    given = " ".join(out)
+    extra = []
+    if "--job-name" not in given and not any(f == "-J" or f.startswith("-J") for f in out):
+        extra.append(f"--job-name={os.path.basename(folder)}")
+    if "--output" not in given and not any(f == "-o" or f.startswith("-o") for f in out):
+        extra.append(f"--output={os.path.join(folder, 'slurm.out')}")
+    return out[:at] + extra + out[at:]
 
 
 @dataclass(frozen=True)
@@ -143,7 +168,7 @@ class Runner:
     def _start(self, folder: str, claim: filelock.BaseFileLock) -> _Running:
         log = open(os.path.join(folder, "run.log"), "wb")  # noqa: SIM115 - closed when the process started
         try:
-            command = [*self.flags, os.path.join(folder, "run.sh")]
+            command = [*job_flags(self.flags, folder), os.path.join(folder, "run.sh")]
             # Unbuffered: a run killed with SIGKILL keeps in run.log what it printed until then.
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             # Own session: a terminal's Ctrl-C reaches only us, and we stop the workers in order.

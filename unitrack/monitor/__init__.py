@@ -15,7 +15,7 @@ from unitrack.monitor.hooks import (
 )
 from unitrack.monitor.monitor import Monitor, TorchMonitor
 from unitrack.monitor.sink import HasStateDict, MessageSink, MetadataSink, MetricSink
-from unitrack.monitor.spec import Every, Trigger, parse_spec
+from unitrack.monitor.spec import Every, Spec, Trigger, parse_spec
 
 __all__ = [
     "CheckpointNotFoundError",
@@ -30,6 +30,7 @@ __all__ = [
     "Monitor",
     "NotCheckpointableError",
     "Probe",
+    "Spec",
     "TensorboardLogger",
     "Timer",
     "Trigger",

@@ -9,6 +9,7 @@ at the caller's frame, select variables by regex (cached per tuple of local name
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
@@ -105,6 +106,9 @@ class Monitor:
         img, sca, hist, fig, txt, vid (with ``_fn``, ``_pref``, ``_prep``), img_options:
             :class:`~unitrack.monitor.hooks.TensorboardLogger` hooks.
         stream: Where printing hooks and :meth:`log` write (default: ``sys.stdout`` at the time of writing).
+        quiet: Leave out the status lines xmen printed as the monitor worked (``Left messages [...] with ex at
+            ...``, ``saved [...] at .../checkpoints``, ``saved tb scalar summaries for [...] at ...``); the
+            ``log=``/``time=`` lines asked for are printed all the same.
         clock: Returns the current time for time stamps (default ``datetime.now``).
         timer: Returns seconds for measuring durations (default ``time.perf_counter``).
 
@@ -169,6 +173,7 @@ class Monitor:
         stream: TextIO | None = None,
         clock: Callable[[], datetime] = datetime.now,
         timer: Callable[[], float] = time.perf_counter,
+        quiet: bool = False,
     ) -> None:
         self.directory: str | None = str(directory) if directory is not None else None
         #: The experiment the monitor writes metrics and checkpoint paths through (None when not attached).
@@ -177,6 +182,7 @@ class Monitor:
         self.checkpoints: dict[str, str] = {}
         self._real_directory: str | None = None
         self.stream = stream
+        self.quiet = bool(quiet)
         self.clock = clock
         self.timer = timer
         # Loop state. The lists are mutated in place, never rebound: running loops hold references to them.
@@ -502,6 +508,23 @@ class Monitor:
             if selected:
                 self._run(hook, selected)
 
+    def run_hooks(self, trigger: str | Trigger, variables: Mapping[str, Any]) -> None:
+        """Run the hooks of ``trigger`` that are due at its current count on ``variables`` (instead of the
+        caller's frame); what a framework adapter that counts steps itself calls (``unitrack.lightning``).
+
+        Raises:
+            UnknownTriggerError: ``trigger`` is not a trigger name.
+        """
+        level = Trigger.parse(trigger).level
+        count = self._counts[level]
+        names = tuple(variables)
+        for entry in self._by_level[level]:
+            if count % entry.modulo:
+                continue
+            selected = {n: variables[n] for n in names if entry.regex.match(n)}
+            if selected:
+                self._run(entry.hook, selected)
+
     def modulo(self, trigger: str | Trigger, modulo: int, exclude_1st: bool = False) -> bool:
         """Return True when the ``trigger`` counter is a multiple of ``modulo`` (False at 0 if ``exclude_1st``)."""
         count = self._counts[Trigger.parse(trigger).level]
@@ -525,6 +548,15 @@ class Monitor:
         prefix = f"{summary['last']} {counters}" if counters else summary["last"]
         out = stream or self.stream or sys.stdout
         out.write(f"[{prefix}]: {process_func(x):{format}}\n")
+
+    def report(self, text: str) -> None:
+        """Print a status line as xmen's monitor did (``[<time> <counters>]: <text>``), unless ``quiet``.
+
+        The line is also logged at INFO for programs that read the log instead.
+        """
+        logger.info("%s", text)
+        if not self.quiet:
+            self.log(text)
 
     # ------------------------------------------------------------------------------------------ state
     @property
@@ -596,17 +628,26 @@ class Monitor:
             m_step = (times[1] + times[4]) / times[2]
         else:
             m_step = wall / steps if steps else 0.0
-        left = None
-        if active and total is not None and active[-1][1] == 0:
-            left = max(total - steps, 0) * m_step
+        # Every loop's length, the finished inner ones included (a timer at an epoch boundary runs after its step
+        # loop ended): the steps of the whole run, and of what is left of the innermost running loop.
+        lengths = self._lengths[: self._n_levels]
+        known = bool(active) and all(n is not None for n in lengths)
+        left = next_left = None
+        if known:
+            all_steps = math.prod(n for n in lengths if n is not None)
+            left = max(all_steps - steps, 0) * m_step
+            depth, level = active[-1]
+            length = lengths[depth]
+            assert length is not None  # known
+            done = self._counts[level] % length if length else 0
+            per_iteration = math.prod(n for n in lengths[depth + 1 :] if n is not None)
+            next_left = max(length - done, 0) * per_iteration * m_step
         out["wall"] = str(timedelta(seconds=round(wall)))
         if left is not None:
             out["end"] = str(timedelta(seconds=round(left)))
         if verbose:
-            if active and active[-1][1] == 0 and self._lengths[active[-1][0]] is not None:
-                depth = active[-1][0]
-                done = self._iteration_in_loop(depth)
-                out["next"] = str(timedelta(seconds=round(max(self._lengths[depth] - done, 0) * m_step)))  # type: ignore[operator]
+            if next_left is not None:
+                out["next"] = str(timedelta(seconds=round(next_left)))
             if times[2]:
                 out["step"] = str(timedelta(seconds=times[0]))
                 out["m_step"] = str(timedelta(seconds=times[1] / times[2]))
@@ -615,12 +656,6 @@ class Monitor:
             else:
                 out["step"] = out["m_step"] = str(timedelta(seconds=m_step))
         return out
-
-    def _iteration_in_loop(self, depth: int) -> int:
-        # Iterations done by the innermost running loop: the step count within the current innermost loop,
-        # derived from the global count and the product of the loop lengths (exact when lengths are known).
-        length = self._lengths[depth]
-        return self._counts[0] % length if length else 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.directory!r}, {self._counters_text()}, hooks={len(self.hooks)})"

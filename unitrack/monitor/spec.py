@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from unitrack.errors import InvalidSpecError, UnknownTriggerError
 
-__all__ = ["Every", "Trigger", "UnknownTriggerError", "parse_spec", "parse_specs"]
+__all__ = ["Every", "Spec", "Trigger", "UnknownTriggerError", "parse_spec", "parse_specs"]
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -210,6 +210,32 @@ def _build(spec: str, pattern: str, modulo: int | None, trigger: Trigger | None,
     if target is not None:
         _compile(spec, target, len(pattern) + 2)
     return Every(pattern=pattern, modulo=modulo, trigger=trigger, target=target)
+
+
+class Spec(Every):
+    """xmen's ``Spec``: ``Spec('loss|acc@10s')`` parses a spec string into an :class:`Every`.
+
+    It keeps xmen's attribute names too: ``regex`` (the variable pattern), ``modulo`` and ``trigger`` (the full
+    trigger name; ``Trigger`` members compare equal to it).
+
+    Raises:
+        InvalidSpecError: as :func:`parse_spec`.
+
+    Example:
+        >>> s = Spec("^xx|yy@100s")
+        >>> s.regex, s.modulo, s.trigger == "step", str(s)
+        ('^xx|yy', 100, True, '^xx|yy@100step')
+    """
+
+    def __init__(self, spec: str | Every) -> None:
+        parsed = parse_spec(spec)
+        for name in ("pattern", "modulo", "trigger", "target"):
+            object.__setattr__(self, name, getattr(parsed, name))
+
+    @property
+    def regex(self) -> str:
+        """The variable pattern (xmen's name for :attr:`pattern`)."""
+        return self.pattern
 
 
 def parse_specs(specs: str | Every | Iterable[str | Every] | None) -> list[Every]:

@@ -68,5 +68,5 @@ def make_mongodb_protocol(uri: str) -> Protocol:
 
 
 def make_comet_ml(uri: str, *args: Any) -> Protocol:
-    """Not provided: Comet.ml forwarding. Raises ConfigError pointing to a multiplexer of your own backend."""
-    raise _not_provided("Comet.ml", "a ProtocolMultiplexer with a backend you register")
+    """The Comet forwarding backend (``cometml:WORKSPACE/PROJECT`` as track wrote it, or ``cometml://...``)."""
+    return get_protocol(uri)

@@ -22,6 +22,7 @@ URI: ``socket://user[:password]@host:port[?fingerprint=HEX&cafile=F&batch_size=N
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -50,6 +51,7 @@ from unitrack.persistence.aggregators import Aggregator
 from unitrack.persistence.protocol import Protocol, TrialRef
 from unitrack.persistence.query import Query, normalize_query
 from unitrack.persistence.serialization import from_json, to_json
+from unitrack.persistence.series import Series, SeriesRequest, request_to_json, series_from_json
 from unitrack.persistence.structure import GroupUpdate, MetricPoint, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
 from unitrack.persistence.wire import (
@@ -74,6 +76,8 @@ _T = TypeVar("_T", Project, TrialGroup, Trial)
 
 PASSWORD_ENV = "UNITRACK_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 HOME_ENV = "UNITRACK_HOME"
+#: About how many points one find_series reply carries (a reply must fit in one frame).
+SERIES_POINTS_PER_CALL = 100_000
 _RESERVED_FIELDS = frozenset({"message", "fields", "kind", "args", "with_traceback", "add_note"})
 
 
@@ -468,6 +472,20 @@ class SocketProtocol(Protocol):
 
     def find_trial_summaries(self, query: Query) -> list[Trial]:
         return self._many(self._call("find_trial_summaries", self._plain_query(query))[0], Trial)
+
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        """Ask the server, which downsamples before sending; the trials go in groups small enough that every
+        reply stays under the frame limit (about :data:`SERIES_POINTS_PER_CALL` points each)."""
+        per_uid = max(1, len(request.metrics)) * (request.max_points or SERIES_POINTS_PER_CALL)
+        step = max(1, SERIES_POINTS_PER_CALL // per_uid)
+        out: list[Series] = []
+        for start in range(0, len(request.uids), step):
+            part = dataclasses.replace(request, uids=request.uids[start : start + step])
+            result = self._call("find_series", request_to_json(part))[0]
+            if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+                raise FrameError(f"server returned {type(result).__name__}, expected a list of series")
+            out.extend(series_from_json(r) for r in result)
+        return out
 
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         if not isinstance(uid, str) or not uid:

@@ -15,6 +15,7 @@ from unitrack.errors import NotFoundError, SchemaError
 from unitrack.persistence.aggregators import aggregator_from_json
 from unitrack.persistence.query import Query, compile_query
 from unitrack.persistence.serialization import from_json, to_json
+from unitrack.persistence.series import Series, SeriesRequest, downsample
 from unitrack.persistence.structure import (
     GroupUpdate,
     Metric,
@@ -363,6 +364,21 @@ class Database:
 
     def update_group(self, uid: str, update: GroupUpdate) -> None:
         self.group(uid).metadata.update(_plain_copy(dict(update.metadata)))
+
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        """The series a request names, read from the records (no trial is copied)."""
+        out = []
+        for uid in request.uids:
+            rec = self.trials.get(uid)
+            if rec is None:
+                continue
+            for name in request.metrics:
+                metric = rec.metrics.get(name)
+                if metric is not None and metric.values:
+                    steps, values, _, total = downsample(metric.steps, metric.values, None, request)
+                    if total:  # no point in the step range: no series, as in every backend
+                        out.append(Series(uid, name, tuple(steps), tuple(values), None, total))
+        return out
 
     def first_trial(self, query: Query) -> _TrialRecord | None:
         return next(self.iter_trials(query), None)

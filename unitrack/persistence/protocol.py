@@ -40,6 +40,7 @@ from typing import Any
 from unitrack.errors import ItemNotFound, NotFoundError, SchemaError
 from unitrack.persistence.aggregators import Aggregator, StatAggregator
 from unitrack.persistence.query import Query, normalize_query
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import (
     ChronoObservation,
     CustomStatus,
@@ -182,6 +183,14 @@ class Protocol(abc.ABC):
         return [summary_of(t) for t in self.find_trials(query)]
 
     @abc.abstractmethod
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        """Points of the metrics ``request.metrics`` of the trials ``request.uids``, in that order: only those
+        series are read, only points in the step range are kept, and a series longer than
+        ``request.max_points`` is downsampled here, at the source (see :mod:`unitrack.persistence.series`).
+        Unknown uids and metrics a trial lacks give no series.
+        """
+
+    @abc.abstractmethod
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         """Apply ``update`` to trial ``uid`` atomically, durably when this returns.
 
@@ -312,6 +321,32 @@ class Protocol(abc.ABC):
     def fetch_trials(self, query: Query) -> list[Trial]:
         """Trials matching ``query`` (see :mod:`unitrack.persistence.query`)."""
         return self.find_trials(query)
+
+    def fetch_series(
+        self,
+        trials: Sequence[TrialRef],
+        metrics: Sequence[str],
+        *,
+        step_min: float | None = None,
+        step_max: float | None = None,
+        max_points: int | None = None,
+        method: str = "minmax",
+    ) -> list[Series]:
+        """The points of ``metrics`` of ``trials`` (Trials or uids), downsampled at the source to at most
+        ``max_points`` per series (see :mod:`unitrack.persistence.series`).
+
+        Raises:
+            SchemaError: for a malformed range, method or point count.
+        """
+        request = SeriesRequest(
+            uids=tuple(trial_uid(t) for t in trials),
+            metrics=tuple(metrics),
+            step_min=step_min,
+            step_max=step_max,
+            max_points=max_points,
+            method=method,
+        )
+        return self.find_series(request)
 
     def add_project_trial(self, project: Project | str, trial: TrialRef) -> None:
         """Attach a trial to a project (sets ``trial.project_id``).

@@ -55,6 +55,9 @@ class Backend:
     aliases: tuple[str, ...] = ()
     extra: str | None = None
     description: str = ""
+    #: False for a backend that only forwards to an outside service (Comet): it has its own tests, since the
+    #: contract suite would create hundreds of outside experiments.
+    in_contract_suite: bool = True
 
     def load(self, scheme: str) -> Factory:
         """Import and return the factory.
@@ -99,6 +102,21 @@ _KNOWN: dict[str, Backend] = {
     ),
     "socket": Backend(
         "unitrack.persistence.client:SocketProtocol", description="client of a 'unitrack serve' server"
+    ),
+    "cometml": Backend(
+        "unitrack.persistence.backends.comet:CometMLProtocol",
+        aliases=("comet",),
+        extra="comet",
+        description="forwards trials to Comet (comet.com); ?offline_directory= for offline archives",
+        in_contract_suite=False,
+    ),
+}
+#: Schemes of track's backends that unitrack does not provide, with what to use instead.
+_NOT_PROVIDED: dict[str, str] = {
+    "mongodb": (
+        "track's MongoDB backend is not provided: unitrack has no MongoDB server to test it against, and its "
+        "documents held the same data as the SQL backend. Use postgresql://user:pass@host:port/db for many "
+        "machines sharing one database, or unitrack serve in front of any backend."
     ),
 }
 _ALIASES: dict[str, str] = {}
@@ -194,6 +212,8 @@ def get_protocol(uri: str | ParsedURI | None = None, **options: Any) -> Protocol
     scheme = _canonical(parsed.scheme)
     backend = _KNOWN.get(scheme)
     if backend is None:
+        if scheme in _NOT_PROVIDED:
+            raise ConfigError(f"{parsed.redacted()}: {_NOT_PROVIDED[scheme]}", uri=parsed.redacted())
         raise UnknownSchemeError(parsed.scheme, parsed.redacted(), list(known_schemes()))
     factory = backend.load(parsed.scheme)
     protocol = factory(parsed, **options)

@@ -45,7 +45,9 @@ from unitrack.errors import (
 )
 from unitrack.persistence.protocol import PRIMITIVES, Protocol
 from unitrack.persistence.query import Query, normalize_query
+from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.serialization import from_json, to_json
+from unitrack.persistence.series import Series, request_from_json, series_to_json
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.users import UserStore
 from unitrack.persistence.wire import (
@@ -138,6 +140,7 @@ SIGNATURES: Mapping[str, tuple[Param, ...]] = {
     "find_groups": (Param("query", _query, None),),
     "find_trials": (Param("query", _query, None),),
     "find_trial_summaries": (Param("query", _query, None),),
+    "find_series": (Param("request", request_from_json),),
     "update_trial": (Param("uid", _uid), Param("update", _decode("update", TrialUpdate))),
     "update_group": (Param("uid", _uid), Param("update", _decode("update", GroupUpdate))),
     "find_and_update_trial": (Param("query", _query), Param("update", _decode("update", TrialUpdate))),
@@ -154,6 +157,7 @@ _CALLS: Mapping[str, Callable[[Protocol, dict[str, Any]], Any]] = {
     "find_groups": lambda b, a: b.find_groups(a["query"]),
     "find_trials": lambda b, a: b.find_trials(a["query"]),
     "find_trial_summaries": lambda b, a: b.find_trial_summaries(a["query"]),
+    "find_series": lambda b, a: b.find_series(a["request"]),
     "update_trial": lambda b, a: b.update_trial(a["uid"], a["update"]),
     "update_group": lambda b, a: b.update_group(a["uid"], a["update"]),
     "find_and_update_trial": lambda b, a: b.find_and_update_trial(a["query"], a["update"]),
@@ -164,7 +168,7 @@ _CALLS: Mapping[str, Callable[[Protocol, dict[str, Any]], Any]] = {
 if set(SIGNATURES) != PRIMITIVES or set(_CALLS) != PRIMITIVES:  # pragma: no cover - caught by the test suite
     raise RuntimeError(f"server tables do not match the Protocol primitives {sorted(PRIMITIVES)}")
 
-_READS = frozenset({"find_projects", "find_groups", "find_trials", "find_trial_summaries"})
+_READS = frozenset({"find_projects", "find_groups", "find_trials", "find_trial_summaries", "find_series"})
 #: The primitives each role may call; a writer's trial updates are further limited to its own trials.
 ROLE_METHODS: Mapping[str, frozenset[str]] = {
     "reader": _READS,
@@ -214,7 +218,7 @@ def _result_to_json(value: Any) -> Any:
     if isinstance(value, (Project, TrialGroup, Trial)):
         return to_json(value)
     if isinstance(value, list):
-        return [to_json(v) for v in value]
+        return [series_to_json(v) if isinstance(v, Series) else to_json(v) for v in value]
     return None
 
 
@@ -619,7 +623,7 @@ class ServerThread:
 
 
 def start_track_server(
-    protocol: Protocol,
+    protocol: Protocol | str,
     hostname: str = "127.0.0.1",
     port: int = 0,
     security_layer: str | None = None,
@@ -629,9 +633,10 @@ def start_track_server(
     on_listening: Callable[[tuple[str, int]], None] | None = None,
     **options: Any,
 ) -> None:
-    """track's entry point: serve ``protocol`` until SIGINT/SIGTERM.
+    """track's entry point: serve ``protocol`` (a Protocol, or a backend URI as track took) until SIGINT/SIGTERM.
 
     ``security_layer`` accepts ``None`` or ``'ssl'`` (with ``ssl_context``); track's ``'AES'`` layer is refused.
+    A backend opened here from a URI is closed when the server stops.
 
     Raises:
         ConfigError: for the AES layer, ``'ssl'`` without a context, or no users file.
@@ -646,7 +651,11 @@ def start_track_server(
     if users is None:
         raise ConfigError("start_track_server needs users= (a users file; see 'unitrack user add')")
     store = users if isinstance(users, UserStore) else UserStore(users)
-    server = SocketServer(protocol, store, hostname, port, ssl_context=ssl_context, **options)
+    owned = not isinstance(
+        protocol, Protocol
+    )  # track's form: start_track_server("file://db.json", host, port)
+    backend = get_protocol(protocol) if not isinstance(protocol, Protocol) else protocol
+    server = SocketServer(backend, store, hostname, port, ssl_context=ssl_context, **options)
 
     async def main() -> None:
         address = await server.start()
@@ -663,7 +672,11 @@ def start_track_server(
                 loop.remove_signal_handler(sig)
             await server.aclose()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if owned:
+            backend.close()
 
 
 # ------------------------------------------------------------------------------------------- security

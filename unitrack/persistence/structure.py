@@ -392,6 +392,20 @@ class Metric:
         """Return ``{step: value}`` for the points that have a step (track's form)."""
         return {s: v for s, v in zip(self.steps, self.values, strict=True) if s is not None}
 
+    def __repr__(self) -> str:
+        """Short: the name, the number of points, the step range and the latest value (never every point).
+
+        Example:
+            >>> Metric("loss", steps=(1, 2, 3), values=(0.9, 0.5, 0.25), latest=0.25)
+            Metric('loss', 3 points, steps 1..3, latest=0.25)
+        """
+        n = len(self.values)
+        text = f"Metric({self.name!r}, {_count(n, 'point')}"
+        steps = [s for s in self.steps if s is not None]
+        if steps:
+            text += f", steps {min(steps)}..{max(steps)}"
+        return f"{text}, latest={self.latest!r})"
+
 
 @dataclass(frozen=True)
 class ChronoObservation:
@@ -458,6 +472,24 @@ class Trial:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Trial) and other.uid == self.uid
 
+    def __repr__(self) -> str:
+        """Short and informative, for notebooks and logs: name, uid prefix, status, counts.
+
+        Example:
+            >>> t = Trial(name="resnet", parameters={"lr": 0.1, "depth": 50})
+            >>> repr(t)  # doctest: +ELLIPSIS
+            "Trial('resnet', uid=...…_0, registered, 2 parameters, 0 metrics)"
+        """
+        points = sum(len(m) for m in self.metrics.values())
+        metrics = _count(len(self.metrics), "metric")
+        if points:
+            metrics += f" / {_count(points, 'point')}"
+        errors = f", {_count(len(self.errors), 'error')}" if self.errors else ""
+        return (
+            f"Trial({self.name!r}, uid={self.hash[:8]}…_{self.revision}, {_status_text(self.status)}, "
+            f"{_count(len(self.parameters), 'parameter')}, {metrics}{errors})"
+        )
+
     def __hash__(self) -> int:
         return hash(self.uid)
 
@@ -500,6 +532,13 @@ class TrialGroup:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TrialGroup) and other.uid == self.uid
 
+    def __repr__(self) -> str:
+        """Short: name, uid prefix, project and the number of trials (never every trial uid)."""
+        return (
+            f"TrialGroup({self.name!r}, uid={self.uid[:8]}…, project={self.project_id!r}, "
+            f"{_count(len(self.trials), 'trial')})"
+        )
+
     def __hash__(self) -> int:
         return hash(self.uid)
 
@@ -535,8 +574,24 @@ class Project:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Project) and other.uid == self.uid
 
+    def __repr__(self) -> str:
+        """Short: name and the numbers of groups and trials."""
+        return f"Project({self.name!r}, {_count(len(self.groups), 'group')}, {_count(len(self.trials), 'trial')})"
+
     def __hash__(self) -> int:
         return hash(self.uid)
+
+
+def _count(n: int, noun: str) -> str:
+    """``'1 point'``, ``'1,234 points'``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def _status_text(s: StatusLike) -> str:
+    """A status as the word listings show (the one vocabulary of :mod:`unitrack.persistence.lifecycle`)."""
+    from unitrack.persistence.lifecycle import status_word  # lifecycle imports this module
+
+    return status_word(s)
 
 
 def _check_description(what: str, description: object) -> None:

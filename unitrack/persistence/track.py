@@ -40,13 +40,23 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from unitrack.errors import NotFoundError, SchemaError
+from unitrack.errors import NotFoundError, SchemaError, TrialDoesNotExist
 from unitrack.persistence.aggregators import Aggregator
+from unitrack.persistence.artifacts import (
+    MAX_DIRECTORY_BYTES,
+    check_artifact_name,
+    list_artifacts,
+    log_artifacts,
+    read_artifact,
+)
+from unitrack.persistence.capture import RingOutput
+from unitrack.persistence.eta import EstimatedTime, throttled
 from unitrack.persistence.lifecycle import (
     HEARTBEAT_KEY,
     PROCESS_KEY,
@@ -68,13 +78,38 @@ from unitrack.persistence.structure import (
     TrialUpdate,
     check_step,
 )
+from unitrack.persistence.system import SystemSampler, start_trial_sampler, system_metrics_interval
 
-__all__ = ["TrackClient", "TrialLogger", "as_parameters"]
+__all__ = ["TrackClient", "TrialDoesNotExist", "TrialLogger", "as_parameters", "get_device"]
 
 logger = logging.getLogger(__name__)
 
 #: Environment variables that pre-select the project, group and trial (track used ORION_*).
 PROJECT_ENV, GROUP_ENV, TRIAL_ENV = "UNITRACK_PROJECT", "UNITRACK_GROUP", "UNITRACK_TRIAL_ID"
+#: What orion (the optimizer that drove track) sets for each trial it runs; read when ours are unset.
+ORION_PROJECT_ENV, ORION_GROUP_ENV, ORION_TRIAL_ENV = "ORION_PROJECT", "ORION_EXPERIMENT", "ORION_TRIAL_ID"
+#: The most text of one captured stream recorded in the trial's metadata when the logger finishes.
+MAX_CAPTURED_CHARS = 64 * 1024
+
+
+def get_device() -> Any:
+    """Return ``torch.device('cuda')`` when a GPU is available, else ``torch.device('cpu')`` (track's helper).
+
+    Raises:
+        MissingDependencyError: torch is not installed.
+    """
+    try:
+        import torch
+    except ImportError as exc:
+        from unitrack.errors import MissingDependencyError
+
+        raise MissingDependencyError("get_device()", "torch", "torch") from exc
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _env(ours: str, orion: str) -> str | None:
+    return os.environ.get(ours) or os.environ.get(orion) or None
+
 
 #: Metric points a trial waiting for its parameters keeps; past this it is created without them (with a warning).
 PENDING_POINTS_LIMIT = 10_000
@@ -157,12 +192,20 @@ class TrialLogger:
 
     A logger made by :meth:`TrackClient.new_trial` without parameters has no trial yet (``trial`` is None): what
     is logged is kept until :meth:`log_arguments` creates the trial, and is then written to it.
+
+    ``system_metrics`` (seconds, ``True`` for 10, None for ``$UNITRACK_SYSTEM_METRICS``) samples CPU, memory,
+    disk, network and GPU use into ``sys/...`` metric series while the trial runs
+    (:mod:`unitrack.persistence.system`).
     """
 
-    def __init__(self, trial: Trial | None, protocol: Protocol) -> None:
+    def __init__(
+        self, trial: Trial | None, protocol: Protocol, system_metrics: float | bool | None = None
+    ) -> None:
         self.trial = trial
         self.protocol = protocol
         self._started = False
+        self.system_metrics = system_metrics_interval(system_metrics)
+        self._sampler: SystemSampler | None = None
         self._heartbeat: HeartbeatThread | None = None
         # Waiting for parameters: the Trial fields and what was logged before the trial existed.
         self._fields: dict[str, Any] | None = None
@@ -175,18 +218,34 @@ class TrialLogger:
         self._term_pending = 0
         self._handler_pid = 0
         self._previous_handler: Any = None
+        #: The in-process timer of each ``chrono`` name (what ``with logger.chrono(name) as t`` gives).
+        self.timers: dict[str, Aggregator] = {}
+        self.eta = EstimatedTime(None, 1)
+        self._eta_printer: Callable[..., None] | None = None
+        self.stdout: RingOutput | None = None
+        self.stderr: RingOutput | None = None
+        self.code: str | None = None
 
     @classmethod
-    def _delayed(cls, protocol: Protocol, fields: dict[str, Any], resume: bool) -> TrialLogger:
+    def _delayed(
+        cls,
+        protocol: Protocol,
+        fields: dict[str, Any],
+        resume: bool,
+        system_metrics: float | bool | None = None,
+    ) -> TrialLogger:
         """A logger whose trial is created from ``fields`` when the parameters arrive."""
-        log = cls(None, protocol)
+        log = cls(None, protocol, system_metrics)
         log._fields = {**fields, "tags": dict(fields.get("tags") or {})}
         log._fields["metadata"] = dict(fields.get("metadata") or {})
         log._resume = resume
         return log
 
     def __repr__(self) -> str:
-        return f"<TrialLogger {self._describe()}>"
+        if self.trial is not None:
+            return f"TrialLogger({self.trial!r}, backend={_backend_text(self.protocol)})"
+        name = (self._fields or {}).get("name")
+        return f"TrialLogger({name or '-'!r}, waiting for its parameters, backend={_backend_text(self.protocol)})"
 
     def _describe(self) -> str:
         if self.trial is not None:
@@ -331,20 +390,34 @@ class TrialLogger:
         aggregator: Callable[[], Aggregator] = CHRONO_AGGREGATOR,
         start_callback: Callable[[], Any] | None = None,
         end_callback: Callable[[], Any] | None = None,
-    ) -> Iterator[None]:
-        """Time the ``with`` block into the chrono ``name`` (the first observation is skipped by default)."""
+    ) -> Iterator[Aggregator]:
+        """Time the ``with`` block into the chrono ``name`` (the first observation is skipped by default).
+
+        ``with logger.chrono("batch") as t`` gives the timer, as track did: an aggregator of this process's
+        observations of ``name`` (``t.avg``, ``t.sd``, ``t.total``, ``t.count``), updated when the block ends
+        without an exception, and what :meth:`show_eta` takes. A trial waiting for its parameters is timed here
+        and the observation written when the trial is created.
+        """
+        timer = self.timers.get(name)
+        if timer is None:
+            timer = self.timers[name] = aggregator()
         if self.trial is None:  # timed here, written when the trial is created
             spec = aggregator().spec()
             ChronoObservation(name, 0.0, spec)  # checks the name now
             if start_callback is not None:
                 start_callback()
             t0 = time.perf_counter()
+            ok = False
             try:
-                yield
+                yield timer
+                ok = True
             finally:
                 if end_callback is not None:
                     end_callback()
-                observation = ChronoObservation(name, time.perf_counter() - t0, spec)
+                seconds = time.perf_counter() - t0
+                if ok:
+                    timer.append(seconds)
+                observation = ChronoObservation(name, seconds, spec)
                 if self.trial is None:
                     self._chronos.append(observation)
                 else:
@@ -353,13 +426,157 @@ class TrialLogger:
         trial = self.trial
         self.protocol.log_trial_chrono_start(trial, name, aggregator, start_callback, end_callback)
         exc_info: tuple[Any, Any, Any] = (None, None, None)
+        started = time.perf_counter()
         try:
-            yield
+            yield timer
         except BaseException:
             exc_info = sys.exc_info()
             raise
         finally:
+            if exc_info[0] is None:
+                timer.append(time.perf_counter() - started)
             self.protocol.log_trial_chrono_finish(trial, name, *exc_info)
+
+    get_device = staticmethod(get_device)
+
+    def capture_output(self, output_size: int = 50) -> TrialLogger:
+        """Keep the last ``output_size`` writes to stdout and stderr (they still reach the terminal).
+
+        ``logger.stdout.raw()`` lists them, as track's did; when the logger finishes, the streams are put back
+        and the kept text is recorded in the trial's metadata (``stdout``, ``stderr``; the last 64 kB each).
+        """
+        if self.stdout is None:
+            self.stdout = RingOutput(sys.stdout, output_size)
+            sys.stdout = self.stdout  # a text stream wrapping the real one
+        if self.stderr is None and sys.stderr is not sys.stdout:
+            self.stderr = RingOutput(sys.stderr, output_size)
+            sys.stderr = self.stderr
+        return self
+
+    def _release_output(self) -> None:
+        captured: dict[str, str] = {}
+        for name in ("stdout", "stderr"):
+            ring: RingOutput | None = getattr(self, name)
+            if ring is None:
+                continue
+            if getattr(sys, name) is ring and ring.file is not None:
+                setattr(sys, name, ring.file)
+            captured[name] = ring.out()[-MAX_CAPTURED_CHARS:]
+            setattr(self, name, None)
+        if captured:
+            self.protocol.log_trial_metadata(self._created(), None, **captured)
+
+    def set_eta_total(self, total: int | Sequence[int]) -> TrialLogger:
+        """Set the number of iterations :meth:`show_eta` counts down (one count per nested loop)."""
+        self.eta.set_totals(total)
+        return self
+
+    def show_eta(
+        self,
+        step: int | Sequence[int],
+        timer: Any,
+        msg: str = "",
+        throttle: float | None = None,
+        every: int | None = None,
+        no_print: bool = False,
+        file: IO[str] | None = None,
+    ) -> TrialLogger:
+        """Print track's ETA line for ``step`` (``[ 3/10] | ETA     0.12 min <msg>``) to ``file`` (stdout).
+
+        Args:
+            step: The step just done (one index per nested loop).
+            timer: The per-step timer, e.g. ``t`` from ``with logger.chrono('step') as t``.
+            msg: Text appended to the line.
+            throttle: Print at most once per this many seconds (fixed by the first call).
+            every: Print once per this many calls (fixed by the first call).
+            no_print: Print nothing.
+            file: Where to print (default ``sys.stdout`` at the time of the call).
+        """
+        self.eta.timer = timer
+        if self._eta_printer is None:
+            self._eta_printer = throttled(self.eta.show_eta, throttle, every)
+        if not no_print:
+            self._eta_printer(step, msg, file=file)
+        return self
+
+    def log_file(self, file_name: str | os.PathLike[str], name: str | None = None) -> TrialLogger:
+        """Store a file with the run as an artifact named ``name`` (default: its file name).
+
+        Raises:
+            SchemaError: the file is larger than ``MAX_ARTIFACT_BYTES`` or the name is unsafe.
+            NotFoundError: the file does not exist.
+        """
+        path = Path(file_name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"No file {path} to log as an artifact.", path=str(path)) from exc
+        log_artifacts(
+            self.protocol, self._created(), {check_artifact_name(path.name if name is None else name): data}
+        )
+        return self
+
+    def log_directory(
+        self, name: str | os.PathLike[str], recursive: bool = False, prefix: str | None = None
+    ) -> TrialLogger:
+        """Store the files of folder ``name`` as artifacts ``<folder name>/<relative path>``.
+
+        Hidden files and folders (``.git``) are left out; with ``recursive`` sub-folders are included.
+
+        Raises:
+            SchemaError: a file is larger than ``MAX_ARTIFACT_BYTES``, or all of them than ``MAX_DIRECTORY_BYTES``.
+            NotFoundError: the folder does not exist.
+        """
+        folder = Path(name)
+        if not folder.is_dir():
+            raise NotFoundError(f"No folder {folder} to log as artifacts.", path=str(folder))
+        base = prefix if prefix is not None else folder.resolve().name
+        pattern = "**/*" if recursive else "*"
+        files: dict[str, bytes] = {}
+        total = 0
+        for path in sorted(folder.glob(pattern)):
+            relative = path.relative_to(folder)
+            if not path.is_file() or any(part.startswith(".") for part in relative.parts):
+                continue
+            data = path.read_bytes()
+            total += len(data)
+            if total > MAX_DIRECTORY_BYTES:
+                raise SchemaError(
+                    f"{folder} holds more than {MAX_DIRECTORY_BYTES:,} bytes; log fewer files (log_file) or a "
+                    "sub-folder.",
+                    path=str(folder),
+                )
+            files[check_artifact_name(f"{base}/{relative.as_posix()}")] = data
+        if files:
+            log_artifacts(self.protocol, self._created(), files)
+        return self
+
+    def log_code(self, file_name: str | os.PathLike[str] | None = None) -> TrialLogger:
+        """Store the source of the running script (or ``file_name``) as the artifact ``code/<file name>``.
+
+        The text is also kept in :attr:`code`, as track kept it.
+        """
+        if file_name is None:
+            main = sys.modules.get("__main__")
+            file_name = getattr(main, "__file__", None)
+            if not file_name:
+                raise NotFoundError(
+                    "The running program has no script file (an interactive session?); "
+                    "pass log_code(file_name=...)."
+                )
+        path = Path(file_name)
+        data = path.read_bytes()
+        self.code = data.decode("utf-8", "replace")
+        log_artifacts(self.protocol, self._created(), {check_artifact_name(f"code/{path.name}"): data})
+        return self
+
+    def artifacts(self) -> dict[str, int]:
+        """``{name: size}`` of the trial's artifacts."""
+        return list_artifacts(self.protocol, self._created())
+
+    def read_artifact(self, name: str) -> bytes:
+        """The bytes of one artifact (checked against its checksum; never executed or unpickled)."""
+        return read_artifact(self.protocol, self._created(), name)
 
     # ----------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -400,6 +617,8 @@ class TrialLogger:
             interval,
             name=f"unitrack-heartbeat-{uid[:8]}",
         ).start()
+        if self.system_metrics is not None and self._sampler is None:
+            self._sampler = start_trial_sampler(protocol, uid, self.system_metrics, metrics=trial.metrics)
 
     def finish(self, exc_type: Any = None, exc_val: Any = None, exc_tb: Any = None) -> None:
         """Mark the trial completed, or failed with the given exception (``interrupted`` for Ctrl-C/SIGTERM).
@@ -412,10 +631,14 @@ class TrialLogger:
             self._create_without_parameters("finished")
         self._started = False
         _RUNNING.discard(self)
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.stop()
         if self._heartbeat is not None:
             self._heartbeat.stop()  # before the final status: no beat lands after it
             self._heartbeat = None
         try:
+            self._release_output()
             self.protocol.log_trial_finish(self._created(), exc_type, exc_val, exc_tb)
         finally:
             self._restore_sigterm()
@@ -492,24 +715,37 @@ class TrackClient:
 
     Args:
         backend: a URI (default: ``$UNITRACK_URI``, then the embedded default) or a Protocol.
+        system_metrics: sample system metrics into the trial's ``sys/...`` series every so many seconds while
+            it runs (``True``: 10 s; None: ``$UNITRACK_SYSTEM_METRICS``, else never); see :class:`TrialLogger`.
 
     Unknown attributes are forwarded to the current :class:`TrialLogger` (``client.log_metrics(...)``).
     ``$UNITRACK_PROJECT``, ``$UNITRACK_GROUP`` and ``$UNITRACK_TRIAL_ID`` pre-select the project, group and the
     trial to continue.
     """
 
-    def __init__(self, backend: str | Protocol | None = None) -> None:
+    get_device = staticmethod(get_device)
+
+    def __init__(
+        self, backend: str | Protocol | None = None, *, system_metrics: float | bool | None = None
+    ) -> None:
+        self.system_metrics = system_metrics_interval(system_metrics)  # checked before anything is opened
         self.protocol: Protocol = backend if isinstance(backend, Protocol) else get_protocol(backend)
         self.project: Project | None = None
         self.group: TrialGroup | None = None
         self.logger: TrialLogger | None = None
         self.version: str | None = None
-        if os.environ.get(PROJECT_ENV):
-            self.set_project(name=os.environ[PROJECT_ENV])
-        if os.environ.get(GROUP_ENV):
-            self.set_group(name=os.environ[GROUP_ENV])
-        if os.environ.get(TRIAL_ENV):
-            self.set_trial(uid=os.environ[TRIAL_ENV])
+        # UNITRACK_* first, then what orion sets for the trials it runs (track read those).
+        project, group, trial = (
+            _env(PROJECT_ENV, ORION_PROJECT_ENV),
+            _env(GROUP_ENV, ORION_GROUP_ENV),
+            _env(TRIAL_ENV, ORION_TRIAL_ENV),
+        )
+        if project:
+            self.set_project(name=project)
+        if group:
+            self.set_group(name=group)
+        if trial:
+            self.set_trial(uid=trial)
 
     @property
     def trial(self) -> Trial | None:
@@ -582,7 +818,7 @@ class TrackClient:
         """Continue an existing trial, given as an object or ``uid=`` / ``hash=`` and ``revision=``.
 
         Raises:
-            NotFoundError: when it does not exist.
+            TrialDoesNotExist: (a NotFoundError) when it does not exist.
         """
         if self.logger is not None and not force:
             return self.logger
@@ -596,8 +832,8 @@ class TrackClient:
             raise SchemaError("set_trial needs a Trial, uid= or hash= (with revision=).")
         found = self.protocol.fetch_trials({"uid": uid})
         if not found:
-            raise NotFoundError(f"Trial {uid!r} does not exist.")
-        self.logger = TrialLogger(found[0], self.protocol)
+            raise TrialDoesNotExist(uid)
+        self.logger = TrialLogger(found[0], self.protocol, self.system_metrics or False)
         return self.logger
 
     def new_trial(self, force: bool = False, *, resume: bool = False, **kwargs: Any) -> TrialLogger:
@@ -624,7 +860,7 @@ class TrackClient:
         if self.group is not None:
             kwargs.setdefault("group_id", self.group.uid)
         parameters = kwargs.pop("parameters", None)
-        log = TrialLogger._delayed(self.protocol, kwargs, resume)
+        log = TrialLogger._delayed(self.protocol, kwargs, resume, self.system_metrics or False)
         if parameters is not None:
             log.log_arguments(as_parameters(parameters))
         self.logger = log
@@ -700,7 +936,24 @@ class TrackClient:
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         self._logger().__exit__(exc_type, exc_val, exc_tb)
 
+    def __repr__(self) -> str:
+        parts = [_backend_text(self.protocol)]
+        if self.project is not None:
+            parts.append(f"project={self.project.name!r}")
+        if self.group is not None:
+            parts.append(f"group={self.group.name!r}")
+        if self.logger is not None:
+            parts.append(f"trial={self.logger.trial!r}")
+        return f"TrackClient({', '.join(parts)})"
+
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("protocol", "logger", "project", "group"):
+        if name.startswith("_") or name in ("protocol", "logger", "project", "group", "system_metrics"):
             raise AttributeError(name)
         return getattr(self._logger(), name)
+
+
+def _backend_text(protocol: Protocol) -> str:
+    """The backend's URI without its password, else its class name."""
+    uri = getattr(protocol, "uri", None)
+    redacted = getattr(uri, "redacted", None)
+    return str(redacted()) if callable(redacted) else type(protocol).__name__

@@ -4,6 +4,8 @@ For file-like schemes (``file``, ``hdf5``, ``pickled``) the location is ``host +
 is the relative path ``runs/db.json`` and ``file:///abs/db.json`` (three slashes) is absolute, as is
 ``file:/abs/db.json``; track read ``file://dir/x.json`` as ``/x.json``. IPv6 hosts go in brackets
 (``socket://[::1]:8123``). ``str()`` of a parsed URI hides the password; :meth:`ParsedURI.to_uri` gives it back.
+A parsed URI also reads as track's dict (``u["scheme"]``, ``u["address"]``, ``u["query"]["backend"]``, the port
+as text), so code written for track's ``parse_uri`` keeps working.
 
 Example:
     >>> u = parse_uri("socket://ann:s3cret@[::1]:8123?timeout_s=5&backend=file://x.json")
@@ -11,11 +13,14 @@ Example:
     ('::1', 8123, 'file://x.json', 'socket://ann:***@[::1]:8123?timeout_s=5&backend=file%3A%2F%2Fx.json')
     >>> parse_uri("file://runs/db.json").file_path, parse_uri("file:///abs/db.json").file_path
     ('runs/db.json', '/abs/db.json')
+    >>> u["scheme"], u["address"], u["port"], u["query"]["backend"]
+    ('socket', '::1', '8123', 'file://x.json')
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
@@ -96,6 +101,47 @@ class ParsedURI:
 
     def __repr__(self) -> str:
         return f"ParsedURI({self.redacted()!r})"
+
+    # track's parse_uri returned a dict; the same keys read here: scheme, path, query (a dict), fragment,
+    # params, and with an authority address, port (text), username and password when given.
+    def as_dict(self) -> dict[str, Any]:
+        """The URI as track's ``parse_uri`` dict."""
+        out: dict[str, Any] = {
+            "scheme": self.scheme,
+            "path": self.path,
+            "query": self.options_dict,
+            "fragment": self.fragment,
+            "params": "",
+        }
+        if self.has_authority and (self.host or self.port is not None or self.username is not None):
+            out["address"] = self.host
+            if self.port is not None:
+                out["port"] = str(self.port)
+            if self.username is not None:
+                out["username"] = self.username
+            if self.password is not None:
+                out["password"] = self.password
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self.as_dict()[key]
+        except KeyError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``uri[key]``, or ``default`` when the URI has no such part (track's ``dict.get``)."""
+        return self.as_dict().get(key, default)
+
+    def keys(self) -> list[str]:
+        """The keys of :meth:`as_dict`."""
+        return list(self.as_dict())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.as_dict()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_dict())
 
 
 def parse_options(options: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ Example:
     >>> import tempfile
     >>> from unitrack.store import Store
     >>> store = Store(tempfile.mkdtemp(), "exp1")
+    Logging in: .../exp1
     >>> _ = store.add_table("metadata", {"step_size": float, "out_dir": str})
     >>> store["metadata"].append_row({"step_size": 0.01, "out_dir": "/tmp/"})
     >>> store["metadata"].nrows

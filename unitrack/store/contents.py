@@ -1,14 +1,16 @@
-"""Read what a store folder holds, without taking its lock: from the journal, or from a cox ``store.h5``."""
+"""Read what a store folder holds, without taking its lock: from the journal, or from a cox ``store.h5``.
+
+A ``store.h5`` without a journal (written by cox or another tool) is read by :mod:`unitrack.store.h5read`,
+which never unpickles anything but plain data: opening someone else's folder runs none of their code.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
-from typing import Any
 
-from unitrack.store.hdf5 import kinds_from_frame, read_legacy_h5
+from unitrack.store.h5read import H5Table, read_store_h5
 from unitrack.store.journal import JournalContents, JournalTable, RowCodec, read_journal
 
 __all__ = ["H5_NAME", "JOURNAL_NAME", "LOCK_NAME", "OBJECTS_DIR", "is_store_dir", "load_contents"]
@@ -77,28 +79,18 @@ def load_contents(path: str, *, holds_lock: bool = False) -> JournalContents:
     h5 = os.path.join(path, H5_NAME)
     if not os.path.isfile(h5):
         return JournalContents({}, 0, None)
-    return _contents_from_frames(read_legacy_h5(h5))
+    return _contents_from_h5(read_store_h5(h5))
 
 
-def _contents_from_frames(frames: dict[str, Any]) -> JournalContents:
+def _contents_from_h5(read: dict[str, H5Table]) -> JournalContents:
+    """Pack the rows of a journal-less store.h5 as if they came from a journal (one shape for the callers)."""
     tables: dict[str, JournalTable] = {}
-    for table_id, (name, frame) in enumerate(sorted(frames.items())):
-        kinds = kinds_from_frame(frame)
-        columns = [str(c) for c in frame.columns]
-        codec = RowCodec(table_id, columns, [kinds[c] for c in columns])
+    for table_id, name in enumerate(sorted(read)):
+        h5table = read[name]
+        codec = RowCodec(table_id, list(h5table.columns), list(h5table.kinds))
         table = JournalTable(name, codec)
-        for row in frame.itertuples(index=False, name=None):
-            values = [_plain(v, codec.kinds[i].value) for i, v in enumerate(row)]
-            table.payloads.append(codec.pack(values))
+        table.payloads.extend(codec.pack(list(row)) for row in zip(*h5table.values, strict=True))
+        if not h5table.columns:
+            table.payloads.extend(codec.pack([]) for _ in range(h5table.nrows))
         tables[name] = table
     return JournalContents(tables, 0, None)
-
-
-def _plain(value: Any, kind: str) -> Any:
-    if hasattr(value, "item"):
-        value = value.item()
-    if kind == "str":
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return ""
-        return value if isinstance(value, str) else str(value)
-    return value

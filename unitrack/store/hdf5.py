@@ -15,15 +15,15 @@ import functools
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from unitrack.errors import CorruptStoreError, StorageError
+from unitrack.errors import StorageError
 from unitrack.store.schema import ColumnKind
 
-__all__ = ["kinds_from_frame", "read_legacy_h5", "write_empty_h5", "write_h5"]
+__all__ = ["write_empty_h5", "write_h5"]
 
 _NUMPY = {
     ColumnKind.FLOAT: ("<f8", "float64"),
@@ -162,43 +162,3 @@ def _write_frame_table(
         setattr(tattrs, f"{column}_dtype", label)
         if kind not in _NUMPY:
             setattr(tattrs, f"{column}_meta", "str")
-
-
-def read_legacy_h5(path: str) -> dict[str, Any]:
-    """Read every table of a ``store.h5`` that has no journal (a cox store, or one whose journal was lost).
-
-    pandas and PyTables unpickle HDF5 attributes while reading, so only call this on files you trust.
-    ``CollectionReader`` does so only with ``read_cox_h5=True``; opening one Store by name is that choice.
-
-    Args:
-        path: The HDF5 file.
-
-    Returns:
-        ``{table: DataFrame}``.
-
-    Raises:
-        CorruptStoreError: The file cannot be read as HDF5.
-    """
-    import pandas as pd
-    import tables as pt
-
-    try:
-        with pd.HDFStore(path, mode="r") as store:
-            return {key.lstrip("/"): store.select(key) for key in store.keys()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, pt.HDF5ExtError) as exc:
-        raise CorruptStoreError(path, 0, f"not a readable HDF5 store ({exc})") from exc
-
-
-def kinds_from_frame(frame: Any) -> Mapping[str, ColumnKind]:
-    """Infer column kinds from a DataFrame's dtypes (for stores without a journal)."""
-    kinds: dict[str, ColumnKind] = {}
-    for column, dtype in frame.dtypes.items():
-        if dtype.kind == "f":
-            kinds[str(column)] = ColumnKind.FLOAT
-        elif dtype.kind in "iu":
-            kinds[str(column)] = ColumnKind.INT
-        elif dtype.kind == "b":
-            kinds[str(column)] = ColumnKind.BOOL
-        else:
-            kinds[str(column)] = ColumnKind.STR
-    return kinds

@@ -6,6 +6,10 @@ so reading a thousand stores costs about as much as reading one big table.
 
 OBJECT and PICKLE cells are decoded only with ``df(..., trusted=True)``: decoding runs dill on whatever the
 store holds (SEED_NOTES S1). Without it they stay serialized and one warning says how to opt in.
+
+Stores written by cox itself (a ``store.h5`` and no journal) are read too, by :mod:`unitrack.store.h5read`,
+which unpickles nothing but plain data (pandas' HDF5 attributes are pickles): their column kinds, OBJECT,
+PICKLE and PYTORCH_STATE included, come from cox's own schema attribute.
 """
 
 from __future__ import annotations
@@ -57,8 +61,8 @@ class CollectionReader:
             Either way :attr:`stores` is ``{exp_id: Store}`` (in ``'r'`` read-only Stores, opened on first use).
         exp_filter: ``exp_filter(exp_id)`` False excludes the store.
         skip_errs: Skip (and log) stores that cannot be read instead of raising.
-        read_cox_h5: Also read stores that have only a cox ``store.h5`` (no journal). Off by default: pandas
-            and PyTables unpickle HDF5 attributes, so reading such a file runs code chosen by its author.
+        read_cox_h5: Read stores that have only a ``store.h5`` (written by cox, no journal); the default. They
+            are read without unpickling anything (see :mod:`unitrack.store.h5read`); False skips them.
 
     Raises:
         NotFoundError: ``directory`` does not exist.
@@ -69,7 +73,7 @@ class CollectionReader:
         >>> from unitrack.store import Store
         >>> out = tempfile.mkdtemp()
         >>> for x in (1.0, 2.0):
-        ...     with Store(out) as store:
+        ...     with Store(out, quiet=True) as store:
         ...         store.add_table("result", {"final_x": float}).append_row({"final_x": x})
         >>> reader = CollectionReader(out)
         >>> sorted(reader.df("result")["final_x"].tolist())
@@ -84,7 +88,7 @@ class CollectionReader:
         exp_filter: Callable[[str], bool] | None = None,
         skip_errs: bool = False,
         *,
-        read_cox_h5: bool = False,
+        read_cox_h5: bool = True,
     ) -> None:
         self.directory = os.fspath(directory)
         self.log_warnings = log_warnings
@@ -97,13 +101,11 @@ class CollectionReader:
             raise NotFoundError(
                 f"No folder {self.directory} to read stores from.", path=self.directory
             ) from exc
-        skipped_h5: list[str] = []
         for exp_id in entries:
             path = os.path.join(self.directory, exp_id)
             if not is_store_dir(path) or (exp_filter is not None and not exp_filter(exp_id)):
                 continue
             if not read_cox_h5 and not os.path.isfile(os.path.join(path, JOURNAL_NAME)):
-                skipped_h5.append(exp_id)
                 continue
             try:
                 self._parts[exp_id] = self._read(exp_id, path)
@@ -111,13 +113,6 @@ class CollectionReader:
                 if not skip_errs:
                     raise
                 logger.warning("Error on exp_id %s, skipped: %s", exp_id, exc)
-        if skipped_h5:
-            logger.warning(
-                "Skipped %d store(s) with only a cox store.h5 (%s): reading one unpickles its HDF5 attributes. "
-                "Pass read_cox_h5=True to read them (only for stores you trust).",
-                len(skipped_h5),
-                ", ".join(skipped_h5[:5]) + (", ..." if len(skipped_h5) > 5 else ""),
-            )
 
     def _read(self, exp_id: str, path: str) -> dict[str, _Part]:
         parts: dict[str, _Part] = {}

@@ -51,7 +51,8 @@ def string_to_obj(s: Any) -> Any:
     """Deserialize text made by :func:`obj_to_string`. Only call it on data you trust: it runs dill.
 
     ``None`` and ``''`` give ``None`` and a non-string is returned unchanged, as in cox; unlike cox, text that is
-    not a serialized object raises instead of being returned as if it were the value.
+    not a serialized object raises instead of being returned as if it were the value. cox's own text (base64
+    with a newline every 76 characters) is read too.
 
     Args:
         s: The text.
@@ -67,7 +68,7 @@ def string_to_obj(s: Any) -> Any:
     if not isinstance(s, str):
         return s
     try:
-        raw = base64.b64decode(s.encode("ascii"), validate=True)
+        raw = base64.b64decode("".join(s.split("\n")).encode("ascii"), validate=True)
         return dill.loads(raw)  # noqa: S301 - explicit opt-in by the caller (see module docstring)
     except (binascii.Error, UnicodeEncodeError, ValueError, EOFError, dill.UnpicklingError) as exc:
         raise SchemaError(f"Cannot decode an OBJECT value ({s[:40]!r}...): {exc}", value=s[:40]) from exc

@@ -14,11 +14,12 @@ import atexit
 import enum
 import logging
 import os
+import sys
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from unitrack.errors import (
     AlreadyExistsError,
@@ -120,6 +121,9 @@ class Store:
         keep_rows: Keep every row in memory, so ``df`` and ``store.h5`` rebuilds read no file (the default). With
             False a writer's memory stays the same however many rows it writes, and reading a table (``df``,
             ``iter_rows``, ``store.h5`` at close) reads the journal again: for long runs that rarely read.
+        quiet: Do not print ``Logging in: <path>`` when the store's folder is created (cox printed it; it is
+            the store's one line of console output and goes to ``stream``, not through logging alone).
+        stream: Where that line goes (default ``sys.stdout`` at the time of writing).
 
     Raises:
         InvalidNameError: ``exp_id`` is not a safe folder name (checked before any file is touched).
@@ -137,6 +141,7 @@ class Store:
         ...     store["result"].update_row({"final_opt": 3.9409})
         ...     store["result"].flush_row()
         ...     print(store["result"].df)
+        Logging in: .../exp1
            final_x  final_opt
         0      3.0     3.9409
     """
@@ -155,6 +160,8 @@ class Store:
         fsync: bool = False,
         h5_every_rows: int | None = 10_000,
         keep_rows: bool = True,
+        quiet: bool = False,
+        stream: TextIO | None = None,
     ) -> None:
         self._keep_rows = bool(keep_rows) or Mode.parse(mode) is Mode.READ
         self._writer: JournalWriter | None = None
@@ -200,6 +207,8 @@ class Store:
             os.makedirs(folder, exist_ok=True)
         if created:
             logger.info("Logging in: %s", self.path)
+            if not quiet:
+                (stream or sys.stdout).write(f"Logging in: {self.path}\n")
         self._lock = StoreLock(os.path.join(self.path, LOCK_NAME), self.path)
         try:
             self._open_writer(created)
@@ -314,6 +323,7 @@ class Store:
             ...     _ = store.add_table("events", {"what": str})
             ...     store.append_many({"metrics": [(1, 0.5), (2, 0.25)], "events": [("checkpoint",)]})
             ...     store["metrics"].nrows, store["events"].nrows
+            Logging in: .../exp1
             (2, 1)
         """
         tables = self.tables

@@ -58,6 +58,7 @@ class Table:
         ...     table = store.add_table("train", {"epoch": int, "loss": float})
         ...     table.append_row({"epoch": 0, "loss": 0.5})
         ...     table.nrows
+        Logging in: .../exp1
         1
     """
 

@@ -83,5 +83,5 @@ class Checkpointer(Hook):
                 continue
             saved[name] = checkpoint.save(directory, name, obj, monitor.triggers, monitor.now(), self.to_keep)
         if saved:
-            logger.info("saved %s at %s", list(saved), directory)
+            monitor.report(f"saved {list(saved)} at {directory}")
             monitor.record_checkpoints(saved)

@@ -101,6 +101,8 @@ class XmenMessenger(Hook):
         >>> ex, y1 = Sink(), 0
         >>> for _ in m(range(4)):
         ...     y1 += 1
+        [... 2/4]: Left messages ['y1'] with ex
+        [... 4/4]: Left messages ['y1'] with ex
         >>> ex.messages["y1"], ex.messages["s"]
         (4, '4/4')
     """
@@ -166,4 +168,5 @@ class XmenMessenger(Hook):
             experiment.message(summary, keep=Keep.LATEST.value, leader=None, **step)
             if values:
                 experiment.message(dict(values), keep=self.keep.value, leader=leader, **step)
-            logger.debug("left messages %s with %s at step %d", list(values), name, monitor.step)
+            where = getattr(experiment, "directory", None)
+            monitor.report(f"Left messages {list(values)} with {name}" + (f" at {where}" if where else ""))

@@ -194,4 +194,4 @@ class TensorboardLogger(Hook):
         sink = monitor.experiment
         if scalars and sink is not None and isinstance(sink, MetricSink):
             sink.log_metrics(scalars, step=step)
-        logger.debug("saved tb %s summaries for %s at %s", self.type.value, names, monitor.directory)
+        monitor.report(f"saved tb {self.type.value} summaries for {names} at {monitor.directory}")

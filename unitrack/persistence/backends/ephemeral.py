@@ -15,6 +15,7 @@ from typing import Any
 from unitrack.persistence.memory import Database
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.query import Query
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.uri import ParsedURI, as_uri
 
@@ -63,6 +64,10 @@ class EphemeralProtocol(Protocol):
     def find_trial_summaries(self, query: Query) -> list[Trial]:
         with self._lock:
             return self._db.find_trial_summaries(query)
+
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        with self._lock:
+            return self._db.find_series(request)
 
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._lock:

@@ -53,6 +53,7 @@ from unitrack.persistence.memory import Database
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.query import Query
 from unitrack.persistence.serialization import to_json
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
 
@@ -440,6 +441,12 @@ class FileProtocol(Protocol):
             self._refresh()
             return self._db.find_trial_summaries(query)
 
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        with self._mutex:
+            self._check_open()
+            self._refresh()
+            return self._db.find_series(request)
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._mutex:
             self._check_open()
@@ -488,6 +495,10 @@ class FileProtocol(Protocol):
             if file_name_override is not None:
                 payload = self._db.to_json()
                 atomic_write(Path(file_name_override), json.dumps(payload, indent=1).encode("utf-8"))
+
+    def artifact_dir(self, uid: str) -> Path:
+        """Where trial ``uid`` keeps its artifacts: ``<database>.artifacts/<uid>`` (see ``persistence.artifacts``)."""
+        return self.path.with_name(self.path.name + ".artifacts") / uid
 
     def close(self) -> None:
         """Fold this process's journal into the database (if the lock is free now) and release it.

@@ -35,6 +35,7 @@ from unitrack.persistence.backends.file import atomic_write
 from unitrack.persistence.memory import Database
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.query import Query
+from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.uri import ParsedURI, as_uri
 
@@ -144,6 +145,9 @@ class PickledProtocol(Protocol):
     def find_trial_summaries(self, query: Query) -> list[Trial]:
         return self._run(lambda db: db.find_trial_summaries(query), write=False)
 
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        return self._run(lambda db: db.find_series(request), write=False)
+
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         self._run(lambda db: db.update_trial(uid, update), write=True)
 
@@ -172,3 +176,7 @@ class PickledProtocol(Protocol):
 
     def commit(self, **kwargs: Any) -> None:
         """Every call already wrote the file."""
+
+    def artifact_dir(self, uid: str) -> Path:
+        """Where trial ``uid`` keeps its artifacts: ``<database>.artifacts/<uid>`` (see ``persistence.artifacts``)."""
+        return self.path.with_name(self.path.name + ".artifacts") / uid

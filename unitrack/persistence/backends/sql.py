@@ -42,6 +42,7 @@ from unitrack.errors import ConfigError, NotFoundError, SchemaError, StorageErro
 from unitrack.persistence.aggregators import aggregator_from_json
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.query import Condition, Query, compile_query, normalize_query
+from unitrack.persistence.series import Series, SeriesRequest, downsample
 from unitrack.persistence.structure import (
     GroupUpdate,
     Metric,
@@ -106,6 +107,35 @@ _TAKE_TRIAL = sql.SQL(
 _BY_UID = sql.SQL("uid = %s")
 _NO_LOCK = sql.SQL("")
 _LOCK = sql.SQL(" FOR UPDATE SKIP LOCKED")
+# find_series: the points of chosen metrics of chosen trials in a step range, downsampled in the database with
+# the rules of unitrack.persistence.series (x = step, or the position in the series for a point without one;
+# equal-count buckets, each keeping its first smallest and first largest value, NaN counting as +inf for the
+# smallest and -inf for the largest; the first and last points always kept).
+_SERIES = """
+WITH pts AS (
+    SELECT trial_uid, name, seq, step, step_is_int, value, value_int,
+           row_number() OVER (PARTITION BY trial_uid, name ORDER BY seq) - 1 AS pos
+    FROM unitrack_metric_points WHERE trial_uid = ANY(%(uids)s::text[]) AND name = ANY(%(metrics)s::text[])
+), ranged AS (
+    SELECT *, COALESCE(step, pos) AS x FROM pts
+    WHERE (%(lo)s::float8 IS NULL OR COALESCE(step, pos) >= %(lo)s::float8)
+      AND (%(hi)s::float8 IS NULL OR COALESCE(step, pos) <= %(hi)s::float8)
+), numbered AS (
+    SELECT *, row_number() OVER (PARTITION BY trial_uid, name ORDER BY x, seq) - 1 AS i,
+           count(*) OVER (PARTITION BY trial_uid, name) AS n
+    FROM ranged
+), ranked AS (
+    SELECT *,
+        row_number() OVER (PARTITION BY trial_uid, name, (i * %(buckets)s) / n
+                           ORDER BY CASE WHEN value = 'NaN' THEN 'Infinity'::float8 ELSE value END, i) AS rmin,
+        row_number() OVER (PARTITION BY trial_uid, name, (i * %(buckets)s) / n
+                           ORDER BY CASE WHEN value = 'NaN' THEN '-Infinity'::float8 ELSE value END DESC, i) AS rmax
+    FROM numbered
+)
+SELECT trial_uid, name, step, step_is_int, value, value_int, pos, n FROM ranked
+WHERE %(every)s OR n <= %(max_points)s OR i = 0 OR i = n - 1 OR rmin = 1 OR rmax = 1
+ORDER BY trial_uid, name, i
+"""
 _INSERT_TRIAL = (
     "INSERT INTO unitrack_trials (uid, hash, revision, name, description, version, group_id, project_id, tags, "
     "parameters, metadata, chronos, status_name, status_value, status_key, errors) "
@@ -778,6 +808,38 @@ class SQLProtocol(Protocol):
         match = _matcher(remaining)
         trials = self._load_trials(where, params, with_series=False)
         return trials if match is None else [t for t in trials if match(t)]
+
+    def find_series(self, request: SeriesRequest) -> list[Series]:
+        if not request.uids or not request.metrics:
+            return []
+        in_sql = request.max_points is not None and request.method == "minmax"
+        params = {
+            "uids": list(request.uids),
+            "metrics": list(request.metrics),
+            "lo": request.step_min,
+            "hi": request.step_max,
+            "buckets": max(1, ((request.max_points or 4) - 2) // 2),
+            "max_points": request.max_points or 0,
+            "every": not in_sql,
+        }
+        found: dict[tuple[str, str], tuple[list[Any], list[Any], int]] = {}
+        with self._cursor(transaction=False) as cur:
+            cur.execute(_SERIES, params)
+            for uid, name, step, step_is_int, value, value_int, pos, total in cur.fetchall():
+                steps, values, _ = found.setdefault((uid, name), ([], [], int(total)))
+                steps.append(int(pos) if step is None else int(step) if step_is_int else step)
+                values.append(_read_value(value, value_int))
+        out = []
+        for uid in request.uids:
+            for name in request.metrics:
+                got = found.get((uid, name))
+                if got is None:
+                    continue
+                steps, values, total = got
+                if not in_sql:  # every point in the range, or LTTB: selected here from the sorted points
+                    steps, values, _, total = downsample(steps, values, None, request)
+                out.append(Series(uid, name, tuple(steps), tuple(values), None, total))
+        return out
 
     # ----------------------------------------------------------------------------------------- writes
     def _write_points(self, cur: psycopg.Cursor[Any], uid: str, points: Sequence[MetricPoint]) -> None:

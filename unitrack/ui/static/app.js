@@ -1,0 +1,586 @@
+// unitrack's web view: plain JavaScript, no build step. Every text from the store is untrusted: it reaches the
+// page only through textContent (never innerHTML) and as figure data that plotly.js draws.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const EMBED = document.getElementById("unitrack-data");
+  const REPORT = EMBED ? JSON.parse(EMBED.textContent) : null;
+  const POLL_MS = 2000;
+  const DEFAULT_CHARTED = 10;
+  const TIME_COLUMNS = new Set(["created", "started", "ended", "last_seen"]);
+  const state = {
+    runs: null, // the /api/runs payload
+    byUid: new Map(),
+    visible: null, // columns shown
+    sort: { column: null, direction: 1 },
+    selected: new Set(),
+    metrics: [],
+    chartSignature: "",
+    zoom: new Map(), // metric -> [step_min, step_max]
+    busy: false,
+    pending: null,
+  };
+
+  function el(tag, text, className) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (className) node.className = className;
+    return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+    return node;
+  }
+
+  function notice(text) {
+    $("notice").textContent = text || "";
+  }
+
+  // ------------------------------------------------------------------------------------------------ data
+  async function api(path, params) {
+    if (REPORT) return fromReport(path, params || []);
+    const url = new URL(path, window.location.origin);
+    for (const [key, value] of params || []) url.searchParams.append(key, value);
+    const response = await fetch(url, { headers: { accept: "application/json" }, cache: "no-store" });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.message || response.statusText);
+    return body;
+  }
+
+  function fromReport(path, params) {
+    const get = (name) => (params.find(([k]) => k === name) || [])[1];
+    if (path === "/api/runs") return REPORT.runs;
+    if (path === "/api/figure") return REPORT.figures[get("metric")] || { data: [], layout: {} };
+    if (path === "/api/groups") return REPORT.groups;
+    if (path === "/api/sweep") return REPORT.sweep[get("kind") || "parcoords"];
+    if (path === "/api/diff") return null;
+    return null;
+  }
+
+  function column(name) {
+    return state.runs.columns.indexOf(name);
+  }
+
+  function cellValue(row, name) {
+    const at = column(name);
+    return at < 0 ? null : row[at];
+  }
+
+  function shortName(name) {
+    if (name.startsWith("parameters.")) return name.slice("parameters.".length);
+    if (name.startsWith("metrics.")) return name.slice("metrics.".length);
+    return name;
+  }
+
+  function formatValue(name, value) {
+    if (value === null || value === undefined) return "";
+    if (TIME_COLUMNS.has(name)) {
+      const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+      return isNaN(date.getTime()) ? String(value) : date.toLocaleString();
+    }
+    if (typeof value === "number") {
+      if (Number.isInteger(value)) return String(value);
+      const text = value.toPrecision(6);
+      return text.includes("e") ? text : String(Number(text));
+    }
+    return String(value);
+  }
+
+  function statusClass(word) {
+    return "status st-" + String(word || "").toLowerCase().replace(/[^a-z0-9-]/g, "");
+  }
+
+  // ------------------------------------------------------------------------------------------------ runs table
+  function defaultColumns(payload) {
+    const varying = new Set(payload.varying.map((k) => "parameters." + k));
+    const metrics = payload.metrics.slice(0, 8).map((k) => "metrics." + k);
+    const shown = ["name", "status", "started"];
+    for (const name of payload.columns) if (varying.has(name)) shown.push(name);
+    return shown.concat(metrics);
+  }
+
+  function sortedRows() {
+    const rows = state.runs.rows.slice();
+    const { column: name, direction } = state.sort;
+    if (!name) return rows;
+    const at = column(name);
+    rows.sort((a, b) => {
+      const x = a[at];
+      const y = b[at];
+      if (x === y) return 0;
+      if (x === null || x === undefined) return 1;
+      if (y === null || y === undefined) return -1;
+      if (typeof x === "number" && typeof y === "number") return (x - y) * direction;
+      const p = String(x);
+      const q = String(y);
+      // Natural order ("run2" before "run10"); plain order breaks its ties ("lr0.1" vs "lr0.01").
+      return (p.localeCompare(q, undefined, { numeric: true }) || (p < q ? -1 : p > q ? 1 : 0)) * direction;
+    });
+    return rows;
+  }
+
+  function renderColumnsChooser() {
+    const box = clear($("columns-chooser"));
+    for (const name of state.runs.columns) {
+      if (name === "uid") continue;
+      const label = el("label");
+      const input = el("input");
+      input.type = "checkbox";
+      input.value = name;
+      input.checked = state.visible.includes(name);
+      input.addEventListener("change", () => {
+        if (input.checked) state.visible.push(name);
+        else state.visible = state.visible.filter((c) => c !== name);
+        renderTable();
+      });
+      label.append(input, document.createTextNode(" " + name));
+      box.append(label);
+    }
+  }
+
+  function renderTable() {
+    const table = $("runs");
+    const head = clear(table.tHead);
+    const body = clear(table.tBodies[0]);
+    const headRow = el("tr");
+    headRow.append(el("th", "✓"));
+    for (const name of state.visible) {
+      const th = el("th", shortName(name));
+      th.title = name;
+      th.dataset.column = name;
+      if (state.sort.column === name) th.setAttribute("aria-sort", state.sort.direction > 0 ? "ascending" : "descending");
+      th.addEventListener("click", () => {
+        state.sort = { column: name, direction: state.sort.column === name ? -state.sort.direction : 1 };
+        renderTable();
+        refreshCharts();
+      });
+      headRow.append(th);
+    }
+    head.append(headRow);
+    const fragment = document.createDocumentFragment();
+    for (const row of sortedRows()) {
+      const uid = row[0];
+      const tr = el("tr");
+      tr.dataset.uid = uid;
+      if (state.selected.has(uid)) tr.classList.add("selected");
+      const pick = el("td");
+      const box = el("input");
+      box.type = "checkbox";
+      box.className = "select";
+      box.checked = state.selected.has(uid);
+      box.setAttribute("aria-label", "select run");
+      box.addEventListener("change", () => {
+        if (box.checked) state.selected.add(uid);
+        else state.selected.delete(uid);
+        tr.classList.toggle("selected", box.checked);
+        refreshCharts();
+      });
+      pick.append(box);
+      tr.append(pick);
+      for (const name of state.visible) {
+        const value = cellValue(row, name);
+        const td = el("td");
+        td.dataset.column = name;
+        if (name === "name") {
+          if (REPORT) td.textContent = String(value);
+          else {
+            const link = el("a", value);
+            link.href = "#run/" + encodeURIComponent(uid);
+            td.append(link);
+          }
+        } else if (name === "status") {
+          td.append(el("span", value, statusClass(value)));
+        } else {
+          td.textContent = formatValue(name, value);
+          if (typeof value === "number") td.className = "num";
+        }
+        tr.append(td);
+      }
+      fragment.append(tr);
+    }
+    body.append(fragment);
+    $("count").textContent = state.runs.count + " run(s)" + (state.selected.size ? ", " + state.selected.size + " selected" : "");
+  }
+
+  async function loadRuns(initial) {
+    const params = [];
+    for (const part of $("filter").value.split(";")) if (part.trim()) params.push(["filter", part.trim()]);
+    let payload;
+    try {
+      payload = await api("/api/runs", params);
+      notice("");
+    } catch (error) {
+      notice(String(error.message || error));
+      return;
+    }
+    const changed = !state.runs || JSON.stringify(payload.rows) !== JSON.stringify(state.runs.rows) || JSON.stringify(payload.columns) !== JSON.stringify(state.runs.columns);
+    state.runs = payload;
+    state.byUid = new Map(payload.rows.map((row) => [row[0], row]));
+    for (const uid of Array.from(state.selected)) if (!state.byUid.has(uid)) state.selected.delete(uid);
+    $("source").textContent = payload.source || "";
+    if (initial || !state.visible) {
+      state.visible = defaultColumns(payload);
+      renderControls();
+    } else {
+      state.visible = state.visible.filter((c) => payload.columns.includes(c));
+      syncMetricChoices();
+    }
+    if (changed || initial) {
+      renderTable();
+      renderColumnsChooser();
+    }
+    if (initial) refreshCharts(true);
+    else if (chartSignature() !== state.chartSignature) refreshCharts();
+  }
+
+  // ------------------------------------------------------------------------------------------------ charts
+  function chartedUids() {
+    const rows = sortedRows();
+    const picked = rows.filter((row) => state.selected.has(row[0]));
+    return (picked.length ? picked : rows.slice(0, DEFAULT_CHARTED)).map((row) => row[0]);
+  }
+
+  function chartSignature() {
+    const parts = [];
+    for (const uid of chartedUids()) {
+      const row = state.byUid.get(uid);
+      // A running run's points arrive between catalog updates: its charts are redrawn on every poll.
+      if (cellValue(row, "status") === "running") parts.push("running@" + Date.now());
+      const values = [uid, cellValue(row, "status")];
+      for (const metric of state.metrics) values.push(cellValue(row, "metrics." + metric));
+      parts.push(JSON.stringify(values));
+    }
+    return parts.join("|") + "|" + state.metrics.join(",");
+  }
+
+  function renderControls() {
+    const choices = clear($("metric-choices"));
+    if (!state.metrics.length && state.runs.metrics.length) {
+      state.metrics = [state.runs.metrics.find((m) => /loss/i.test(m)) || state.runs.metrics[0]];
+    }
+    if (REPORT && REPORT.settings.metrics) state.metrics = REPORT.settings.metrics.slice();
+    for (const metric of (REPORT ? Object.keys(REPORT.figures) : state.runs.metrics)) {
+      const label = el("label");
+      const input = el("input");
+      input.type = "checkbox";
+      input.value = metric;
+      input.className = "metric-choice";
+      input.checked = state.metrics.includes(metric);
+      input.addEventListener("change", () => {
+        state.metrics = Array.from(document.querySelectorAll(".metric-choice")).filter((i) => i.checked).map((i) => i.value);
+        refreshCharts(true);
+      });
+      label.append(input, document.createTextNode(" " + metric));
+      choices.append(label);
+    }
+    const groupBy = clear($("group-by"));
+    const none = el("option", "(none)");
+    none.value = "";
+    const allButSeed = el("option", "all but seed");
+    allButSeed.value = "*-seed";
+    groupBy.append(none, allButSeed);
+    for (const key of state.runs.parameters) {
+      const option = el("option", key);
+      option.value = key;
+      groupBy.append(option);
+    }
+    groupBy.size = Math.min(4, state.runs.parameters.length + 2);
+    const sweepMetric = clear($("sweep-metric"));
+    for (const metric of state.runs.metrics) sweepMetric.append(el("option", metric));
+    if (state.metrics.length) sweepMetric.value = state.metrics[0];
+    const sweepParam = clear($("sweep-param"));
+    for (const key of state.runs.varying.concat(state.runs.parameters.filter((k) => !state.runs.varying.includes(k)))) {
+      sweepParam.append(el("option", key));
+    }
+    if (REPORT) {
+      for (const id of ["filter", "x-axis", "smoothing", "log-y", "legend", "group-by", "band", "sweep-metric", "sweep-param", "columns-button"]) {
+        $(id).disabled = true;
+      }
+    }
+  }
+
+  function syncMetricChoices() {
+    const known = new Set(Array.from(document.querySelectorAll(".metric-choice")).map((i) => i.value));
+    if (state.runs.metrics.some((m) => !known.has(m))) renderControls();
+  }
+
+  function groupBy() {
+    if (REPORT) return REPORT.settings.group_by;
+    return Array.from($("group-by").selectedOptions).map((o) => o.value).filter((v) => v);
+  }
+
+  function figureParams(metric, uids) {
+    const params = [["metric", metric], ["x", $("x-axis").value], ["smooth", $("smoothing").value], ["log", $("log-y").checked ? "1" : "0"], ["band", $("band").value], ["points", "2000"]];
+    if ($("legend").value.trim()) params.push(["legend", $("legend").value]);
+    for (const key of groupBy()) params.push(["group_by", key]);
+    for (const uid of uids) params.push(["uid", uid]);
+    const zoom = state.zoom.get(metric);
+    if (zoom && $("x-axis").value === "step") params.push(["step_min", String(zoom[0])], ["step_max", String(zoom[1])]);
+    return params;
+  }
+
+  function typed(value) {
+    // Long lines arrive as base64 float64 (exact, and fast to encode and parse): decoded to Float64Array.
+    if (!value || typeof value !== "object" || value.dtype !== "f8" || typeof value.bdata !== "string") return value;
+    const text = window.atob(value.bdata);
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    return new Float64Array(bytes.buffer);
+  }
+
+  async function drawFigure(div, params) {
+    const figure = await api("/api/figure", params);
+    for (const trace of figure.data || []) {
+      trace.x = typed(trace.x);
+      trace.y = typed(trace.y);
+    }
+    const layout = Object.assign({}, figure.layout);
+    await window.Plotly.react(div, figure.data, layout, { responsive: true, displaylogo: false });
+    div.dataset.drawn = String(Number(div.dataset.drawn || 0) + 1);
+    return figure;
+  }
+
+  function chartDiv(container, metric, index) {
+    let div = container.querySelector('[data-index="' + index + '"]');
+    if (!div) {
+      div = el("div", null, "chart");
+      div.dataset.index = String(index);
+      div.id = "chart-" + index;
+      container.append(div);
+    }
+    div.dataset.metric = metric;
+    return div;
+  }
+
+  function watchZoom(div) {
+    if (div.dataset.zoomWatched || REPORT) return;
+    div.dataset.zoomWatched = "1";
+    div.on("plotly_relayout", (event) => {
+      if ($("x-axis").value !== "step") return;
+      const metric = div.dataset.metric;
+      if (event["xaxis.autorange"]) state.zoom.delete(metric);
+      else if (event["xaxis.range[0]"] !== undefined) state.zoom.set(metric, [event["xaxis.range[0]"], event["xaxis.range[1]"]]);
+      else return;
+      // Zooming refetches the exact points of the range (downsampled again to the chart's width).
+      drawFigure(div, figureParams(metric, chartedUids())).catch((error) => notice(String(error.message || error)));
+    });
+  }
+
+  async function refreshCharts(full) {
+    if (!state.runs) return;
+    if (!window.Plotly) await state.plotlyReady;
+    if (state.busy) {
+      // One refresh at a time: a request made meanwhile runs once the current one is done.
+      state.pending = full || state.pending === "full" ? "full" : "yes";
+      return;
+    }
+    state.busy = true;
+    try {
+      await drawCharts(full);
+    } finally {
+      state.busy = false;
+    }
+    if (state.pending) {
+      const again = state.pending === "full";
+      state.pending = null;
+      refreshCharts(again);
+    }
+  }
+
+  async function drawCharts(full) {
+    state.chartSignature = chartSignature();
+    const uids = chartedUids();
+    const container = $("charts");
+    const metrics = state.metrics;
+    for (const div of Array.from(container.children)) if (Number(div.dataset.index) >= metrics.length) div.remove();
+    $("chart-note").textContent = uids.length ? (state.selected.size ? "" : "No run selected: charts show the first " + uids.length + " runs of the table.") : "No runs.";
+    try {
+      await Promise.all(
+        metrics.map(async (metric, index) => {
+          const div = chartDiv(container, metric, index);
+          await drawFigure(div, figureParams(metric, uids));
+          watchZoom(div);
+        })
+      );
+      await Promise.all([renderGroups(uids), renderDiff(), full ? renderSweep() : Promise.resolve()]);
+    } catch (error) {
+      notice(String(error.message || error));
+    }
+  }
+
+  async function renderGroups(uids) {
+    const keys = groupBy();
+    const wrap = $("groups-wrap");
+    if (!keys.length) {
+      wrap.hidden = true;
+      return;
+    }
+    const params = keys.map((k) => ["group_by", k]).concat(uids.map((u) => ["uid", u])).concat(state.metrics.map((m) => ["metric", m]));
+    const payload = await api("/api/groups", params);
+    const table = clear($("groups"));
+    const head = el("tr");
+    for (const name of payload.columns) head.append(el("th", name));
+    table.append(head);
+    for (const row of payload.rows) {
+      const tr = el("tr");
+      tr.append(el("td", row[0]), el("td", row[1], "num"));
+      for (const cell of row.slice(2)) {
+        const text = cell.mean === null ? "" : formatValue("", cell.mean) + " ± " + formatValue("", cell.std) + (cell.n !== row[1] ? " (" + cell.n + ")" : "");
+        tr.append(el("td", text, "num"));
+      }
+      table.append(tr);
+    }
+    wrap.hidden = false;
+  }
+
+  async function renderDiff() {
+    const wrap = $("diff-wrap");
+    if (state.selected.size < 2 || REPORT) {
+      wrap.hidden = true;
+      return;
+    }
+    const uids = chartedUids();
+    const payload = await api("/api/diff", uids.map((u) => ["uid", u]));
+    const table = clear($("diff"));
+    const head = el("tr");
+    head.append(el("th", "parameter"));
+    for (const run of payload.runs) head.append(el("th", run.name));
+    table.append(head);
+    const rows = payload.parameters.slice().sort((a, b) => Number(b.differs) - Number(a.differs));
+    for (const row of rows) {
+      const tr = el("tr", null, row.differs ? "differs" : "");
+      tr.append(el("td", row.key));
+      for (const value of row.values) tr.append(el("td", formatValue("", value)));
+      table.append(tr);
+    }
+    wrap.hidden = false;
+  }
+
+  async function renderSweep() {
+    if (!state.runs.metrics.length) return;
+    const metric = $("sweep-metric").value;
+    const filters = REPORT ? [] : $("filter").value.split(";").filter((p) => p.trim()).map((p) => ["filter", p.trim()]);
+    const parcoords = await api("/api/sweep", [["kind", "parcoords"], ["metric", metric]].concat(filters));
+    if (parcoords) await window.Plotly.react($("parcoords"), parcoords.data, parcoords.layout, { responsive: true, displaylogo: false });
+    const scatter = await api("/api/sweep", [["kind", "scatter"], ["metric", metric], ["param", $("sweep-param").value]].concat(filters));
+    if (scatter) await window.Plotly.react($("scatter"), scatter.data, scatter.layout, { responsive: true, displaylogo: false });
+  }
+
+  // ------------------------------------------------------------------------------------------------ run page
+  function keyValueTable(table, values) {
+    clear(table);
+    const entries = Object.entries(values || {});
+    if (!entries.length) {
+      const row = el("tr");
+      row.append(el("td", "none", "muted"));
+      table.append(row);
+    }
+    for (const [key, value] of entries) {
+      const tr = el("tr");
+      tr.append(el("th", key), el("td", typeof value === "object" && value !== null ? JSON.stringify(value) : formatValue("", value)));
+      table.append(tr);
+    }
+  }
+
+  async function showRun(uid) {
+    if (!window.Plotly) await state.plotlyReady;
+    $("main").hidden = true;
+    $("run-view").hidden = false;
+    let run;
+    try {
+      run = await api("/api/runs/" + encodeURIComponent(uid));
+    } catch (error) {
+      $("run-name").textContent = String(error.message || error);
+      return;
+    }
+    document.title = "unitrack · " + run.name;
+    $("run-name").textContent = run.name;
+    const status = $("run-status");
+    status.textContent = run.status;
+    status.className = statusClass(run.status);
+    $("run-uid").textContent = run.uid;
+    $("run-description").textContent = run.description || "";
+    keyValueTable($("run-parameters"), run.parameters);
+    keyValueTable($("run-tags"), run.tags);
+    keyValueTable($("run-checkpoints"), run.checkpoints);
+    const history = clear($("run-history"));
+    for (const event of run.history) {
+      const tr = el("tr");
+      tr.append(el("td", event.status), el("td", formatValue("started", event.time)));
+      history.append(tr);
+    }
+    const notes = clear($("run-notes"));
+    for (const note of run.notes) notes.append(el("li", note));
+    if (!run.notes.length) notes.append(el("li", "none", "muted"));
+    $("run-error-wrap").hidden = !run.errors.length;
+    $("run-error").textContent = run.errors.join("\n\n");
+    $("run-log-wrap").hidden = run.log === null;
+    $("run-log").textContent = run.log || "(empty)";
+    $("run-metadata").textContent = JSON.stringify(run.metadata, null, 2);
+    const charts = clear($("run-charts"));
+    await Promise.all(
+      Object.keys(run.metrics).map(async (metric, index) => {
+        const div = el("div", null, "chart");
+        div.id = "run-chart-" + index;
+        div.dataset.metric = metric;
+        charts.append(div);
+        await drawFigure(div, [["metric", metric], ["uid", run.uid], ["points", "2000"]]);
+      })
+    );
+  }
+
+  function route() {
+    const hash = window.location.hash;
+    if (hash.startsWith("#run/") && !REPORT) {
+      showRun(decodeURIComponent(hash.slice(5)));
+      return;
+    }
+    $("run-view").hidden = true;
+    $("main").hidden = false;
+    document.title = "unitrack";
+  }
+
+  // ------------------------------------------------------------------------------------------------ start
+  function start() {
+    $("filter").addEventListener("keydown", (event) => {
+      if (event.key === "Enter") loadRuns(false).then(() => refreshCharts(true));
+    });
+    $("columns-button").addEventListener("click", () => {
+      $("columns-chooser").hidden = !$("columns-chooser").hidden;
+    });
+    $("clear-selection").addEventListener("click", () => {
+      state.selected.clear();
+      renderTable();
+      refreshCharts();
+    });
+    for (const id of ["x-axis", "log-y", "group-by", "band"]) $(id).addEventListener("change", () => { state.zoom.clear(); refreshCharts(); });
+    $("legend").addEventListener("change", () => refreshCharts());
+    $("smoothing").addEventListener("change", () => refreshCharts());
+    $("smoothing").addEventListener("input", () => { $("smoothing-value").textContent = $("smoothing").value; });
+    $("sweep-metric").addEventListener("change", () => renderSweep().catch((e) => notice(String(e.message || e))));
+    $("sweep-param").addEventListener("change", () => renderSweep().catch((e) => notice(String(e.message || e))));
+    window.addEventListener("hashchange", route);
+    if (REPORT) {
+      const filter = $("filter");
+      filter.placeholder = "report of " + (REPORT.runs.source || "") + (REPORT.settings.filters.length ? " filtered by " + REPORT.settings.filters.join("; ") : "");
+      $("group-by").value = "";
+    }
+    loadRuns(true).then(route);
+    if (!REPORT) {
+      window.setInterval(() => {
+        if (document.hidden || !$("run-view").hidden) return;
+        loadRuns(false);
+      }, POLL_MS);
+    }
+  }
+
+  // This script runs before plotly.js (both deferred, in that order): the run table is fetched while the
+  // browser is still compiling plotly.js, and charts wait for it.
+  const plotlyReady = new Promise((resolve) => {
+    if (window.Plotly) resolve();
+    else document.addEventListener("DOMContentLoaded", () => resolve());
+  });
+  state.plotlyReady = plotlyReady;
+  start();
+})();
