@@ -131,13 +131,17 @@ def experiment_group(protocol: Protocol, root: str | os.PathLike[str], uri: str 
     """The group of the experiments in folder ``root``, in project :func:`project_name`; both are created when
     missing.
 
-    In the root's own backend (``uri`` is ``hdf5://ROOT``, the default) the group records nothing of where the
-    root is: it is named after the root's folder when first made and found again by a mark in its metadata, so a
-    root copied (``cp -r``) or moved (``mv``, ``unitrack move``) keeps its runs whole. A group of a root written
+    In the root's own backend (``uri``, by default the protocol's own, is ``hdf5://ROOT``) the group records
+    nothing of where the root is: it is named after the root's folder when first made and found again by a mark
+    in its metadata, so a root copied (``cp -r``) or moved (``mv``, ``unitrack move``) keeps its runs whole. A group of a root written
     before roots were relocatable (named by its absolute path, :func:`group_name`) is adopted and marked. In a
     backend shared by many roots the group is named by the root's absolute path, which the backend (not the
     root) records.
     """
+    if uri is None:  # the protocol knows where it is (a backend opened by the caller)
+        where: Any = getattr(protocol, "uri", None)
+        to_uri = getattr(where, "to_uri", None)
+        uri = str(to_uri()) if callable(to_uri) else where if isinstance(where, str) else None
     project = protocol.new_project(Project(name=project_name()))
     if uri is not None and embedded_at(uri, root):
         group = _root_group(protocol, project.uid, root)
