@@ -379,6 +379,33 @@ def test_fetch_trials_queries(protocol: Protocol, project: Project) -> None:
         protocol.fetch_trials({"parameters.lr": {"$near": 1}})
 
 
+def test_find_trial_summaries_hold_every_field_and_only_the_latest_value(
+    protocol: Protocol, project: Project
+) -> None:
+    kept = protocol.new_trial(
+        Trial(name="s", project_id="proj", parameters={"lr": 0.1, "opt": {"m": 0.9}}, description="why")
+    )
+    other = protocol.new_trial(Trial(name="o", project_id="proj", parameters={"lr": 0.5}))
+    assert kept is not None and other is not None
+    for step, loss in [(1, 0.5), (2, 0.25), (1, 0.75)]:
+        protocol.log_trial_metrics(kept, step=step, loss=loss)
+    protocol.log_trial_metrics(other, step=0, loss=2.0)
+    protocol.add_trial_tags(kept, notes=["first"])
+    protocol.log_trial_metadata(kept, messages={"loss": 0.25})
+    protocol.set_trial_status(kept, Status.Exception, error="Traceback...\nValueError: boom")
+    summaries = protocol.find_trial_summaries({"parameters.lr": {"$lt": 0.2}})
+    assert [s.uid for s in summaries] == [kept.uid]
+    (summary,) = summaries
+    (full,) = protocol.fetch_trials({"uid": kept.uid})
+    for name in ("name", "description", "tags", "parameters", "metadata", "status", "errors", "project_id"):
+        assert getattr(summary, name) == getattr(full, name), name
+    assert summary.metrics["loss"].latest == full.metrics["loss"].latest == 0.75
+    assert summary.metrics["loss"].values == () and summary.metrics["loss"].steps == ()
+    assert [s.name for s in protocol.find_trial_summaries({"metrics.loss": {"$gt": 1}})] == ["o"]
+    assert sorted(s.name for s in protocol.find_trial_summaries(None)) == ["o", "s"]
+    assert "find_trial_summaries" in PRIMITIVES
+
+
 def test_fetch_and_update_trial_reserves_distinct_trials(protocol: Protocol, project: Project) -> None:
     for i in range(3):
         protocol.new_trial(Trial(name=f"w{i}", project_id="proj"))

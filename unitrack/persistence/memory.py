@@ -214,6 +214,25 @@ class _TrialRecord:
             errors=tuple(self.errors),
         )
 
+    def summary(self) -> Trial:
+        """The snapshot with each metric's latest value only (no points copied)."""
+        return Trial(
+            _hash=self.hash,
+            revision=self.revision,
+            name=self.name,
+            description=self.description,
+            tags=_plain_copy(self.tags),
+            version=self.version,
+            group_id=self.group_id,
+            project_id=self.project_id,
+            parameters=self.parameters,
+            metadata=_plain_copy(self.metadata),
+            metrics={k: Metric(k, (), (), m.latest) for k, m in self.metrics.items()},
+            chronos=_plain_copy(self.chronos),
+            status=self.status,
+            errors=tuple(self.errors),
+        )
+
     def apply(self, update: TrialUpdate, with_metrics: bool = True) -> bool:
         """Apply an update; False when it is a replayed (writer, seq) batch and was skipped.
 
@@ -356,6 +375,9 @@ class Database:
 
     def find_trials(self, query: Query) -> list[Trial]:
         return [rec.snapshot() for rec in self.iter_trials(query)]
+
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        return [rec.summary() for rec in self.iter_trials(query)]
 
     # --------------------------------------------------------------------------------------- writes
     def insert_project(self, project: Project) -> Project | None:

@@ -139,6 +139,7 @@ SIGNATURES: Mapping[str, tuple[Param, ...]] = {
     "find_projects": (Param("query", _query, None),),
     "find_groups": (Param("query", _query, None),),
     "find_trials": (Param("query", _query, None),),
+    "find_trial_summaries": (Param("query", _query, None),),
     "find_series": (Param("request", request_from_json),),
     "update_trial": (Param("uid", _uid), Param("update", _decode("update", TrialUpdate))),
     "update_group": (Param("uid", _uid), Param("update", _decode("update", GroupUpdate))),
@@ -155,6 +156,7 @@ _CALLS: Mapping[str, Callable[[Protocol, dict[str, Any]], Any]] = {
     "find_projects": lambda b, a: b.find_projects(a["query"]),
     "find_groups": lambda b, a: b.find_groups(a["query"]),
     "find_trials": lambda b, a: b.find_trials(a["query"]),
+    "find_trial_summaries": lambda b, a: b.find_trial_summaries(a["query"]),
     "find_series": lambda b, a: b.find_series(a["request"]),
     "update_trial": lambda b, a: b.update_trial(a["uid"], a["update"]),
     "update_group": lambda b, a: b.update_group(a["uid"], a["update"]),
@@ -166,7 +168,7 @@ _CALLS: Mapping[str, Callable[[Protocol, dict[str, Any]], Any]] = {
 if set(SIGNATURES) != PRIMITIVES or set(_CALLS) != PRIMITIVES:  # pragma: no cover - caught by the test suite
     raise RuntimeError(f"server tables do not match the Protocol primitives {sorted(PRIMITIVES)}")
 
-_READS = frozenset({"find_projects", "find_groups", "find_trials", "find_series"})
+_READS = frozenset({"find_projects", "find_groups", "find_trials", "find_trial_summaries", "find_series"})
 #: The primitives each role may call; a writer's trial updates are further limited to its own trials.
 ROLE_METHODS: Mapping[str, frozenset[str]] = {
     "reader": _READS,

@@ -752,6 +752,12 @@ class FileProtocol(Protocol):
             self._refresh()
             return self._db.find_trials(query)
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        with self._mutex:
+            self._check_open()
+            self._refresh()
+            return self._db.find_trial_summaries(query)
+
     def find_series(self, request: SeriesRequest) -> list[Series]:
         with self._mutex:
             self._check_open()

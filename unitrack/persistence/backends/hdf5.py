@@ -55,6 +55,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import json.encoder
 import logging
@@ -269,7 +270,7 @@ class HDF5Protocol(Protocol):
         max_open: how many trial Stores one object keeps open for writing (least recently used are closed).
 
     Raises:
-        StorageError: when the folder cannot be created.
+        StorageError: on the first write, when the folder cannot be created (reading creates nothing).
     """
 
     def __init__(self, uri: str | ParsedURI, strict: bool = True, *, max_open: int = 64) -> None:
@@ -283,11 +284,10 @@ class HDF5Protocol(Protocol):
         self.summary_interval_s = option_float(self.uri, "summary_interval_s", 1.0)
         lock_timeout_s = option_float(self.uri, "lock_timeout_s", 30.0)
         self.max_open = max_open
-        index_dir = self.root / INDEX_DIR
-        try:
-            index_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"Cannot create {index_dir}: {exc.strerror or exc}") from exc
+        index_dir = self._index_dir = self.root / INDEX_DIR
+        self._index_made = False
+        self._batch_depth = 0
+        self._batch_index: Database | None = None
         self._index_path = index_dir / "index.json"
         self._lock = filelock.FileLock(str(index_dir / "index.lock"), timeout=lock_timeout_s)
         self._lock_timeout_s = lock_timeout_s
@@ -306,6 +306,13 @@ class HDF5Protocol(Protocol):
 
     # -------------------------------------------------------------------------------------------- locks
     def _locked(self) -> filelock.AcquireReturnProxy[filelock.BaseFileLock]:
+        # The folder and its index are made by the first write: reading (unitrack view) never creates a file.
+        if not self._index_made:
+            try:
+                self._index_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"Cannot create {self._index_dir}: {exc.strerror or exc}") from exc
+            self._index_made = True
         try:
             return self._lock.acquire()
         except filelock.Timeout as exc:
@@ -315,8 +322,33 @@ class HDF5Protocol(Protocol):
         if self._closed:
             raise StorageError(f"{self.uri} is closed; open a new HDF5Protocol to use it again.")
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold the index lock across many writes (registering a grid of trials takes it once, not per trial).
+
+        While it is held no other process changes the index, so it is read once for the whole block.
+        """
+        with self._mutex, self._locked():
+            if self._batch_depth == 0:
+                self._trusted_index()
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+                if self._batch_depth == 0:
+                    self._batch_index = None
+
     # -------------------------------------------------------------------------------- projects, groups
     def _index(self) -> Database:
+        if self._batch_index is not None:
+            return self._batch_index
+        if self._batch_depth:
+            self._batch_index = self._read_index()
+            return self._batch_index
+        return self._read_index()
+
+    def _read_index(self) -> Database:
         """Projects and groups, from the sealed ``.unitrack/index.json`` (or an older unsealed one)."""
         try:
             raw = self._index_path.read_bytes()
@@ -340,6 +372,8 @@ class HDF5Protocol(Protocol):
             raise CorruptStoreError(source, 0, str(exc), advice=advice) from exc
 
     def _save_index(self, db: Database) -> None:
+        if self._batch_depth:
+            self._batch_index = db
         data = db.to_json()
         del data["format"]
         atomic_write(self._index_path, seal(data, INDEX_FORMAT, lines=True), fsync=self.fsync)
@@ -363,6 +397,10 @@ class HDF5Protocol(Protocol):
         trial, and :meth:`_trusted_index` rebuilds it). ``locked``: the caller holds the index lock, so no one is
         appending and a cut frame at the end is a killed writer's.
         """
+        if self._batch_depth:
+            return (
+                True  # inside batch(), under the index lock: nobody else appends (read when the batch began)
+            )
         path = self._trials_index
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -746,7 +784,8 @@ class HDF5Protocol(Protocol):
                 # finished groups (_writer): registering a sweep of a thousand trials writes a folder and a
                 # summary each, and the store gets the parameters as merged by then.
                 try:
-                    (self.root / folder).mkdir(exist_ok=True)
+                    if not (self.root / folder).is_dir():  # an xmen experiment folder made before its trial
+                        (self.root / folder).mkdir(exist_ok=True)
                 except OSError as exc:
                     raise StorageError(f"Cannot create {self.root / folder}: {exc.strerror or exc}") from exc
             rows = sum(len(m) for m in stored.metrics.values())
@@ -807,6 +846,18 @@ class HDF5Protocol(Protocol):
         with self._mutex:
             self._check_open()
             return [self._snapshot(uid, folder, summary) for uid, folder, summary in self._matching(query)]
+
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        """The trials as their ``trial.json`` summaries describe them: no store is opened, no point read.
+
+        Summaries of the trials this object writes are brought up to date first; one written by another process
+        is at most ``summary_interval_s`` old (status changes are never late).
+        """
+        match = compile_query(query)
+        with self._mutex:
+            self._check_open()
+            views = (self._view(summary) for _, summary in self._scan().values())
+            return [view for view in views if match(view)]
 
     def find_series(self, request: SeriesRequest) -> list[Series]:
         """Read only the asked metrics' rows of the asked trials' stores (see :mod:`.hdf5_series`).

@@ -242,6 +242,9 @@ class PickledProtocol(Protocol):
     def find_trials(self, query: Query) -> list[Trial]:
         return self._run(lambda db: db.find_trials(query), write=False)
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        return self._run(lambda db: db.find_trial_summaries(query), write=False)
+
     def find_series(self, request: SeriesRequest) -> list[Series]:
         return self._run(lambda db: db.find_series(request), write=False)
 
