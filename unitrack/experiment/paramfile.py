@@ -43,12 +43,17 @@ from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.constructor import ConstructorError
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from unitrack.errors import IncompatibleYmlException, StorageError, UnsafeYAMLError
+from unitrack.persistence.yamlsafe import (
+    MAX_ALIAS_CHARS,
+    MAX_ALIAS_NODES,
+    MAX_DEPTH,
+    bounded,
+    safe_yaml,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,101 +151,7 @@ def dics_to_pandas(dics: Iterable[Mapping[str, Any]], reg: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------- yaml
-#: Nodes that aliases may add to a document (each alias counts as a copy of what it refers to).
-MAX_ALIAS_NODES = 100_000
-#: Characters of text that aliases may add to a document.
-MAX_ALIAS_CHARS = 10_000_000
-#: Deepest nesting read (parameters nest a few levels; deeper input would only exhaust the stack).
-MAX_DEPTH = 100
-
-
-def _children(node: Node) -> list[Node]:
-    if isinstance(node, MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _text_size(node: Node) -> int:
-    return len(node.value) if isinstance(node, ScalarNode) and isinstance(node.value, str) else 0
-
-
-def check_aliases(root: Node | None) -> None:
-    """Refuse a composed document whose aliases refer to a node containing them, or add too much.
-
-    Sizes are computed once per distinct node (linear in the text), counting each alias as a full copy.
-
-    Raises:
-        ComposerError: A recursive alias, or aliases adding more than :data:`MAX_ALIAS_NODES` nodes or
-            :data:`MAX_ALIAS_CHARS` characters.
-    """
-    if root is None:
-        return
-    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, characters) of its full expansion
-    open_nodes: set[int] = set()  # nodes entered and not finished: the path from the root
-    unique_nodes = unique_chars = 0
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, finished = stack.pop()
-        key = id(node)
-        if finished:
-            nodes, chars = 1, _text_size(node)
-            for child in _children(node):
-                child_nodes, child_chars = sizes[id(child)]
-                nodes += child_nodes
-                chars += child_chars
-            sizes[key] = (nodes, chars)
-            open_nodes.discard(key)
-            continue
-        if key in sizes:
-            continue
-        open_nodes.add(key)
-        unique_nodes += 1
-        unique_chars += _text_size(node)
-        stack.append((node, True))
-        for child in _children(node):
-            if id(child) in open_nodes:
-                raise ComposerError(
-                    None,
-                    None,
-                    "an alias refers to a node that contains it (a recursive alias)",
-                    child.start_mark,
-                )
-            if id(child) not in sizes:
-                stack.append((child, False))
-    nodes, chars = sizes[id(root)]
-    if nodes - unique_nodes > MAX_ALIAS_NODES or chars - unique_chars > MAX_ALIAS_CHARS:
-        raise ComposerError(
-            None,
-            None,
-            f"its aliases expand it by {nodes - unique_nodes:,} nodes and {chars - unique_chars:,} characters "
-            f"(at most {MAX_ALIAS_NODES:,} and {MAX_ALIAS_CHARS:,}): an alias bomb, refused. Write the values "
-            "out, or refer to fewer of them",
-            root.start_mark,
-        )
-
-
-class _BoundedComposer(Composer):
-    """ruamel's composer, checking each document's aliases before anything is built from it."""
-
-    def compose_document(self) -> Any:
-        node = super().compose_document()
-        check_aliases(node)
-        return node
-
-
-def _bounded(yaml: YAML) -> YAML:
-    yaml.Composer = _BoundedComposer
-    yaml.max_depth = MAX_DEPTH
-    return yaml
-
-
-def safe_yaml() -> YAML:
-    """ruamel's safe loader (plain data only), with alias expansion and nesting bounded."""
-    return _bounded(YAML(typ="safe", pure=True))
-
-
+_bounded = bounded
 _safe_yaml = safe_yaml
 
 

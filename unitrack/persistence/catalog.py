@@ -187,8 +187,9 @@ def row_of(trial: Trial, groups: Mapping[str, str] | None = None) -> dict[str, A
 # ------------------------------------------------------------------------------------------- params.yml
 def _yaml_row(folder: str) -> dict[str, Any]:
     """The row of an experiment folder that has a ``params.yml`` but no trial (xmen's own folders)."""
-    from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
+
+    from unitrack.persistence.yamlsafe import describe, safe_yaml
 
     name = os.path.basename(folder)
     path = os.path.join(folder, "params.yml")
@@ -196,8 +197,10 @@ def _yaml_row(folder: str) -> dict[str, Any]:
     data: Any = None
     try:
         with open(path, encoding="utf-8") as handle:
-            data = YAML(typ="safe").load(handle)
-    except (OSError, UnicodeDecodeError, YAMLError, ValueError, RecursionError, MemoryError) as exc:
+            data = safe_yaml().load(handle)  # aliases and nesting bounded (#12 item 11)
+    except YAMLError as exc:
+        reason = describe(exc)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as exc:
         reason = _last_line(str(exc)) or type(exc).__name__
     if reason is None and not isinstance(data, dict):
         reason = "empty" if data is None else f"not a mapping but {type(data).__name__}"
@@ -532,8 +535,9 @@ def config_path() -> Path:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
+
+    from unitrack.persistence.yamlsafe import describe, safe_yaml
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -542,8 +546,10 @@ def _read_config(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        data = YAML(typ="safe").load(text)
-    except (YAMLError, ValueError) as exc:
+        data = safe_yaml().load(text)  # aliases and nesting bounded (#12 item 11)
+    except YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {describe(exc)}. Fix or remove it.") from exc
+    except ValueError as exc:
         raise ConfigError(f"{path} is not valid YAML: {_last_line(str(exc))}. Fix or remove it.") from exc
     if data is None:
         return {}
