@@ -33,3 +33,20 @@ def _restore_backend_registry():
     registry._KNOWN.update(known)
     registry._ALIASES.clear()
     registry._ALIASES.update(aliases)
+
+
+def pytest_configure(config):
+    """A private UNITRACK_HOME for the whole session, set before test modules build their environments."""
+    import os
+    import shutil
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="unitrack-home-")
+    os.environ["UNITRACK_HOME"] = home
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+
+
+@pytest.fixture(autouse=True)
+def _private_unitrack_home(tmp_path_factory, monkeypatch):
+    """Roots registered by a test are remembered in a home of its own, never in the user's ~/.unitrack."""
+    monkeypatch.setenv("UNITRACK_HOME", str(tmp_path_factory.mktemp("unitrack-home")))

@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "Trial": "unitrack.persistence.structure",
     "Status": "unitrack.persistence.structure",
     "UnitrackError": "unitrack.errors",
+    "runs": "unitrack.persistence.catalog",
     "Store": "unitrack.store",
     "Table": "unitrack.store",
     "CollectionReader": "unitrack.store.readers",
@@ -64,12 +65,14 @@ __all__ = [
     "parse_uri",
     "plot",
     "register",
+    "runs",
 ]
 
 if TYPE_CHECKING:
     from unitrack.errors import UnitrackError
     from unitrack.experiment import Experiment, Root
     from unitrack.monitor import Monitor, TorchMonitor
+    from unitrack.persistence.catalog import runs
     from unitrack.persistence.multiplexer import ProtocolMultiplexer
     from unitrack.persistence.protocol import Protocol
     from unitrack.persistence.registry import get_protocol, register

@@ -18,6 +18,7 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     │     └── UnsafeYAMLError                 YAML with python/object tags (nothing in it is run)
     │     ├── InvalidExperimentRoot       a folder that is not an ExperimentManager root (xmen's name)
     │     ├── RegisterSyntaxError         a register string ({lr: 0.1 | 0.01}) or view filter, with a position
+    │     ├── UnknownKeyError             a filter, column or sort key that names nothing (closest ones named)
     │     └── ExperimentNotFoundError     no managed experiment matches a name or pattern
     ├── SchemaError (ValueError)          a row or value that does not fit the table's schema
     │     └── InvalidNameError            a name with '/', '..', NUL, ... (checked before any file is touched)
@@ -90,6 +91,7 @@ __all__ = [
     "UnitrackError",
     "UnknownSchemeError",
     "UnknownTriggerError",
+    "UnknownKeyError",
     "UnsafeYAMLError",
     "error_from_wire",
 ]
@@ -272,6 +274,21 @@ class RegisterSyntaxError(ConfigError):
         )
 
 
+class UnknownKeyError(ConfigError):
+    """A filter, column or sort key that names no parameter, metric or field of the runs listed."""
+
+    def __init__(self, what: str, key: str, closest: list[str], known: list[str], hint: str = "") -> None:
+        close = f" Did you mean {', '.join(repr(c) for c in closest)}?" if closest else ""
+        shown = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
+        super().__init__(
+            f"No parameter, metric or field matches the {what} {key!r}.{close}{hint} Known: {shown or '(none)'}.",
+            what=what,
+            key=key,
+            closest=closest,
+            known=known,
+        )
+
+
 class ExperimentNotFoundError(ConfigError):
     """No managed experiment matches a name or pattern."""
 
@@ -364,10 +381,20 @@ class ConcurrentWrite(StorageError):
 class CorruptStoreError(StorageError):
     """The bytes of a file are not what unitrack wrote there. Nothing from it is returned."""
 
-    def __init__(self, path: str, offset: int, reason: str = "checksum mismatch") -> None:
+    def __init__(
+        self,
+        path: str,
+        offset: int,
+        reason: str = "checksum mismatch",
+        advice: str | None = None,
+        *,
+        others_affected: bool = False,
+    ) -> None:
+        advice = advice or "Restore it from a backup or remove it"
+        # A file holding many runs (a file:// or pickled:// database) affects them all; a run's own file does not.
+        scope = "every run stored in it is affected" if others_affected else "other runs are not affected"
         super().__init__(
-            f"{path} is corrupt at byte {offset}: {reason}. Restore it from a backup or remove it; "
-            "other runs are not affected.",
+            f"{path} is corrupt at byte {offset}: {reason}. {advice}; {scope}.",
             path=path,
             offset=offset,
             reason=reason,

@@ -130,11 +130,17 @@ def test_manager_commands(tmp_path: Path) -> None:
         (("unlink", "a=2_1", "-r", str(root)), "1 experiment(s) unlinked"),
         (("relink", "-r", str(root)), "1 experiment(s) relinked"),
         (("unlink", "a=2_1", "-r", str(root)), "1 experiment(s) unlinked"),
-        (("clean", "-r", str(root)), "1 folder(s) deleted"),
+        (("clean", "-r", str(root)), "pass --yes"),  # not on a terminal: nothing deleted without --yes
+        (("clean", "-r", str(root), "--dry-run"), "1 folder(s) would be deleted (dry run)"),
+        (("clean", "-r", str(root), "--yes"), "1 folder(s) deleted"),
         (("move", str(tmp_path / "N"), "-r", str(root)), "moved to"),
     ]
     for args, expected in steps:
         result = cli(*args)
+        if expected == "pass --yes":
+            assert result.returncode == 2 and expected in result.stderr, (args, result.stderr)
+            assert (root / "a=2_1").exists()
+            continue
         assert result.returncode == 0, (args, result.stderr)
         assert expected in result.stdout, (args, result.stdout)
     assert not root.exists() and not (tmp_path / "N" / "a=2_1").exists()

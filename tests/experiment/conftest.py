@@ -20,7 +20,7 @@ def _clean_env(monkeypatch):
 @pytest.fixture
 def subprocess_env():
     """Environment for a python subprocess that imports unitrack from this worktree."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_") or k == "UNITRACK_HOME"}
     env["PYTHONPATH"] = os.pathsep.join([str(WORKTREE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env

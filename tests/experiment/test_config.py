@@ -9,7 +9,7 @@ import pytest
 from unitrack.errors import ConfigError, RegisterSyntaxError
 from unitrack.experiment import GlobalExperimentManager
 from unitrack.experiment.manager import ExperimentManager
-from unitrack.experiment.paramfile import load_param, save_param
+from unitrack.persistence.registry import get_protocol
 
 HOSTILE = "__import__('os').system('touch PWNED')"
 
@@ -29,11 +29,11 @@ def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     a = make_root(tmp_path, "alpha", "{lr: 0.01 | 0.1, depth: 2 | 10}", purpose="grid")
     b = make_root(tmp_path, "beta", "{lr: 0.001 | 0.5}")
     a.run("lr=0.01__depth=2")
-    params = load_param(b.experiments[1])
-    params["opt"] = HOSTILE
-    params["_messages"] = {"loss": 0.25}
-    params["extra"] = 1
-    save_param(params, b.experiments[1])
+    # The backend holds the runs (params.yml mirrors it): change one run there, as a running experiment would.
+    with get_protocol(f"hdf5://{b.root}") as backend:
+        (trial,) = backend.fetch_trials({"name": Path(b.experiments[1]).name})
+        backend.log_trial_arguments(trial, opt=HOSTILE, extra=1)
+        backend.log_trial_metadata(trial, messages={"loss": 0.25})
     return [Path(a.root), Path(b.root)]
 
 

@@ -193,7 +193,7 @@ def test_repeats_and_names_get_suffixes_and_never_overwrite(manager: ExperimentM
     mod.SAME_NAMES = 2
     try:
         with pytest.raises(AlreadyExistsError, match="all taken"):
-            manager.register(string_params="{a: 3}", backend="ephemeral://")
+            manager.register(string_params="{a: 3}", repeats=1, backend="ephemeral://")
     finally:
         mod.SAME_NAMES = old
 
@@ -309,3 +309,43 @@ def test_an_experiment_file_runs_without_a_main_block_and_imports_its_neighbours
         monkeypatch.setenv(key, value)
     assert set(manager.run("*").values()) == {0}
     assert [load_param(f)["_messages"]["y"] for f in folders] == [6, 15]
+
+
+def test_a_combination_registered_again_needs_repeats(manager: ExperimentManager) -> None:
+    manager.register(string_params="{a: 1 | 2}", backend="ephemeral://")
+    with pytest.raises(ConfigError, match=r"1 of these experiments are already registered .*a=2.*repeats"):
+        manager.register(string_params="{a: 2 | 3}", backend="ephemeral://")
+    assert [os.path.basename(p) for p in manager.experiments] == ["a=1", "a=2"]  # nothing written
+    again = manager.register(string_params="{a: 2 | 3}", repeats=2, backend="ephemeral://")
+    assert [os.path.basename(p) for p in again] == ["a=2_1", "a=2_2", "a=3", "a=3_1"]
+    assert manager.register(string_params="{a: 4}", backend="ephemeral://")  # a new combination needs nothing
+
+
+def test_roots_registered_from_python_are_remembered(tmp_path: Path) -> None:
+    from unitrack.experiment import Experiment, GlobalExperimentManager
+
+    class Single(Experiment):
+        """One parameter."""
+
+        x: int = 1  # @p x
+
+    (tmp_path / "d.yml").write_text("a: 1\n")
+    (tmp_path / "s.sh").write_text("#!/bin/bash\ntrue\n")
+    managed = ExperimentManager(tmp_path / "managed")
+    managed.initialise(defaults=str(tmp_path / "d.yml"), script=str(tmp_path / "s.sh"))
+    managed.register(string_params="{a: 1 | 2}")
+    Single().register(tmp_path / "standalone", "one")
+    finder = GlobalExperimentManager()
+    assert finder.roots == [str(tmp_path / "managed"), str(tmp_path / "standalone")]
+    table = finder.find()
+    assert sorted(zip(table["_root"], table["_name"], strict=True)) == [
+        (str(tmp_path / "managed"), "a=1"),
+        (str(tmp_path / "managed"), "a=2"),
+        (str(tmp_path / "standalone"), "one"),
+    ]
+    assert set(table["_status"]) == {"registered"}
+    import shutil
+
+    shutil.rmtree(tmp_path / "managed")
+    assert GlobalExperimentManager().clean() == [str(tmp_path / "managed")]
+    assert GlobalExperimentManager().roots == [str(tmp_path / "standalone")]

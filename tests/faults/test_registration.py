@@ -26,9 +26,9 @@ import pytest
 from ruamel.yaml import YAML
 
 from unitrack.errors import NotFoundError
-from unitrack.experiment.link import group_name, project_name
+from unitrack.experiment.link import experiment_group
 from unitrack.persistence.registry import get_protocol
-from unitrack.persistence.structure import Trial, TrialGroup
+from unitrack.persistence.structure import Trial
 from unitrack.store.readers import CollectionReader
 
 WORKTREE = Path(__file__).resolve().parents[2]
@@ -92,7 +92,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def setup(tmp_path: Path, backend: str) -> tuple[Path, str, dict[str, str], Path]:
     """(root, backend URI, environment, writer script): no ``UNITRACK_URI`` means ``hdf5://ROOT``."""
     root = tmp_path / "runs"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_") or k == "UNITRACK_HOME"}
     env["PYTHONPATH"] = os.pathsep.join([str(WORKTREE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if backend == "file":
         uri = env["UNITRACK_URI"] = f"file://{tmp_path}/db.json"
@@ -128,10 +128,11 @@ def run_writer(
 
 def read_trials(uri: str, root: Path) -> list[Trial]:
     """The trials of the experiments in ``root`` (its group: the warm-up runs elsewhere share a file:// db)."""
-    group = TrialGroup(name=group_name(root), project_id=project_name())
     with warnings.catch_warnings():  # a killed writer's torn journal tail is dropped with a warning
         warnings.simplefilter("ignore")
         with get_protocol(uri) as protocol:
+            # The root's group, in its own backend (found by its mark) or in a shared one (named by its path).
+            group = experiment_group(protocol, root, uri)
             return protocol.fetch_trials({"group_id": group.uid})
 
 

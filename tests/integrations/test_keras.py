@@ -124,7 +124,7 @@ def test_a_rank_one_process_writes_nothing(tmp_path):
             """
         )
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_") or k == "UNITRACK_HOME"}
     env.update(PYTHONPATH=str(ROOT), KERAS_BACKEND="torch", RANK="1")
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300

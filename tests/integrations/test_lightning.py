@@ -158,7 +158,7 @@ def test_monitor_logger_refuses_triggers_lightning_does_not_count(tmp_path):
 def _run_script(tmp_path: Path, code: str, env: dict[str, str]) -> str:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(code))
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_") or k == "UNITRACK_HOME"}
     full_env.update(env, PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=300

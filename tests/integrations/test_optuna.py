@@ -91,7 +91,7 @@ def test_several_objectives_are_named_series(tmp_path):
 
 
 def test_the_ask_tell_example_runs_each_proposal_as_an_experiment(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNITRACK_") or k == "UNITRACK_HOME"}
     env["PYTHONPATH"] = str(ROOT)
     root = tmp_path / "adaptive"
     done = subprocess.run(

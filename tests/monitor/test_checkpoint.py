@@ -1,8 +1,17 @@
+import os
+import random
+import select
+import signal
+import time
+from datetime import datetime
+
 import pytest
 import torch
 
 from unitrack.errors import InvalidNameError, NotFoundError
+from unitrack.experiment import Experiment
 from unitrack.monitor import CheckpointNotFoundError, Monitor, NotCheckpointableError, load
+from unitrack.monitor import checkpoint as checkpoint_module
 
 
 def _train(directory, epochs=3, steps=4, keep=2, **extra):
@@ -127,3 +136,87 @@ def test_checkpoint_names_cannot_escape(tmp_path):
     m = Monitor(tmp_path)
     with pytest.raises(InvalidNameError):
         m.checkpoint(**{"../x": torch.nn.Linear(1, 1)})
+
+
+# ----------------------------------------------------------------------------------- crash safety (#12 item 5)
+KILLS = 40
+
+
+class Killed(Experiment):
+    """An experiment trained until it is killed."""
+
+    lr: float = 0.1  # @p learning rate
+
+
+def _train_until_killed(root: str, name: str, wfd: int) -> None:
+    """Child: train with ckpt_keep=1, reporting each step once its hooks (checkpoint and pointer) returned."""
+    try:
+        ex = Killed(root, name)
+        model = torch.nn.Linear(4, 2)
+        with torch.no_grad():
+            model.bias.zero_()  # the bias counts the steps trained
+        m = Monitor(experiment=ex, ckpt="model@1s", ckpt_keep=1)
+        with ex:
+            for _ in m(range(10**9)):
+                with torch.no_grad():
+                    model.bias.add_(1.0)
+                os.write(wfd, b"%d\n" % m.step)  # the last step whose hooks (checkpoint, pointer) returned
+    finally:
+        os._exit(0)
+
+
+def _kill_after(root: str, name: str, steps: int, delay_s: float) -> list[int]:
+    """Fork a trainer; SIGKILL it ``delay_s`` after it reported ``steps`` steps; return the steps reported."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        _train_until_killed(root, name, wfd)
+    os.close(wfd)
+    data = b""
+    deadline = time.monotonic() + 60
+    while data.count(b"\n") < steps and time.monotonic() < deadline:
+        ready, _, _ = select.select([rfd], [], [], 1.0)
+        if ready:
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.count(b"\n") >= steps, f"the trainer of {name} did not start: {data!r}"
+    time.sleep(delay_s)  # a random moment inside a step: the point of the test, not a wait for an event
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    while chunk := os.read(rfd, 65536):
+        data += chunk
+    os.close(rfd)
+    return [int(x) for x in data[: data.rfind(b"\n") + 1].split()]
+
+
+def test_the_checkpoint_pointer_always_names_a_loadable_file_across_sigkills(tmp_path, monkeypatch):
+    """On the old code a kill between deleting the old checkpoint and updating metadata['checkpoints'] left the
+    pointer naming a deleted file (3 of 30 kills in the issue), and a kill inside torch.save left a .pt.tmp."""
+    monkeypatch.delenv("UNITRACK_URI", raising=False)
+    root = str(tmp_path / "runs")
+    rng = random.Random(20261208)
+    from unitrack.persistence.registry import get_protocol
+
+    stale = 0
+    for n in range(KILLS):
+        name = f"run{n:02d}"
+        steps = _kill_after(root, name, rng.randrange(2, 6), rng.uniform(0, 0.004))
+        with get_protocol(f"hdf5://{root}") as db:
+            (trial,) = db.fetch_trials({"name": name})
+        pointer = trial.metadata.get("checkpoints", {}).get("model")
+        note = f"seed 20261208 kill {n}: steps {steps[-3:]}, pointer {pointer}"
+        assert pointer is not None, note  # at least two steps were checkpointed and recorded
+        record = torch.load(pointer, weights_only=True)  # names a complete file
+        assert record["step"] >= steps[-1], note  # no older than the last step whose hooks returned
+        assert record["state_dict"]["bias"].tolist() == [float(record["step"])] * 2, note
+        folder = tmp_path / "runs" / name / "checkpoints" / "model"
+        stale += len(list(folder.glob("*.tmp")))
+        # the run goes on in the same folder (as a resumed run does): stale temporary files are removed
+        checkpoint_module.save(
+            folder.parent, "model", torch.nn.Linear(4, 2), {"step": 10**6}, datetime.now(), 1
+        )
+        assert sorted(p.name for p in folder.iterdir()) == [f"{10**6}.pt"], note
+    print(f"{stale} temporary files left by {KILLS} kills were removed by the next save")

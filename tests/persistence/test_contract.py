@@ -390,6 +390,33 @@ def test_regex_runs_in_linear_time_and_bad_patterns_are_invalid_query_errors(
             protocol.fetch_trials({"name": {"$regex": bad}})
 
 
+def test_find_trial_summaries_hold_every_field_and_only_the_latest_value(
+    protocol: Protocol, project: Project
+) -> None:
+    kept = protocol.new_trial(
+        Trial(name="s", project_id="proj", parameters={"lr": 0.1, "opt": {"m": 0.9}}, description="why")
+    )
+    other = protocol.new_trial(Trial(name="o", project_id="proj", parameters={"lr": 0.5}))
+    assert kept is not None and other is not None
+    for step, loss in [(1, 0.5), (2, 0.25), (1, 0.75)]:
+        protocol.log_trial_metrics(kept, step=step, loss=loss)
+    protocol.log_trial_metrics(other, step=0, loss=2.0)
+    protocol.add_trial_tags(kept, notes=["first"])
+    protocol.log_trial_metadata(kept, messages={"loss": 0.25})
+    protocol.set_trial_status(kept, Status.Exception, error="Traceback...\nValueError: boom")
+    summaries = protocol.find_trial_summaries({"parameters.lr": {"$lt": 0.2}})
+    assert [s.uid for s in summaries] == [kept.uid]
+    (summary,) = summaries
+    (full,) = protocol.fetch_trials({"uid": kept.uid})
+    for name in ("name", "description", "tags", "parameters", "metadata", "status", "errors", "project_id"):
+        assert getattr(summary, name) == getattr(full, name), name
+    assert summary.metrics["loss"].latest == full.metrics["loss"].latest == 0.75
+    assert summary.metrics["loss"].values == () and summary.metrics["loss"].steps == ()
+    assert [s.name for s in protocol.find_trial_summaries({"metrics.loss": {"$gt": 1}})] == ["o"]
+    assert sorted(s.name for s in protocol.find_trial_summaries(None)) == ["o", "s"]
+    assert "find_trial_summaries" in PRIMITIVES
+
+
 def test_fetch_and_update_trial_reserves_distinct_trials(protocol: Protocol, project: Project) -> None:
     for i in range(3):
         protocol.new_trial(Trial(name=f"w{i}", project_id="proj"))
@@ -411,7 +438,20 @@ def test_fetch_and_update_trial_refuses_other_methods(protocol: Protocol, trial:
 
 # ---------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
-    "name", ["a/b", "../x", "..", "a\x00b", "", "x" * 4096, "a\\b", "line\nbreak", "lone\ud800surrogate"]
+    "name",
+    [
+        "a/b",
+        "../x",
+        "..",
+        "a\x00b",
+        "",
+        "x" * 4096,
+        "a\\b",
+        "line\nbreak",
+        "lone\ud800surrogate",
+        ".hidden",
+        ".unitrack",
+    ],
 )
 def test_bad_trial_names_are_refused_before_anything_is_written(protocol: Protocol, name: str) -> None:
     with pytest.raises(InvalidNameError) as info:
@@ -433,3 +473,35 @@ def test_unstorable_parameter_types_are_refused(protocol: Protocol) -> None:
     with pytest.raises(SchemaError, match="keys must be str"):
         protocol.new_trial(Trial(name="t", parameters={"d": {1: 2}}))
     assert protocol.fetch_trials(None) == []
+
+
+# -------------------------------------------------------------------------------- issue #12 item 8: ids
+def test_an_int_project_id_is_read_as_its_text_and_every_reader_can_read_it(
+    make_protocol,  # type: ignore[no-untyped-def]
+    backend_name: str,
+) -> None:
+    """track's type hints allowed int project ids. The first version wrote such a group to the journal and then
+    refused it, so every later reader of that store failed; the id is now its decimal text, checked before
+    anything is written, and a fresh reader (the same files, for backends that keep any) reads it back."""
+    p = make_protocol()
+    p.new_project(Project(name="7"))
+    group = p.new_trial_group(TrialGroup(name="g", project_id=7))  # type: ignore[arg-type]
+    assert group is not None and group.project_id == "7"
+    trial = p.new_trial(Trial(name="t", project_id=7, group_id=group.uid))  # type: ignore[arg-type]
+    assert trial is not None and trial.project_id == "7"
+    p.add_group_trial(group, trial)
+    # ephemeral keeps nothing; socket and the multiplexer read from an ephemeral:// in these fixtures
+    reader = p if backend_name in ("ephemeral", "socket", "multiplexer") else make_protocol()
+    (got,) = reader.fetch_groups(None)
+    assert got.project_id == "7" and got.uid == group.uid and got.trials == {trial.uid}
+    assert reader.fetch_trials(None)[0].project_id == "7"
+    assert reader.fetch_projects(None)[0].groups == {group.uid}
+
+
+@pytest.mark.parametrize("bad", [7.5, True, ["p"], {"p": 1}, b"p"])
+def test_an_id_of_another_type_is_refused_before_anything_is_written(protocol: Protocol, bad: object) -> None:
+    with pytest.raises(SchemaError, match="project_id"):
+        protocol.new_trial_group(TrialGroup(name="g", project_id=bad))  # type: ignore[arg-type]
+    with pytest.raises(SchemaError, match="project_id"):
+        protocol.new_trial(Trial(name="t", project_id=bad))  # type: ignore[arg-type]
+    assert protocol.fetch_groups(None) == [] and protocol.fetch_trials(None) == []

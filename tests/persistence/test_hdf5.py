@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,9 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from unitrack.errors import StoreLockedError
+from unitrack.errors import CorruptStoreError, StoreLockedError
+from unitrack.persistence import lifecycle
 from unitrack.persistence.backends.hdf5 import HDF5Protocol
 from unitrack.persistence.registry import get_protocol, resolve_uri
+from unitrack.persistence.serialization import to_json
 from unitrack.persistence.structure import CustomStatus, Status, Trial, TrialUpdate
 from unitrack.store import Store
 from unitrack.store.contents import is_store_dir
@@ -222,3 +226,78 @@ def test_a_description_update_is_a_trial_log_row_replayed_by_other_readers(tmp_p
             assert '"description": "second"' in store["trial_log"].df["update"].iloc[-1]
     with HDF5Protocol(uri) as db:  # and the summary written at close says so
         assert db.fetch_trials({"description": "second"})[0].uid == t.uid
+
+
+def test_a_root_written_by_the_previous_version_opens_and_keeps_its_trials_unique(tmp_path: Path) -> None:
+    """Unsealed trial.json and index.json, and the old trials.log: read as written; the trial index is rebuilt
+    from the folders, so inserting an existing trial again is still refused."""
+    root = tmp_path / "runs"
+    trial = Trial(name="old", parameters={"lr": 0.5})
+    (root / "old").mkdir(parents=True)
+    (root / ".unitrack").mkdir()
+    summary = {**to_json(trial), "writers": {}, "log_rows": 0, "created": 1}
+    (root / "old" / "trial.json").write_text(json.dumps(summary))
+    index = {
+        "format": "unitrack.db/1",
+        "projects": [{"dtype": "project", "name": "p"}],
+        "groups": [],
+        "trials": [],
+    }
+    (root / ".unitrack" / "index.json").write_text(json.dumps(index, indent=1))
+    (root / ".unitrack" / "trials.log").write_text(f"{trial.uid}\told\n")
+    with HDF5Protocol(f"hdf5://{root}", strict=False) as db:
+        assert [t.parameters["lr"] for t in db.fetch_trials(None)] == [0.5]
+        assert [p.name for p in db.fetch_projects(None)] == ["p"]
+        assert db.new_trial(Trial(name="old", parameters={"lr": 0.5})) is None
+        db.log_trial_metrics(trial, step=0, loss=1.0)
+    with HDF5Protocol(f"hdf5://{root}") as db:
+        (got,) = db.fetch_trials(None)
+        assert got.metrics["loss"].values == (1.0,)
+    assert (
+        (root / "old" / "trial.json").read_bytes().startswith(b'{"format": "unitrack.trial/1", "sha256": "')
+    )
+
+
+def test_a_damaged_summary_gives_a_damaged_run_and_a_clear_error_to_a_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bit-flipped trial.json gave ``KeyError: 'uid'`` and a traceback (issue #12 item 14)."""
+    root = tmp_path / "runs"
+    with HDF5Protocol(f"hdf5://{root}", strict=False) as db:
+        good = db.new_trial(Trial(name="good"))
+        bad = db.new_trial(Trial(name="bad"))
+        assert good is not None and bad is not None
+    path = root / "bad" / "trial.json"
+    path.write_bytes(path.read_bytes().replace(b'"uid"', b'"uie"'))
+    with caplog.at_level("WARNING"), HDF5Protocol(f"hdf5://{root}", strict=False) as db:
+        listed = {t.name: t for t in db.fetch_trials(None)}
+        assert lifecycle.status_word(listed["bad"].status) == "damaged"
+        assert listed["bad"].uid == bad.uid
+        assert listed["bad"].metadata["damage"] == {
+            "file": str(path),
+            "reason": "its content does not match the sha256 on its first line",
+        }
+        assert listed["good"].status == good.status
+        assert [t.name for t in db.fetch_trials({"status": {"$in": ["damaged"]}})] == ["bad"]
+        with pytest.raises(CorruptStoreError, match=r"bad/trial\.json is corrupt at byte \d+"):
+            db.log_trial_metrics(bad, x=1.0)
+    assert "trial bad is damaged" in caplog.text
+
+
+def test_a_log_row_the_reader_cannot_accept_is_reported_and_the_others_applied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trial_log row that decodes but is not an update this version accepts (item 8): reported with the
+    store, the row and the reason; the rows around it apply."""
+    root = tmp_path / "runs"
+    with HDF5Protocol(f"hdf5://{root}", strict=False) as db:
+        trial = db.new_trial(Trial(name="t", status=Status.Running))  # running: it has a store
+        assert trial is not None
+        db.log_trial_metadata(trial, a=1)
+    with Store(root, "t", mode="a") as store:
+        store["trial_log"].append_row({"update": json.dumps({"dtype": "trial_update", "errors": [1, 2]})})
+        store["trial_log"].append_row({"update": json.dumps({"dtype": "trial_update", "metadata": {"b": 2}})})
+    with caplog.at_level("WARNING"), HDF5Protocol(f"hdf5://{root}", strict=False) as db:
+        (got,) = db.fetch_trials(None)
+        assert got.metadata == {"a": 1, "b": 2}
+    assert re.search(r"runs/t: skipped row 1 of table trial_log: .*errors", caplog.text)

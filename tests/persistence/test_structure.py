@@ -123,13 +123,15 @@ def test_status_helpers() -> None:
     assert not Status.Running.is_finished and Status.Completed.is_finished
 
 
-@pytest.mark.parametrize("name", ["a/b", "..", ".", "", "a\x00b", "x" * 256, "tab\tname"])
+@pytest.mark.parametrize(
+    "name", ["a/b", "..", ".", "", "a\x00b", "x" * 256, "tab\tname", ".hidden", ".unitrack"]
+)
 def test_invalid_names(name: str) -> None:
     with pytest.raises(InvalidNameError):
         Trial(name=name)
 
 
-@pytest.mark.parametrize("name", ["a=1__b=2", "run 1", "lr:0.1", ".hidden", "ü-ñ"])
+@pytest.mark.parametrize("name", ["a=1__b=2", "run 1", "lr:0.1", "a.hidden", "ü-ñ"])
 def test_valid_names(name: str) -> None:
     assert Trial(name=name).name == name
 

@@ -1,12 +1,15 @@
 """GlobalExperimentManager: search across experiment roots (xmen's ``find``/``find_to_dataframe``, SEED_NOTES A12).
 
 The seed marks the class deprecated, but its ``find`` is the search API, so it is kept here over
-:class:`~unitrack.experiment.manager.ExperimentManager` roots. Each experiment's ``params.yml`` is read with the
-safe loader, and ``param_match`` is compiled by :mod:`unitrack.experiment.search`: numbers compare numerically,
-strings lexically, every entry must hold, and nothing is evaluated (xmen ran ``eval`` on stored values, S5).
+:class:`~unitrack.experiment.manager.ExperimentManager` roots. Each root's runs are read through the run catalog
+(:mod:`unitrack.persistence.catalog`), so ``find`` lists what ``unitrack view ROOT`` lists, with the same status
+words; ``param_match`` is the filter grammar of ``unitrack view -f`` (:mod:`unitrack.persistence.filters`):
+numbers compare numerically, strings lexically, every entry must hold, and nothing is evaluated (xmen ran
+``eval`` on stored values, S5).
 
 The roots are given, or read when the manager is built from ``$UNITRACK_HOME/config.yml`` (default
-``~/.unitrack/config.yml``): a list under ``roots``, or xmen's mapping under ``experiments``.
+``~/.unitrack/config.yml``): a list under ``roots``, or xmen's mapping under ``experiments``. Every root
+registered by ``unitrack register``, ``ExperimentManager`` or ``Experiment.register`` is added there.
 
 Example:
     >>> import tempfile, pathlib
@@ -29,13 +32,13 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unitrack.errors import ConfigError, IncompatibleYmlException, InvalidExperimentRoot
+from unitrack.errors import ConfigError, InvalidExperimentRoot
 from unitrack.experiment.manager import ExperimentManager
-from unitrack.experiment.paramfile import commented_to_py, dic_from_yml, flatten
-from unitrack.experiment.search import compile_filters
+from unitrack.experiment.paramfile import commented_to_py, flatten
+from unitrack.persistence.catalog import config_path, forget_roots, known_roots, read_listing
+from unitrack.persistence.filters import KeySpace, compile_filters
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,28 +47,8 @@ __all__ = ["GlobalExperimentManager", "config_path"]
 
 logger = logging.getLogger(__name__)
 
-HOME_ENV = "UNITRACK_HOME"
 _SET_KEYS = ("_root", "_purpose", "_type", "_notes", "_meta")
 _GIT_KEYS = ("local", "remote", "commit", "branch")
-
-
-def config_path() -> Path:
-    """``$UNITRACK_HOME/config.yml``, default ``~/.unitrack/config.yml``."""
-    home = os.environ.get(HOME_ENV)
-    return Path(home) / "config.yml" if home else Path.home() / ".unitrack" / "config.yml"
-
-
-def _configured_roots() -> list[str]:
-    path = config_path()
-    if not path.is_file():
-        return []
-    data = dic_from_yml(path=path)
-    roots = data.get("roots") or data.get("experiments") or []
-    if isinstance(roots, Mapping):
-        roots = list(roots)
-    if not isinstance(roots, list):
-        raise ConfigError(f"{path}: 'roots' must be a list of experiment roots, got {type(roots).__name__}.")
-    return [str(r) for r in roots]
 
 
 def _regex_or_all(option: bool | str | None) -> str | None:
@@ -82,7 +65,7 @@ class GlobalExperimentManager:
     """
 
     def __init__(self, roots: Iterable[str | os.PathLike[str]] | None = None) -> None:
-        found = _configured_roots() if roots is None else [os.fspath(r) for r in roots]
+        found = known_roots() if roots is None else [os.fspath(r) for r in roots]
         self.roots = [os.path.abspath(r) for r in found]
 
     @property
@@ -103,7 +86,11 @@ class GlobalExperimentManager:
     ) -> list[tuple[str, ExperimentManager]]:
         out = []
         for root in self.roots:
-            if not (fnmatch.fnmatch(root, pattern) or fnmatch.fnmatch(os.path.basename(root), pattern)):
+            if not (
+                root == pattern
+                or fnmatch.fnmatch(root, pattern)
+                or fnmatch.fnmatch(os.path.basename(root), pattern)
+            ):
                 continue
             if not os.path.isfile(os.path.join(root, "experiment.yml")):
                 logger.warning("skipping %s: not an experiment root (no experiment.yml)", root)
@@ -123,6 +110,21 @@ class GlobalExperimentManager:
         """Every managed experiment folder of the roots matching ``pattern`` (and of ``types_match``)."""
         return [p for _, m in self._managers(pattern or "*", types_match) for p in m.experiments]
 
+    def clean(self) -> list[str]:
+        """Forget the roots that are neither experiment roots nor folders of runs any more (moved or deleted).
+
+        Returns:
+            The roots forgotten.
+        """
+        gone = [
+            r
+            for r in self.roots
+            if not (ExperimentManager.is_root(r) or os.path.isdir(os.path.join(r, ".unitrack")))
+        ]
+        forget_roots(gone)
+        self.roots = [r for r in self.roots if r not in gone]
+        return gone
+
     def find(
         self,
         mode: str = "all",
@@ -136,13 +138,14 @@ class GlobalExperimentManager:
         """Find experiments (``mode='all'``) or sets (``mode='set'``) whose parameters pass every filter.
 
         Args:
-            mode: ``'all'`` for one row per experiment, ``'set'`` for one row per root (from defaults.yml).
+            mode: ``'all'`` for one row per run, ``'set'`` for one row per root (from defaults.yml).
             last: a previous result; search only its rows.
             pattern: glob over the roots (full path or folder name).
-            param_match: filters in the A12.4 grammar (``'lr<0.05'``, ``'0<=depth<4'``, ``'_status==finished'``,
-                ``'loss'``); only the matched parameters are reported then (all of them without filters).
+            param_match: filters in the grammar of ``unitrack view -f`` (``'lr<0.05'``, ``'0<=depth<4'``,
+                ``'_status==finished'``, ``'loss'``); only the matched parameters are reported then (all of them
+                without filters).
             types_match: keep only sets of these types (``script``, ``python``, ...).
-            load_defaults: read defaults + overrides instead of each params.yml.
+            load_defaults: read defaults + overrides instead of the runs.
             missing_entry: the value of a parameter absent from an experiment.
 
         Returns:
@@ -151,7 +154,8 @@ class GlobalExperimentManager:
             ``_name`` in set mode), then the parameters; every column has one entry per row.
 
         Raises:
-            ConfigError: a bad ``mode`` or filter (RegisterSyntaxError names its position).
+            ConfigError: a bad ``mode`` or filter (RegisterSyntaxError names its position; UnknownKeyError a
+                filter that names no key of any run searched).
         """
         if mode not in ("all", "set"):
             raise ConfigError(f"mode must be 'all' or 'set', got {mode!r}.")
@@ -163,37 +167,43 @@ class GlobalExperimentManager:
         )
         if mode == "set":
             per_row = [k for k in per_row if k != "_name"] + ["_experiments"]
+        candidates = list(self._candidates(mode, last, pattern, types_match, load_defaults))
+        columns = list(dict.fromkeys(k for *_, row in candidates for k in row if not k.startswith("_")))
+        bound = checks.bind(KeySpace(columns), strict=bool(candidates)) if param_match else None
         rows: list[dict[str, Any]] = []
-        for root, manager, name, params in self._candidates(mode, last, pattern, types_match, load_defaults):
-            params.pop("_notes", None)
-            if param_match and not checks.matches(params):
+        for root, manager, row in candidates:
+            if bound is not None and not bound.matches(row):
                 continue
-            if param_match:
-                shown = list(dict.fromkeys(checks.keys(params)))
+            if bound is not None:
+                shown = [
+                    _bare(c) for c in bound.columns if c.startswith("parameters.") or c.startswith("metrics.")
+                ]
             else:
-                shown = [k for k in params if not str(k).startswith("_")]
-            stamps = params.get("_timestamps")
-            stamps = stamps if isinstance(stamps, dict) else {}
-            row: dict[str, Any] = {
+                shown = [k for k in row.get("_params", {})]
+            params = dict(row.get("_params", {}))
+            for column in bound.columns if bound is not None else []:
+                if column.startswith("metrics.") and column in row:
+                    params.setdefault(_bare(column), row[column])
+            out: dict[str, Any] = {
                 "_root": root,
-                "_purpose": manager.purpose,
-                "_type": manager.type,
-                "_notes": list(manager.notes),
-                "_meta": params.get("_meta") or {},
-                "_name": name,
-                "_created": params.get("_created") or stamps.get("created") or manager.created,
-                "_status": params.get("_status", ""),
-                "_messages": params.get("_messages") or {},
-                "_version": params.get("_version") or {},
-                "_experiments": list(manager.experiments),
+                "_purpose": manager.purpose if manager is not None else "",
+                "_type": manager.type if manager is not None else "",
+                "_notes": list(manager.notes) if manager is not None else [],
+                "_meta": row.get("_meta") or {},
+                "_name": row.get("name", ""),
+                "_created": row.get("_created") or (manager.created if manager is not None else ""),
+                "_status": row.get("status", ""),
+                "_messages": row.get("_messages") or {},
+                "_version": row.get("_version") or {},
+                "_experiments": list(manager.experiments) if manager is not None else [],
             }
-            row = {k: row[k] for k in (*_SET_KEYS, *per_row)}
-            row.update({k: params[k] for k in shown if k not in row})
-            rows.append(row)
-        columns: list[str] = [*_SET_KEYS, *per_row]
-        for row in rows:
-            columns += [k for k in row if k not in columns]
-        return {k: [row.get(k, missing_entry) for row in rows] for k in columns}
+            out = {k: out[k] for k in (*_SET_KEYS, *per_row)}
+            out.update({k: params[k] for k in dict.fromkeys(shown) if k not in out and k in params})
+            rows.append(out)
+        result_columns: list[str] = [*_SET_KEYS, *per_row]
+        for out in rows:
+            result_columns += [k for k in out if k not in result_columns]
+        return {k: [out.get(k, missing_entry) for out in rows] for k in result_columns}
 
     def _candidates(
         self,
@@ -202,38 +212,64 @@ class GlobalExperimentManager:
         pattern: str,
         types_match: Sequence[str] | None,
         load_defaults: bool,
-    ) -> Iterable[tuple[str, ExperimentManager, str, dict[str, Any]]]:
-        wanted: set[str] = set()
+    ) -> Iterable[tuple[str, ExperimentManager | None, dict[str, Any]]]:
+        """(root, its manager, a catalog row plus xmen's ``_params``, ``_meta``, ``_messages``, ...) per run."""
+        wanted: set[tuple[str, str]] | None = None
         if last is not None:
             names = last.get("_name")
             roots = [str(r) for r in last.get("_root", [])]
             # Set-mode results have no _name: their rows are the roots themselves.
             wanted = (
-                set(roots)
-                if names is None
-                else {os.path.join(r, str(n)) for r, n in zip(roots, names, strict=True)}
+                {(r, "") for r in roots} if names is None else set(zip(roots, map(str, names), strict=True))
             )
-        for root, manager in self._managers(pattern, types_match):
-            if mode == "set":
-                if last is None or root in wanted:
-                    yield root, manager, "", commented_to_py(manager.load_defaults())
+        for root, manager in self._sources(pattern, types_match):
+            if mode == "set" or load_defaults:
+                if manager is None:
+                    continue
+                defaults = commented_to_py(manager.load_defaults())
+                if mode == "set":
+                    if wanted is None or (root, "") in wanted:
+                        yield root, manager, _defaults_row(defaults, "")
+                    continue
+                for path, override in zip(manager.experiments, manager._padded_overides(), strict=True):
+                    name = os.path.basename(path)
+                    if wanted is None or (root, name) in wanted:
+                        yield root, manager, _defaults_row({**defaults, **override}, name)
                 continue
-            defaults = commented_to_py(manager.load_defaults()) if load_defaults else {}
-            overides = manager._padded_overides() if load_defaults else []
-            for index, path in enumerate(manager.experiments):
-                if last is not None and path not in wanted:
+            listing = read_listing(root)
+            by_uid = {t.uid: t for t in listing.trials}
+            for row in listing.rows:
+                if wanted is not None and (root, str(row["name"])) not in wanted:
                     continue
-                name = os.path.relpath(path, root)
-                if load_defaults:
-                    params = {**defaults, **(overides[index] if index < len(overides) else {})}
-                    yield root, manager, name, params
-                    continue
-                try:
-                    params = commented_to_py(dic_from_yml(path=os.path.join(path, "params.yml")))
-                except IncompatibleYmlException as exc:
-                    logger.warning("skipping %s: %s", path, exc)
-                    continue
-                yield root, manager, name, params
+                trial = by_uid.get(row["uid"])
+                metadata = trial.metadata if trial is not None else {}
+                created = row.get("created")
+                row = {
+                    **row,
+                    "_params": dict(trial.parameters) if trial is not None else _unflatten(row),
+                    "_meta": metadata.get("meta") or {},
+                    "_messages": metadata.get("messages") or {},
+                    "_version": metadata.get("version") or {},
+                    "_created": created.isoformat() if created is not None else "",
+                }
+                yield root, manager, row
+
+    def _sources(
+        self, pattern: str, types_match: Sequence[str] | None
+    ) -> list[tuple[str, ExperimentManager | None]]:
+        """The roots matching ``pattern``: experiment roots with their manager, folders of runs with None."""
+        out: list[tuple[str, ExperimentManager | None]] = []
+        for root in self.roots:
+            if not (fnmatch.fnmatch(root, pattern) or fnmatch.fnmatch(os.path.basename(root), pattern)):
+                continue
+            if os.path.isfile(os.path.join(root, "experiment.yml")):
+                found = self._managers(root, types_match)
+                out += [(root, m) for _, m in found]
+            elif types_match is None and os.path.isdir(os.path.join(root, ".unitrack")):
+                out.append((root, None))  # runs logged with TrackClient: a folder of runs, no experiment set
+            else:
+                logger.warning("skipping %s: not an experiment root or a folder of runs", root)
+        return out
 
     def find_to_dataframe(
         self,
@@ -321,3 +357,33 @@ class GlobalExperimentManager:
         for key in keys:
             display[key] = [d.get(key, "") for d in dicts]
         return keys
+
+
+def _bare(column: str) -> str:
+    """``lr`` for ``parameters.lr``, ``loss`` for ``metrics.loss``."""
+    return column.split(".", 1)[1] if column.startswith(("parameters.", "metrics.")) else column
+
+
+def _unflatten(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level parameters of a catalog row (nested keys joined back into dicts)."""
+    out: dict[str, Any] = {}
+    for column, value in row.items():
+        if not column.startswith("parameters."):
+            continue
+        *parents, leaf = column[len("parameters.") :].split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _defaults_row(params: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A row for ``load_defaults``/``mode='set'``: the parameters as the catalog names them, and xmen's keys."""
+    visible = {str(k): v for k, v in params.items() if not str(k).startswith("_")}
+    row: dict[str, Any] = {"name": name, "_params": visible, "_meta": params.get("_meta") or {}}
+    row["_version"] = params.get("_version") or {}
+    row["_created"] = params.get("_created") or ""
+    for key, value in visible.items():
+        row[f"parameters.{key}"] = value
+    return row

@@ -2,8 +2,9 @@
 
 ``Name`` is an :class:`~unitrack.experiment.Experiment` subclass or a functional experiment (a function whose
 first argument is a ``Root``). The target may also be a Python file defining one Experiment subclass
-(``path/to/exp.py``). This is what ``script.sh`` written by ``to_root`` or ``unitrack register --experiment`` and
-launchers written by ``get_run_script`` call, instead of generated Python.
+(``path/to/exp.py``), or one of several named (``path/to/exp.py:Name``). This is what ``script.sh`` written by
+``to_root`` or ``unitrack register --experiment`` and launchers written by ``get_run_script`` call, instead of
+generated Python.
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: the first argument names the experiment, the rest are its flags."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        sys.stdout.write("usage: python -m unitrack.experiment.launch module:Name|file.py [FLAGS ...]\n")
+        sys.stdout.write(
+            "usage: python -m unitrack.experiment.launch module:Name|file.py[:Name] [FLAGS ...]\n"
+        )
         return
     target = args[0]
-    if target.endswith(".py"):
+    if target.endswith(".py") or re.fullmatch(r".+\.py:[A-Za-z_]\w*", target):
         from unitrack.experiment.manager import load_experiment_class
 
         load_experiment_class(target)().main(args[1:])

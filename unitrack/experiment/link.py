@@ -3,9 +3,11 @@
 Mapping (DESIGN.md §2, SEED_NOTES C24–C26):
 
 - **Project**: ``$UNITRACK_PROJECT``, else ``default``.
-- **TrialGroup**: the experiment's root folder (the parent of ``{root}/{name}``), named by its absolute path with
-  the separators replaced by ``:`` (``/runs/lr`` → ``runs:lr``; see :func:`group_name`). Two roots with the
-  same basename therefore never share a group.
+- **TrialGroup**: the experiment's root folder (the parent of ``{root}/{name}``). In the root's own backend (the
+  default) it is named after the root's folder and found by a mark, so nothing records where the root is and a
+  copied or moved root keeps its runs; in a backend shared by many roots it is named by the root's absolute path
+  with the separators replaced by ``:`` (``/runs/lr`` → ``runs:lr``; see :func:`group_name`), so two roots with
+  the same basename never share a group (see :func:`experiment_group`).
 - **Trial**: name = the experiment folder's name, parameters = the ``@p`` parameters, version = the git commit
   (else ``module:Class``), description = purpose; tags = notes, user and host; metadata = messages (the kept
   values), timestamps, version, meta (never the environment), the xmen status string and the folder.
@@ -32,6 +34,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from unitrack.persistence.catalog import remember_root
 from unitrack.persistence.lifecycle import (
     HEARTBEAT_KEY,
     PROCESS_KEY,
@@ -55,6 +58,7 @@ from unitrack.persistence.structure import (
 __all__ = [
     "PROJECT_ENV",
     "TrialLink",
+    "embedded_at",
     "experiment_group",
     "group_name",
     "holds_run",
@@ -107,12 +111,61 @@ def group_name(root: str | os.PathLike[str]) -> str:
     return name
 
 
-def experiment_group(protocol: Protocol, root: str | os.PathLike[str]) -> TrialGroup:
+def embedded_at(uri: str, root: str | os.PathLike[str]) -> bool:
+    """Whether backend ``uri`` is the one inside ``root`` itself (``hdf5://ROOT``, the default): it then moves and
+    is copied with the root."""
+    from unitrack.persistence.uri import as_uri
+
+    parsed = as_uri(uri)
+    if parsed.scheme not in ("hdf5", "cox") or not parsed.file_path:
+        return False
+    here = os.path.realpath(os.path.expanduser(parsed.file_path))
+    return here == os.path.realpath(os.fspath(root))
+
+
+#: Group metadata marking the group of a root's experiments inside the root's own backend.
+ROOT_GROUP = "experiment_root"
+
+
+def experiment_group(protocol: Protocol, root: str | os.PathLike[str], uri: str | None = None) -> TrialGroup:
     """The group of the experiments in folder ``root``, in project :func:`project_name`; both are created when
-    missing."""
+    missing.
+
+    In the root's own backend (``uri``, by default the protocol's own, is ``hdf5://ROOT``) the group records
+    nothing of where the root is: it is named after the root's folder when first made and found again by a mark
+    in its metadata, so a root copied (``cp -r``) or moved (``mv``, ``unitrack move``) keeps its runs whole. A group of a root written
+    before roots were relocatable (named by its absolute path, :func:`group_name`) is adopted and marked. In a
+    backend shared by many roots the group is named by the root's absolute path, which the backend (not the
+    root) records.
+    """
+    if uri is None:  # the protocol knows where it is (a backend opened by the caller)
+        where: Any = getattr(protocol, "uri", None)
+        to_uri = getattr(where, "to_uri", None)
+        uri = str(to_uri()) if callable(to_uri) else where if isinstance(where, str) else None
     project = protocol.new_project(Project(name=project_name()))
-    group = TrialGroup(name=group_name(root), project_id=project.uid)
-    protocol.new_trial_group(group)  # None when it exists: fine, it is the same group
+    if uri is not None and embedded_at(uri, root):
+        group = _root_group(protocol, project.uid, root)
+    else:
+        group = TrialGroup(name=group_name(root), project_id=project.uid)
+        protocol.new_trial_group(group)  # None when it exists: fine, it is the same group
+    remember_root(root)  # GlobalExperimentManager() finds the experiments registered here
+    return group
+
+
+def _root_group(protocol: Protocol, project_id: str, root: str | os.PathLike[str]) -> TrialGroup:
+    groups = protocol.fetch_groups({"project_id": project_id})
+    for group in groups:
+        if group.metadata.get(ROOT_GROUP):
+            return group
+    legacy = [g for g in groups if g.name == group_name(root)] or [
+        g for g in groups if ":" in (g.name or "") and g.trials
+    ]
+    if len(legacy) == 1:  # an older root: its group was named by the path it had then
+        protocol.set_group_metadata(legacy[0], **{ROOT_GROUP: True})
+        return legacy[0]
+    name = os.path.basename(os.path.abspath(os.fspath(root))) or "root"
+    group = TrialGroup(name=name, project_id=project_id, metadata={ROOT_GROUP: True})
+    protocol.new_trial_group(group)  # None when another process made it first: the same group (same name)
     return group
 
 
@@ -181,7 +234,7 @@ class TrialLink:
         self.protocol: Protocol = get_protocol(self.uri)
         self.messages: dict[str, Any] | None = None
         self._heartbeat: HeartbeatThread | None = None
-        group = experiment_group(self.protocol, root)
+        group = experiment_group(self.protocol, root, self.uri)
         trial = newest_trial(self.protocol, group, name) if restart else None
         if trial is None:
             created = self.protocol.new_trial(

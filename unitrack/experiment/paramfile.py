@@ -8,6 +8,12 @@ Two loaders, chosen by who wrote the text:
 - our own ``params.yml``/``defaults.yml`` are read and written with the **round-trip** loader, which keeps
   comments and key order and constructs only plain data.
 
+Every loader bounds what aliases can do (#12 item 11): ``*name`` refers to an anchored node without copying it, so
+a few hundred characters can describe billions of nodes (an "alias bomb") that exhaust memory as soon as anything
+walks the data. A document whose aliases would add more than :data:`MAX_ALIAS_NODES` nodes (or
+:data:`MAX_ALIAS_CHARS` characters of text), refers to itself, or nests deeper than :data:`MAX_DEPTH` is refused
+with a :class:`~unitrack.errors.ConfigError` naming the file or argument; ordinary anchors (``<<: *defaults``) work.
+
 Every write is atomic: a temporary file in the same folder, fsync, ``os.replace``. A reader (or a process killed
 mid-write) therefore sees either the old file or the new one, never a torn one.
 
@@ -41,12 +47,22 @@ from ruamel.yaml.constructor import ConstructorError
 from ruamel.yaml.error import YAMLError
 
 from unitrack.errors import IncompatibleYmlException, StorageError, UnsafeYAMLError
+from unitrack.persistence.yamlsafe import (
+    MAX_ALIAS_CHARS,
+    MAX_ALIAS_NODES,
+    MAX_DEPTH,
+    bounded,
+    safe_yaml,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
     "DATE_FORMAT",
+    "MAX_ALIAS_CHARS",
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
     "IncompatibleYmlException",
     "atomic_write_text",
     "commented_to_py",
@@ -58,6 +74,7 @@ __all__ = [
     "load_params",
     "now_iso",
     "parse_user_yaml",
+    "safe_yaml",
     "save_param",
     "set_keys",
     "to_iso",
@@ -134,12 +151,12 @@ def dics_to_pandas(dics: Iterable[Mapping[str, Any]], reg: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------- yaml
-def _safe_yaml() -> YAML:
-    return YAML(typ="safe", pure=True)
+_bounded = bounded
+_safe_yaml = safe_yaml
 
 
 def _rt_yaml() -> YAML:
-    yaml = YAML(typ="rt")
+    yaml = _bounded(YAML(typ="rt"))
     yaml.default_flow_style = False
     yaml.width = 4096
     return yaml
@@ -157,7 +174,13 @@ def parse_user_yaml(text: str, *, what: str = "YAML string") -> Any:
     except ConstructorError as exc:
         raise UnsafeYAMLError(text, f"{what} uses a tag the safe loader refuses ({exc.problem})") from exc
     except YAMLError as exc:
-        raise IncompatibleYmlException(f"{what} {text!r} is not valid YAML: {exc}") from exc
+        raise IncompatibleYmlException(f"{what} {_excerpt(text)} is not valid YAML: {exc}") from exc
+    except RecursionError as exc:  # pragma: no cover - nesting is bounded by MAX_DEPTH first
+        raise IncompatibleYmlException(f"{what} {_excerpt(text)} nests too deeply") from exc
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f" (... {len(text):,} characters)"
 
 
 def dic_from_yml(*, string: str | None = None, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:

@@ -1,10 +1,14 @@
-"""The register grammar: turn ``"{lr: 0.1 | 0.01, depth: 2 | 3}"`` into one override dict per experiment.
+r"""The register grammar: turn ``"{lr: 0.1 | 0.01, depth: 2 | 3}"`` into one override dict per experiment.
 
 The text is a YAML flow mapping read with ruamel's **safe** loader only (SEED_NOTES S4, A11, C10):
 
 - a string value containing ``|`` is a list of alternatives, each part read again as YAML (``1`` → int,
   ``null`` or nothing → None); every combination of the alternatives is an experiment, in key order
   (``zip=True`` pairs the i-th alternatives instead);
+- ``\|`` is a literal ``|`` and ``\\`` a literal backslash in a value holding a ``|`` (quoted or not: YAML
+  quotes do not change the split); a part holding an escape is text, not read again as YAML (a collection part
+  excepted). ``{s: 'a \| b'}`` is one experiment with ``s = "a | b"``; in double quotes YAML needs ``\\|``.
+  A value without ``|`` is taken as written, backslashes included;
 - collections are alternatives only when the whole value is quoted: ``{a: "[1, 2] | {k: 1}"}``;
 - ``~loguniform(a, b)``, ``~uniform(a, b)``, ``~randint(a, b)`` and ``~choice(x, y, ...)`` are drawn
   ``samples`` times with ``random.Random(seed)`` (each draw is combined with every grid point);
@@ -19,6 +23,8 @@ Example:
     [{'a': 1.0, 'b': 'x'}, {'a': 2.0, 'b': 'x'}]
     >>> expand("{a: 1 | 2, b: 3 | 4}", {"a": 0, "b": 0}, zip=True)
     [{'a': 1, 'b': 3}, {'a': 2, 'b': 4}]
+    >>> expand(r"{s: 'a \| b | c'}", {"s": ""})
+    [{'s': 'a | b'}, {'s': 'c'}]
 """
 
 from __future__ import annotations
@@ -31,12 +37,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from unitrack.errors import RegisterSyntaxError
+from unitrack.experiment.paramfile import safe_yaml
 
-__all__ = ["Distribution", "expand", "parse_register_string"]
+__all__ = ["Distribution", "escape_alternative", "expand", "parse_register_string"]
 
 _DISTRIBUTION = re.compile(r"~\s*(?P<name>[A-Za-z_]\w*)\s*\((?P<args>[^()\"'\n]*)\)")
 _UNQUOTED_DISTRIBUTION = re.compile(r"(?<=:)(?P<space>\s*)(?P<spec>" + _DISTRIBUTION.pattern + r")")
@@ -67,7 +73,7 @@ class Distribution:
 def _load(text: str, offset: int, source: str) -> Any:
     """Read ``text`` with the safe loader; errors become RegisterSyntaxError at ``offset`` + the YAML mark."""
     try:
-        return YAML(typ="safe", pure=True).load(text)
+        return safe_yaml().load(text)  # aliases and nesting bounded (#12 item 11)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = offset + (mark.index if mark is not None else 0)
@@ -104,11 +110,59 @@ def _parse_distribution(spec: str, source: str, position: int) -> Distribution:
     return Distribution(name, tuple(args))
 
 
+_ESCAPE = re.compile(r"\\([|\\])")
+
+
+def escape_alternative(text: str) -> str:
+    """Escape ``text`` so the register grammar reads it as one literal alternative (``|`` → ``\\|``).
+
+    Example:
+        >>> escape_alternative("a | b")
+        'a \\\\| b'
+        >>> escape_alternative("plain")
+        'plain'
+    """
+    if "|" not in text:
+        return text
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _split_alternatives(value: str) -> list[str]:
+    """Split ``value`` at each ``|`` that is not escaped (``\\|``); the parts keep their escapes."""
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\" and value[i + 1 : i + 2] in ("|", "\\"):
+            current.append(value[i : i + 2])
+            i += 2
+            continue
+        if char == "|":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPE.sub(r"\1", text)
+
+
 def _alternative(part: str, position: int, source: str) -> Any:
-    """One ``|`` alternative: YAML when it reads as YAML; else, unless it opens a collection, the text itself."""
+    """One ``|`` alternative: YAML when it reads as YAML; else, unless it opens a collection, the text itself.
+
+    A part holding an escape (``\\|``, ``\\\\``) is its unescaped text (a collection is still read as YAML).
+    """
     stripped = part.strip()
     if not stripped:
         return None
+    if _ESCAPE.search(stripped):
+        text = _unescape(stripped)
+        return _load(text, position, source) if text[0] in "[{" else text
     try:
         return _load(stripped, position, source)
     except RegisterSyntaxError:
@@ -138,7 +192,11 @@ def parse_register_string(text: str) -> dict[str, list[Any] | Distribution]:
         if isinstance(value, str) and value.lstrip().startswith("~") and "(" in value:
             parsed[key] = _parse_distribution(value, text, position)
         elif isinstance(value, str) and "|" in value:
-            parsed[key] = [_alternative(part, position, text) for part in value.split("|")]
+            parts = _split_alternatives(value)
+            if len(parts) == 1:  # only escaped bars: one value, taken as written (#12 item 14)
+                parsed[key] = [_unescape(value)]
+            else:
+                parsed[key] = [_alternative(part, position, text) for part in parts]
         else:
             parsed[key] = [value]
     return parsed

@@ -1,5 +1,10 @@
 """Checkpoint files: ``<directory>/<variable>/<step>.pt``, saved by the Checkpointer and read back by :func:`load`.
 
+Saving is crash-safe in this order (#12 item 5): the new file is written to a temporary file, fsynced and renamed
+to ``<step>.pt``; the caller records it (``metadata['checkpoints']``); only then are older files deleted
+(:func:`prune`). A kill at any moment leaves the recorded path naming a complete file; temporary files of killed
+writers are removed by the next save in the folder.
+
 A checkpoint is a dict holding only plain values and tensors, so it loads with ``torch.load(weights_only=True)``
 (never a full unpickle; SEED_NOTES S15)::
 
@@ -12,7 +17,9 @@ A checkpoint is a dict holding only plain values and tensors, so it loads with `
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+import re
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,11 +28,14 @@ from unitrack.errors import CheckpointNotFoundError, InvalidNameError, NotCheckp
 from unitrack.monitor.sink import HasStateDict
 from unitrack.monitor.spec import TRIGGERS
 
-__all__ = ["CheckpointNotFoundError", "NotCheckpointableError", "checkpoints", "load", "save"]
+__all__ = ["CheckpointNotFoundError", "NotCheckpointableError", "checkpoints", "load", "prune", "save"]
 
 logger = logging.getLogger(__name__)
 
 DATE_FORMAT = "%I:%M%p %B %d, %Y"
+
+#: ``<step>.pt.<pid>.tmp`` (and the ``<step>.pt.tmp`` of older versions): a save in progress, or a killed one.
+_TEMP = re.compile(r"\d+\.pt(?:\.(?P<pid>\d+))?\.tmp")
 
 
 def _check_name(name: str) -> str:
@@ -51,7 +61,10 @@ def save(
     date: datetime,
     to_keep: int | None = None,
 ) -> Path:
-    """Save ``obj.state_dict()`` to ``<directory>/<name>/<step>.pt`` and keep the newest ``to_keep`` files.
+    """Save ``obj.state_dict()`` to ``<directory>/<name>/<step>.pt`` atomically, and keep the newest ``to_keep``.
+
+    A caller that records the path somewhere (as the Checkpointer does in ``metadata['checkpoints']``) passes
+    ``to_keep=None`` and calls :func:`prune` after recording it.
 
     Args:
         directory: The checkpoints folder.
@@ -59,7 +72,8 @@ def save(
         obj: The object to save.
         triggers: The monitor's counters; non-zero ones are stored, ``step`` names the file.
         date: When, stored as text.
-        to_keep: How many checkpoints of this variable to keep, newest first; None keeps all.
+        to_keep: How many checkpoints of this variable to keep, newest first, deleted right after the save;
+            None keeps all.
 
     Returns:
         The path written.
@@ -89,14 +103,76 @@ def save(
     record["date"] = date.strftime(DATE_FORMAT)
     record["state_dict"] = obj.state_dict()
     path = folder / f"{int(triggers.get('step', 0))}.pt"
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(record, tmp)
-    tmp.replace(path)  # a crash mid-save never leaves a truncated <step>.pt
+    _remove_stale_temps(folder)
+    tmp = folder / f"{path.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(record, fh)
+            fh.flush()
+            os.fsync(fh.fileno())  # the rename below must never name a file whose bytes are not on disk
+        os.replace(tmp, path)  # a crash mid-save never leaves a truncated <step>.pt
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_folder(folder)
     if to_keep is not None:
-        existing = list(checkpoints(folder).values())
-        for old in existing[: max(len(existing) - to_keep, 0)]:
-            old.unlink()
+        prune(folder, to_keep, keep=[path])
     return path
+
+
+def prune(folder: str | Path, to_keep: int, keep: Iterable[str | Path] = ()) -> list[Path]:
+    """Delete the oldest ``<step>.pt`` files of one variable's folder, keeping the newest ``to_keep``.
+
+    Call it only after the checkpoint just saved is recorded wherever it is pointed to (the Checkpointer calls it
+    after ``metadata['checkpoints']`` is written), so a kill in between never leaves a pointer to a deleted file.
+
+    Args:
+        folder: The variable's folder (``<checkpoints>/<name>``).
+        to_keep: How many of the newest files to keep (at least the files in ``keep``).
+        keep: Files never deleted (the ones just recorded).
+
+    Returns:
+        The files deleted.
+    """
+    protected = {Path(p).resolve() for p in keep}
+    existing = [p for p in checkpoints(folder).values() if p.resolve() not in protected]
+    room = max(to_keep - len(protected), 0)
+    doomed = existing[: max(len(existing) - room, 0)]
+    for old in doomed:
+        old.unlink(missing_ok=True)
+    return doomed
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Remove temporary files of saves whose process is gone (killed mid-save)."""
+    for entry in folder.iterdir():
+        match = _TEMP.fullmatch(entry.name)
+        if match is None:
+            continue
+        pid = match["pid"]
+        if pid is not None and _alive(int(pid)):
+            continue
+        logger.info("removing %s, left by an interrupted save", entry)
+        entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load(

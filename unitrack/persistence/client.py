@@ -508,6 +508,9 @@ class SocketProtocol(Protocol):
     def find_trials(self, query: Query) -> list[Trial]:
         return self._many(self._call("find_trials", self._plain_query(query))[0], Trial)
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        return self._many(self._call("find_trial_summaries", self._plain_query(query))[0], Trial)
+
     def find_series(self, request: SeriesRequest) -> list[Series]:
         """Ask the server, which downsamples before sending; the trials go in groups small enough that every
         reply stays under the frame limit (about :data:`SERIES_POINTS_PER_CALL` points each)."""

@@ -8,24 +8,73 @@ plain data or model objects, and the ``apply`` method replays the journal record
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
-from unitrack.errors import NotFoundError, SchemaError
+from unitrack.errors import NotFoundError, SchemaError, UnitrackError
 from unitrack.persistence.aggregators import aggregator_from_json
 from unitrack.persistence.query import Query, compile_query
 from unitrack.persistence.serialization import from_json, to_json
 from unitrack.persistence.series import Series, SeriesRequest, downsample
 from unitrack.persistence.structure import (
+    MAX_METRIC_INT,
     GroupUpdate,
     Metric,
     Project,
     Trial,
     TrialGroup,
     TrialUpdate,
+    check_metric_name,
 )
 
-__all__ = ["Database"]
+__all__ = ["Database", "Rejected"]
+
+logger = logging.getLogger(__name__)
+
+#: What reading a record or an entry can raise when its data is not acceptable (a SchemaError from the model's
+#: checks, or a malformed shape met by the decoders).
+_UNREADABLE = (UnitrackError, TypeError, ValueError, KeyError, AttributeError, IndexError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    """A record or entry a reader could not accept: where it was, why, and the record itself (kept, so a file
+    rewritten afterwards still holds it for a person to look at)."""
+
+    source: str
+    position: str
+    reason: str
+    record: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "position": self.position,
+            "reason": self.reason,
+            "record": self.record,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Rejected:
+        if not isinstance(data, dict):
+            return cls("", "", "unreadable rejected entry", data)
+        return cls(
+            str(data.get("source", "")),
+            str(data.get("position", "")),
+            str(data.get("reason", "")),
+            data.get("record"),
+        )
+
+    def report(self) -> None:
+        """Log the rejection as a warning naming the file, the position and the reason."""
+        logger.warning(
+            "%s: skipped the record at %s: %s (kept aside, not applied)",
+            self.source,
+            self.position,
+            self.reason,
+        )
 
 
 def _plain_copy(value: Any) -> Any:
@@ -68,6 +117,41 @@ class _MetricRecord:
             rec.add(step, value)
         rec.latest = metric.latest
         return rec
+
+
+def _is_number(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return True
+    return kind is int and -MAX_METRIC_INT <= value <= MAX_METRIC_INT
+
+
+def _apply_points(rec: _TrialRecord, points: list[Any]) -> bool:
+    """Apply ``[name, step, value]`` points read from a journal when every one is well-formed (as
+    :class:`MetricPoint` would check it); False, changing nothing, when one is not (the caller then takes the
+    general path, which reports it)."""
+    for point in points:
+        if (
+            type(point) is not list
+            or len(point) != 3
+            or type(point[0]) is not str
+            or not _is_number(point[2])
+        ):
+            return False
+        step = point[1]
+        if step is not None and not (_is_number(step) and (type(step) is int or math.isfinite(step))):
+            return False
+        try:
+            check_metric_name(point[0])
+        except SchemaError:
+            return False
+    metrics = rec.metrics
+    for name, step, value in points:
+        metric = metrics.get(name)
+        if metric is None:
+            metric = metrics[name] = _MetricRecord()
+        metric.add(step, value)
+    return True
 
 
 class _TrialRecord:
@@ -125,6 +209,25 @@ class _TrialRecord:
             parameters=self.parameters,  # Trial checks and copies parameters
             metadata=_plain_copy(self.metadata),
             metrics={k: m.snapshot(k) for k, m in self.metrics.items()},
+            chronos=_plain_copy(self.chronos),
+            status=self.status,
+            errors=tuple(self.errors),
+        )
+
+    def summary(self) -> Trial:
+        """The snapshot with each metric's latest value only (no points copied)."""
+        return Trial(
+            _hash=self.hash,
+            revision=self.revision,
+            name=self.name,
+            description=self.description,
+            tags=_plain_copy(self.tags),
+            version=self.version,
+            group_id=self.group_id,
+            project_id=self.project_id,
+            parameters=self.parameters,
+            metadata=_plain_copy(self.metadata),
+            metrics={k: Metric(k, (), (), m.latest) for k, m in self.metrics.items()},
             chronos=_plain_copy(self.chronos),
             status=self.status,
             errors=tuple(self.errors),
@@ -217,6 +320,9 @@ class Database:
         self.groups: dict[str, _GroupRecord] = {}
         self.trials: dict[str, _TrialRecord] = {}
         self._revisions: dict[str, int] = {}  # hash -> highest revision stored
+        #: Records and entries a reader met but could not accept (issue #12 item 8): reported once when met,
+        #: written back by :meth:`to_json` so rewriting the file never destroys them.
+        self.rejected: list[Rejected] = []
 
     # ---------------------------------------------------------------------------------------- reads
     def _group_trials(self) -> dict[str, set[str]]:
@@ -269,6 +375,9 @@ class Database:
 
     def find_trials(self, query: Query) -> list[Trial]:
         return [rec.snapshot() for rec in self.iter_trials(query)]
+
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        return [rec.summary() for rec in self.iter_trials(query)]
 
     # --------------------------------------------------------------------------------------- writes
     def insert_project(self, project: Project) -> Project | None:
@@ -370,89 +479,154 @@ class Database:
         return None
 
     # ---------------------------------------------------------------------------- journal records
-    def apply(self, record: dict[str, Any]) -> None:
+    def apply(self, record: Any) -> str | None:
         """Replay one journal record (written by the file backend) onto this database.
 
-        Raises:
-            SchemaError: for a record that is not one of the known operations.
+        Returns None when applied, else why it could not be (an unknown operation, a malformed record, an
+        update to a trial or group this database does not hold): the caller reports it and keeps it aside, so a
+        record is never dropped silently.
         """
+        if not isinstance(record, dict):
+            return f"expected a JSON object, found {type(record).__name__}"
         op = record.get("op")
-        if op == "update_trial":
-            update = from_json(record["update"])
-            assert isinstance(update, TrialUpdate)  # guaranteed by the dtype written with it
-            rec = self.trials.get(record["uid"])
-            if rec is not None:  # a trial is never deleted, so a missing one is a journal from elsewhere
+        try:
+            if op == "update_trial":
+                raw = record["update"]
+                if type(raw) is dict and len(raw) == 2 and type(raw.get("metrics")) is list:
+                    rec = self.trials.get(record["uid"])
+                    if rec is not None and _apply_points(rec, raw["metrics"]):
+                        return None  # the per-step record: checked and applied without building objects
+                update = from_json(raw)
+                if not isinstance(update, TrialUpdate):
+                    return f"expected a trial_update, found {type(update).__name__}"
+                rec = self.trials.get(record["uid"])
+                if rec is None:
+                    return f"update of trial {record['uid']!r}, which this database does not hold"
                 rec.apply(update)
-        elif op == "insert_trial":
-            self._add_trial(_TrialRecord.from_json(record["trial"]))
-        elif op == "insert_project":
-            project = from_json(record["project"])
-            assert isinstance(project, Project)
-            self.projects.setdefault(project.uid, project)
-        elif op == "insert_group":
-            group = from_json(record["group"])
-            assert isinstance(group, TrialGroup)
-            self.groups.setdefault(group.uid, _GroupRecord(group))
-        elif op == "update_group":
-            rec_g = self.groups.get(record["uid"])
-            if rec_g is not None:
-                rec_g.metadata.update(record["metadata"])
-        else:
-            raise SchemaError(f"unknown journal operation {op!r}")
+            elif op == "insert_trial":
+                self._add_trial(_TrialRecord.from_json(record["trial"]))
+            elif op == "insert_project":
+                project = from_json(record["project"])
+                if not isinstance(project, Project):
+                    return f"expected a project, found {type(project).__name__}"
+                self.projects.setdefault(project.uid, project)
+            elif op == "insert_group":
+                group = from_json(record["group"])
+                if not isinstance(group, TrialGroup):
+                    return f"expected a trial_group, found {type(group).__name__}"
+                self.groups.setdefault(group.uid, _GroupRecord(group))
+            elif op == "update_group":
+                rec_g = self.groups.get(record["uid"])
+                if rec_g is None:
+                    return f"update of group {record['uid']!r}, which this database does not hold"
+                update_g = GroupUpdate(metadata=record["metadata"])
+                rec_g.metadata.update(_plain_copy(dict(update_g.metadata)))
+            else:
+                return f"unknown journal operation {op!r}"
+        except _UNREADABLE as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     # ----------------------------------------------------------------------------------- whole file
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "format": "unitrack.db/1",
             "projects": [to_json(p) for p in self.projects.values()],
             "groups": [{**to_json(g.snapshot(frozenset())), "trials": []} for g in self.groups.values()],
             "trials": [rec.to_json() for rec in self.trials.values()],
         }
+        if self.rejected:
+            data["rejected"] = [r.to_json() for r in self.rejected]
+        return data
+
+    def reject(self, source: str, position: str, reason: str, record: Any) -> None:
+        """Report a record that cannot be accepted (file, position, reason) and keep it in :attr:`rejected`."""
+        rejected = Rejected(source, position, reason, record)
+        rejected.report()
+        self.rejected.append(rejected)
 
     @classmethod
-    def from_json(cls, data: Any, strict: bool = True) -> Database:
-        """Load our own format, or track's (a list of projects with nested groups and trials)."""
+    def from_json(
+        cls, data: Any, strict: bool = True, *, source: str = "", verified: bool = False
+    ) -> Database:
+        """Load our own format, or track's (a list of projects with nested groups and trials).
+
+        ``verified`` says the caller checked the format already (sealed files carry it in their seal). An
+        entry that cannot be accepted is reported (``source``, its position, the reason) and kept aside in
+        :attr:`rejected`; the others load.
+
+        Raises:
+            SchemaError: when ``data`` is not a database at all.
+        """
         db = cls(strict)
         if isinstance(data, list):
-            db._load_track(data)
+            db._load_track(data, source)
             return db
-        if not isinstance(data, dict) or data.get("format") != "unitrack.db/1":
+        if not isinstance(data, dict) or (not verified and data.get("format") != "unitrack.db/1"):
             raise SchemaError("not a unitrack database (missing 'format': 'unitrack.db/1')")
-        for p in data.get("projects", []):
-            project = from_json(p)
-            assert isinstance(project, Project)
+        for key in ("projects", "groups", "trials", "rejected"):
+            if not isinstance(data.get(key, []), list):
+                raise SchemaError(f"not a unitrack database ({key!r} is not a list)")
+        for i, p in enumerate(data.get("projects", [])):
+            try:
+                project = from_json(p)
+                if not isinstance(project, Project):
+                    raise SchemaError(f"expected a project, found {type(project).__name__}")
+            except _UNREADABLE as exc:
+                db.reject(source, f"projects[{i}]", str(exc), p)
+                continue
             db.projects[project.uid] = project
-        for g in data.get("groups", []):
-            group = from_json(g)
-            assert isinstance(group, TrialGroup)
+        for i, g in enumerate(data.get("groups", [])):
+            try:
+                group = from_json(g)
+                if not isinstance(group, TrialGroup):
+                    raise SchemaError(f"expected a trial_group, found {type(group).__name__}")
+            except _UNREADABLE as exc:
+                db.reject(source, f"groups[{i}]", str(exc), g)
+                continue
             db.groups[group.uid] = _GroupRecord(group)
-        for t in data.get("trials", []):
-            db._add_trial(_TrialRecord.from_json(t))
+        for i, t in enumerate(data.get("trials", [])):
+            try:
+                db._add_trial(_TrialRecord.from_json(t))
+            except _UNREADABLE as exc:
+                db.reject(source, f"trials[{i}]", str(exc), t)
+        db.rejected.extend(Rejected.from_json(r) for r in data.get("rejected", []))
         return db
 
-    def _load_track(self, projects: list[Any]) -> None:
-        for p in projects:
+    def _load_track(self, projects: list[Any], source: str) -> None:
+        for i, p in enumerate(projects):
             if not isinstance(p, dict):
                 raise SchemaError("track database entries must be objects")
-            self.projects[str(p.get("uid") or p.get("name"))] = Project(
-                _uid=p.get("uid") or p.get("name"),
-                name=p.get("name"),
-                description=p.get("description"),
-                metadata=p.get("metadata") or {},
-            )
-            for g in p.get("groups", []) or []:
-                if isinstance(g, dict):
+            try:
+                project = Project(
+                    _uid=p.get("uid") or p.get("name"),
+                    name=p.get("name"),
+                    description=p.get("description"),
+                    metadata=p.get("metadata") or {},
+                )
+            except _UNREADABLE as exc:
+                self.reject(source, f"[{i}]", str(exc), p)
+                continue
+            self.projects[project.uid] = project
+            for j, g in enumerate(p.get("groups", []) or []):
+                try:
                     group = from_json({**g, "dtype": "trial_group"})
-                    assert isinstance(group, TrialGroup)
-                    self.groups[group.uid] = _GroupRecord(group)
-            for t in p.get("trials", []) or []:
-                if isinstance(t, dict):
+                    if not isinstance(group, TrialGroup):
+                        raise SchemaError("not a trial group")
+                except _UNREADABLE as exc:
+                    self.reject(source, f"[{i}].groups[{j}]", str(exc), g)
+                    continue
+                self.groups[group.uid] = _GroupRecord(group)
+            for j, t in enumerate(p.get("trials", []) or []):
+                try:
                     data = {
                         **t,
                         "dtype": "trial",
                         "metrics": {k: v for k, v in (t.get("metrics") or {}).items()},
                     }
                     self._add_trial(_TrialRecord.from_json(data))
+                except _UNREADABLE as exc:
+                    self.reject(source, f"[{i}].trials[{j}]", str(exc), t)
 
 
 class _QueryView:

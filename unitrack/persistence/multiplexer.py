@@ -121,6 +121,9 @@ class ProtocolMultiplexer(Protocol):
     def find_trials(self, query: Query) -> list[Trial]:
         return self._read(lambda b: b.find_trials(query))
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        return self._read(lambda b: b.find_trial_summaries(query))
+
     def find_series(self, request: SeriesRequest) -> list[Series]:
         return self._read(lambda b: b.find_series(request))
 

@@ -52,7 +52,8 @@ _UNSUPPORTED = {
 
 @dataclass(frozen=True)
 class UserPattern:
-    """A compiled user pattern. :meth:`search` finds it anywhere in a text, :meth:`match` at its start."""
+    """A compiled user pattern. :meth:`search` finds it anywhere in a text, :meth:`match` at its start,
+    :meth:`fullmatch` the whole text."""
 
     pattern: str
     _regexp: Any
@@ -64,6 +65,10 @@ class UserPattern:
     def match(self, text: str) -> bool:
         """Whether ``text`` starts with a match of the pattern (``re.match``)."""
         return self._regexp.match(text) is not None
+
+    def fullmatch(self, text: str) -> bool:
+        """Whether the whole of ``text`` matches the pattern (``re.fullmatch``)."""
+        return self._regexp.fullmatch(text) is not None
 
 
 def _show(pattern: str) -> str:

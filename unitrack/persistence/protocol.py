@@ -28,10 +28,12 @@ Example:
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -43,6 +45,7 @@ from unitrack.persistence.structure import (
     ChronoObservation,
     CustomStatus,
     GroupUpdate,
+    Metric,
     MetricPoint,
     Project,
     Status,
@@ -55,7 +58,7 @@ from unitrack.persistence.structure import (
     status_from_json,
 )
 
-__all__ = ["PRIMITIVES", "Protocol", "Query", "TrialRef", "trial_uid"]
+__all__ = ["PRIMITIVES", "Protocol", "Query", "TrialRef", "summary_of", "trial_uid"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,14 @@ def trial_uid(trial: TrialRef) -> str:
     if isinstance(trial, str) and trial:
         return trial
     raise SchemaError(f"Expected a Trial or a trial uid, not {trial!r}")
+
+
+def summary_of(trial: Trial) -> Trial:
+    """``trial`` with each metric reduced to its latest value (no points), as ``find_trial_summaries`` returns."""
+    if not any(m.values for m in trial.metrics.values()):
+        return trial
+    metrics = {k: Metric(k, (), (), m.latest) for k, m in trial.metrics.items()}
+    return replace(trial, metrics=metrics)
 
 
 def _group_uid(group: GroupRef) -> str:
@@ -162,6 +173,15 @@ class Protocol(abc.ABC):
     def find_trials(self, query: Query) -> list[Trial]:
         """Trials matching ``query``, in insertion order."""
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        """Trials matching ``query`` without their series: every field, each Metric with only its ``latest``.
+
+        What a listing of runs reads (``unitrack view``, :func:`unitrack.runs`): a backend answers it without
+        reading any metric point. This default reads the full trials and drops their points; every built-in
+        backend overrides it with a read of its summaries.
+        """
+        return [summary_of(t) for t in self.find_trials(query)]
+
     @abc.abstractmethod
     def find_series(self, request: SeriesRequest) -> list[Series]:
         """Points of the metrics ``request.metrics`` of the trials ``request.uids``, in that order: only those
@@ -210,6 +230,13 @@ class Protocol(abc.ABC):
     def close(self) -> None:
         """Commit and release files, locks and connections. Further calls are an error."""
         self.commit()
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """A block of many writes (e.g. registering a grid of trials): a backend may hold its lock across it.
+
+        Every write inside is as durable when it returns as outside; only the locking is shared.
+        """
+        return contextlib.nullcontext()
 
     def __enter__(self) -> Protocol:
         return self
@@ -531,5 +558,6 @@ class Protocol(abc.ABC):
         return (ChronoObservation(name, time.perf_counter() - t0, spec),)
 
 
-#: Names of the storage primitives: the only methods a server calls on a backend.
-PRIMITIVES: frozenset[str] = frozenset(Protocol.__abstractmethods__)
+#: Names of the storage primitives: the only methods a server calls on a backend. ``find_trial_summaries`` has a
+#: correct default (a backend that does not override it reads its full trials), so it is not abstract.
+PRIMITIVES: frozenset[str] = frozenset(Protocol.__abstractmethods__) | {"find_trial_summaries"}

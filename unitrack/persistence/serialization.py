@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import json.encoder
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from unitrack.errors import SchemaError
@@ -30,9 +32,36 @@ from unitrack.persistence.structure import (
     status_to_json,
 )
 
-__all__ = ["from_json", "metric_from_json", "metric_to_json", "to_json"]
+__all__ = ["compact_json_encoder", "from_json", "metric_from_json", "metric_to_json", "to_json"]
 
 Obj = Project | TrialGroup | Trial | TrialUpdate | GroupUpdate
+
+
+def compact_json_encoder() -> Callable[[Any], str]:
+    """``json.dumps(obj, separators=(",", ":"), allow_nan=True)`` for plain data already checked (no cycles).
+
+    ``json.dumps`` builds CPython's C encoder anew for every call, which costs as much as encoding a small
+    record; this builds it once (``json.encoder.c_make_encoder``, the accelerator json itself uses), and falls
+    back to ``JSONEncoder.encode`` where that is missing or behaves differently.
+    """
+    encoder = json.JSONEncoder(allow_nan=True, check_circular=False, separators=(",", ":"))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return encoder.encode
+    try:
+        iterencode = make(
+            None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+        )
+        sample = {"a": [1.5, -0.0, float("nan"), None, True, 2**70, 'é\n"x'], "b": {}}
+        if "".join(iterencode(sample, 0)) != json.dumps(sample, separators=(",", ":")):
+            return encoder.encode  # pragma: no cover - a different C encoder
+    except (TypeError, ValueError):  # pragma: no cover - another signature
+        return encoder.encode
+
+    def encode(obj: Any) -> str:
+        return "".join(iterencode(obj, 0))
+
+    return encode
 
 
 def metric_to_json(metric: Metric) -> dict[str, Any]:

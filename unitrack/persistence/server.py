@@ -830,9 +830,7 @@ class SocketServer:
     def _check_owner(self, session: Session, uid: str) -> None:
         """Raises unless ``session``'s user owns trial ``uid``."""
         if uid not in session.owners:
-            # Only the tags are needed: a summary (no points) where the backend has that primitive.
-            find = getattr(self.backend, "find_trial_summaries", self.backend.find_trials)
-            found = find({"uid": uid})
+            found = self.backend.find_trial_summaries({"uid": uid})  # the tags only: no points read
             if not found:
                 return  # the backend's update raises its own NotFoundError
             owner = found[0].tags.get(OWNER_TAG)

@@ -160,7 +160,8 @@ def check_name(what: str, name: object, *, allow_slash: bool = False) -> str:
 
     Names become folder names in file backends, so they may not escape a folder: no ``/`` or ``\\``
     (unless ``allow_slash``, for metric names such as ``train/loss``), no ``.`` or ``..``, no NUL or other
-    control characters, not empty, at most 255 characters.
+    control characters, not empty, at most 255 characters; a trial name does not start with ``.`` (a hidden
+    folder).
 
     Raises:
         InvalidNameError: naming the value and what is wrong with it.
@@ -186,6 +187,12 @@ def check_name(what: str, name: object, *, allow_slash: bool = False) -> str:
         raise InvalidNameError(what, name, "is a relative folder reference")
     if allow_slash and any(part == ".." for part in re.split(r"[/\\]", name)):
         raise InvalidNameError(what, name, "contains a '..' component")
+    if what == "trial" and name.startswith("."):
+        # A trial is a folder in file backends: a hidden one is skipped by every listing, and '.unitrack' is the
+        # hdf5 backend's own index folder (#12 item 12). Refused on every backend, so all store the same names.
+        raise InvalidNameError(
+            what, name, "starts with '.' (a hidden folder; '.unitrack' holds the backend's index)"
+        )
     return name
 
 
@@ -451,6 +458,8 @@ class Trial:
             raise SchemaError(f"Trial revision {self.revision!r} must be an int >= 0.")
         if self.version is not None and not isinstance(self.version, str):
             object.__setattr__(self, "version", str(self.version))
+        object.__setattr__(self, "project_id", _check_ref("Trial project_id", self.project_id))
+        object.__setattr__(self, "group_id", _check_ref("Trial group_id", self.group_id))
         _check_description("Trial", self.description)
         object.__setattr__(self, "parameters", check_mapping("parameters", self.parameters))
         if self._hash is None:
@@ -518,6 +527,7 @@ class TrialGroup:
             check_name("group", self.name)
         object.__setattr__(self, "metadata", check_mapping("group metadata", self.metadata))
         object.__setattr__(self, "trials", frozenset(self.trials))
+        object.__setattr__(self, "project_id", _check_ref("TrialGroup project_id", self.project_id))
         if self._uid is None:
             if self.name is None or self.project_id is None:
                 raise SchemaError("A TrialGroup needs a name and a project_id (its uid is their hash).")
@@ -580,6 +590,24 @@ class Project:
 
     def __hash__(self) -> int:
         return hash(self.uid)
+
+
+def _check_ref(what: str, value: object) -> str | None:
+    """A project or group id: None or a str; an int (track's type hints allowed them) becomes its decimal text.
+
+    Checked when the object is built, so nothing a reader could not accept ever reaches a file (issue #12
+    item 8: an int ``project_id`` was written to the journal and then refused by every reader).
+
+    Raises:
+        SchemaError: for any other type.
+    """
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        return str(value)
+    raise SchemaError(f"{what} {value!r} has type {type(value).__name__}; pass the id as a str (or an int).")
 
 
 def _count(n: int, noun: str) -> str:
@@ -651,6 +679,8 @@ class TrialUpdate:
         if self.status is not None and not isinstance(self.status, (Status, CustomStatus)):
             object.__setattr__(self, "status", status_from_json(self.status))
         _check_description("TrialUpdate", self.description)
+        object.__setattr__(self, "project_id", _check_ref("TrialUpdate project_id", self.project_id))
+        object.__setattr__(self, "group_id", _check_ref("TrialUpdate group_id", self.group_id))
         if (self.writer is None) != (self.seq is None):
             raise SchemaError("TrialUpdate needs both writer and seq, or neither.")
         if self.writer is not None and (

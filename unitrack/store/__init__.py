@@ -17,7 +17,17 @@ Example:
 from __future__ import annotations
 
 from unitrack.store.schema import OBJECT, PICKLE, PYTORCH_STATE, ColumnKind, schema_from_dict
-from unitrack.store.store import Mode, Store
+from unitrack.store.store import Mode, Store, repair_journal
 from unitrack.store.table import Table
 
-__all__ = ["OBJECT", "PICKLE", "PYTORCH_STATE", "ColumnKind", "Mode", "Store", "Table", "schema_from_dict"]
+__all__ = [
+    "OBJECT",
+    "PICKLE",
+    "PYTORCH_STATE",
+    "ColumnKind",
+    "Mode",
+    "Store",
+    "Table",
+    "repair_journal",
+    "schema_from_dict",
+]

@@ -51,7 +51,9 @@ def writer_alive(path: str) -> bool:
     return True
 
 
-def load_contents(path: str, *, holds_lock: bool = False) -> JournalContents:
+def load_contents(
+    path: str, *, holds_lock: bool = False, skip_damaged: bool = False, keep_payloads: bool = True
+) -> JournalContents:
     """Read every table of the store in ``path``.
 
     The journal is the source of truth. A folder with only ``store.h5`` (a cox store) is read with pandas and
@@ -61,6 +63,9 @@ def load_contents(path: str, *, holds_lock: bool = False) -> JournalContents:
         path: The store folder.
         holds_lock: The caller is the store's writer, so an incomplete last frame is a torn tail (warned about)
             rather than another writer's write in progress.
+        skip_damaged: Skip damaged frames in the middle of the journal (with a warning) instead of raising.
+        keep_payloads: Keep every row's payload; otherwise only row counts and text widths (the journal is read
+            in chunks, in constant memory).
 
     Returns:
         The tables and their row payloads; ``valid_end`` is 0 for a store without a journal.
@@ -69,13 +74,13 @@ def load_contents(path: str, *, holds_lock: bool = False) -> JournalContents:
         CorruptStoreError: The journal or the HDF5 file is damaged.
     """
     journal = os.path.join(path, JOURNAL_NAME)
-    try:
-        with open(journal, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        data = None
-    if data is not None:
-        return read_journal(journal, data, writer_alive=not holds_lock and writer_alive(path))
+    if os.path.isfile(journal):
+        return read_journal(
+            journal,
+            writer_alive=not holds_lock and writer_alive(path),
+            skip_damaged=skip_damaged,
+            keep_payloads=keep_payloads,
+        )
     h5 = os.path.join(path, H5_NAME)
     if not os.path.isfile(h5):
         return JournalContents({}, 0, None)
@@ -89,8 +94,9 @@ def _contents_from_h5(read: dict[str, H5Table]) -> JournalContents:
         h5table = read[name]
         codec = RowCodec(table_id, list(h5table.columns), list(h5table.kinds))
         table = JournalTable(name, codec)
-        table.payloads.extend(codec.pack(list(row)) for row in zip(*h5table.values, strict=True))
+        payloads = [codec.pack(list(row)) for row in zip(*h5table.values, strict=True)]
         if not h5table.columns:
-            table.payloads.extend(codec.pack([]) for _ in range(h5table.nrows))
+            payloads = [codec.pack([]) for _ in range(h5table.nrows)]
+        table.take(payloads)  # the payloads, their count and text widths
         tables[name] = table
     return JournalContents(tables, 0, None)

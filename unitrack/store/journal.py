@@ -26,7 +26,7 @@ import struct
 import sys
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +36,11 @@ from unitrack.errors import CorruptStoreError
 from unitrack.store.schema import ColumnKind
 
 __all__ = [
+    "CHUNK_BYTES",
     "MAGIC",
+    "Damage",
     "JournalContents",
+    "JournalReader",
     "JournalTable",
     "JournalWriter",
     "RowCodec",
@@ -90,8 +93,8 @@ class RowCodec:
             head[i] = len(encoded)
         return self.struct.pack(REC_ROW, self.table_id, *head) + b"".join(texts)
 
-    def unpack(self, payload: bytes | memoryview) -> tuple[Any, ...]:
-        """Return the values of one row payload.
+    def unpack(self, payload: bytes | memoryview, raw_text: bool = False) -> tuple[Any, ...]:
+        """Return the values of one row payload (text as UTF-8 bytes when ``raw_text``).
 
         Raises:
             ValueError: The payload does not have the table's layout.
@@ -103,7 +106,8 @@ class RowCodec:
             end = pos + values[i]
             if end > len(payload):
                 raise ValueError("text runs past the end of the row")
-            values[i] = bytes(payload[pos:end]).decode("utf-8")
+            raw = bytes(payload[pos:end])
+            values[i] = raw if raw_text else raw.decode("utf-8")
             pos = end
         if pos != len(payload):
             raise ValueError("row is longer than its columns")
@@ -116,7 +120,7 @@ class RowCodec:
         fields += [(f"c{i}", _NUMPY_CODES.get(kind, "<u4")) for i, kind in enumerate(self.kinds)]
         return np.dtype(fields)
 
-    def _decode_single_text(self, payloads: list[bytes | memoryview]) -> list[Any]:
+    def _decode_single_text(self, payloads: list[bytes | memoryview], raw_text: bool = False) -> list[Any]:
         """Decode rows with one text column: fixed-width fields vectorized, each text decoded once per value."""
         fixed, at = self.fixed_size, self.single_text
         lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
@@ -125,6 +129,9 @@ class RowCodec:
         heads = np.frombuffer(b"".join([p[:fixed] for p in payloads]), dtype=self.numpy_dtype())
         if (lengths != fixed + heads[f"c{at}"].astype(np.int64)).any():
             raise ValueError("a row's length does not match its text's")
+        if raw_text:
+            raws = [bytes(p[fixed:]) for p in payloads]
+            return [raws if i == at else heads[f"c{i}"].copy() for i in range(len(self.kinds))]
         seen: dict[bytes, str] = {}  # names repeat (metric names, categories): decode and keep each once
         texts: list[str] = []
         for payload in payloads:
@@ -140,12 +147,15 @@ class RowCodec:
             texts.append(text)
         return [texts if i == at else heads[f"c{i}"].copy() for i in range(len(self.kinds))]
 
-    def decode(self, payloads: Iterable[bytes | memoryview] | bytes | bytearray) -> list[Any]:
+    def decode(
+        self, payloads: Iterable[bytes | memoryview] | bytes | bytearray, raw_text: bool = False
+    ) -> list[Any]:
         """Decode many row payloads into one list or array per column.
 
         Args:
             payloads: For a fixed-width table, the concatenated payloads (bytes) or an iterable of them;
                 otherwise an iterable of payloads.
+            raw_text: Leave text as its UTF-8 bytes (for store.h5, which stores the bytes).
 
         Returns:
             One numpy array (numeric and bool columns) or list (text columns) per column.
@@ -157,8 +167,10 @@ class RowCodec:
         if isinstance(payloads, (bytes, bytearray)):
             raise ValueError("text tables decode a list of payloads, not concatenated bytes")
         if self.single_text is not None:
-            return self._decode_single_text(payloads if isinstance(payloads, list) else list(payloads))
-        rows = [self.unpack(p) for p in payloads]
+            return self._decode_single_text(
+                payloads if isinstance(payloads, list) else list(payloads), raw_text=raw_text
+            )
+        rows = [self.unpack(p, raw_text) for p in payloads]
         out: list[Any] = []
         for i, kind in enumerate(self.kinds):
             col = [row[i] for row in rows]
@@ -181,13 +193,66 @@ def frame(payload: bytes) -> bytes:
     return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+#: Bytes of a journal read at a time: a reader (and the store.h5 build) holds about this much of it at once,
+#: however long the journal is.
+CHUNK_BYTES = 1 << 20
+
+_SKIP_ADVICE = (
+    "Nothing was changed. Store(..., skip_damaged=True) reads every intact row around it (and a writer opened "
+    "so appends after it); repair_journal() rewrites the journal without it, keeping the damaged file aside"
+)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A stretch of a journal that is not what was written, skipped by a reader with ``skip_damaged=True``."""
+
+    offset: int
+    nbytes: int
+    reason: str
+
+
 @dataclass
 class JournalTable:
-    """One table as read from a journal: its schema and its rows' payloads."""
+    """One table as read from a journal: its schema, its row count and (when kept) its rows' payloads."""
 
     name: str
     codec: RowCodec
     payloads: list[bytes] = field(default_factory=list)
+    nrows: int = 0
+    #: The longest UTF-8 text, in bytes, of each column (0 for numeric columns).
+    widths: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.widths:
+            self.widths = [0] * len(self.codec.kinds)
+
+    def take(self, payloads: list[bytes], *, keep: bool = True) -> None:
+        """Count rows read from the journal (and keep their payloads when ``keep``)."""
+        if not payloads:
+            return
+        self.nrows += len(payloads)
+        if keep:
+            self.payloads.extend(payloads)
+        update_widths(self.codec, self.widths, payloads)
+
+
+def update_widths(codec: RowCodec, widths: list[int], payloads: list[bytes]) -> None:
+    """Raise ``widths`` (the longest text of each column, in bytes) to cover ``payloads``."""
+    if codec.is_fixed or not payloads:
+        return
+    at = codec.single_text
+    if at is not None:
+        longest = max(map(len, payloads)) - codec.fixed_size
+        if longest > widths[at]:
+            widths[at] = longest
+        return
+    unpack, positions = codec.struct.unpack_from, codec.text_positions
+    for payload in payloads:
+        head = unpack(payload, 0)
+        for i in positions:
+            if head[i + 2] > widths[i]:
+                widths[i] = head[i + 2]
 
 
 @dataclass
@@ -199,102 +264,429 @@ class JournalContents:
     valid_end: int
     #: Offset of a dropped torn tail, or None.
     torn_at: int | None = None
+    #: Damaged stretches skipped (only with ``skip_damaged=True``; otherwise the first raises).
+    damaged: list[Damage] = field(default_factory=list)
+    #: Offsets of frames whose damaged length field was restored from their checksum (no value was lost).
+    recovered: list[int] = field(default_factory=list)
 
 
-def read_journal(path: str, data: bytes | None = None, *, writer_alive: bool = False) -> JournalContents:
-    """Read and check a journal.
+class _Source:
+    """Random access to a journal's bytes: a file read with ``os.pread``, or bytes already read."""
+
+    def __init__(self, path: str, data: bytes | None) -> None:
+        self._data = data
+        self._fd = -1
+        if data is None:
+            self._fd = os.open(path, os.O_RDONLY)
+            self.size = os.fstat(self._fd).st_size
+        else:
+            self.size = len(data)
+
+    def read(self, offset: int, nbytes: int) -> bytes:
+        nbytes = max(min(nbytes, self.size - offset), 0)
+        if self._data is not None:
+            return self._data[offset : offset + nbytes]
+        parts = []
+        while nbytes > 0:
+            part = os.pread(self._fd, nbytes, offset)
+            if not part:  # pragma: no cover - the file shrank under us
+                break
+            parts.append(part)
+            offset += len(part)
+            nbytes -= len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def crc(self, offset: int, nbytes: int, chunk_bytes: int) -> int:
+        """The CRC32 of ``nbytes`` from ``offset``, read ``chunk_bytes`` at a time."""
+        value = 0
+        while nbytes > 0:
+            part = self.read(offset, min(nbytes, chunk_bytes))
+            if not part:  # pragma: no cover
+                break
+            value = zlib.crc32(part, value)
+            offset += len(part)
+            nbytes -= len(part)
+        return value
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _Bad(Exception):
+    """A frame that is not what was written (internal: handled by :meth:`JournalReader._bad`)."""
+
+    def __init__(self, offset: int, reason: str, framed: int | None = None) -> None:
+        super().__init__(reason)
+        self.offset = offset
+        self.reason = reason
+        #: The frame's end when its framing (length and checksum) is intact and only its content is wrong.
+        self.framed = framed
+
+
+class JournalReader:
+    """Read a journal front to back, ``chunk_bytes`` at a time, checking every frame's checksum.
+
+    What it does with bytes that are not what was written:
+
+    - an incomplete or unreadable frame with no intact frame after it is a **torn tail** (a write cut short by
+      a crash): it is left out with a warning (silently while ``writer_alive``), and ``valid_end`` stops before
+      it, so a writer cuts it off before appending;
+    - a frame whose **length field** is damaged but whose payload, up to the next intact frame (or the end),
+      matches its checksum is read as written, with a warning: no value is lost;
+    - any other damaged frame with intact frames after it raises :class:`~unitrack.errors.CorruptStoreError`
+      naming the file, the offset and where the intact data resumes; nothing is returned and nothing is changed.
+      With ``skip_damaged=True`` the reader instead skips exactly the damaged bytes (resynchronising on the
+      next frame whose checksum holds), reports them in ``damaged`` and with a warning, and reads on; a writer
+      opened so appends after the last intact frame and never cuts one off.
+
+    Args:
+        path: The journal file.
+        data: The file's bytes, if already read (tests); otherwise the file is read in chunks.
+        writer_alive: A writer holds the store, so an incomplete last frame is a write in progress.
+        skip_damaged: Skip damaged frames in the middle instead of raising.
+        chunk_bytes: How much of the file to read at a time (default :data:`CHUNK_BYTES`).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        data: bytes | None = None,
+        *,
+        writer_alive: bool = False,
+        skip_damaged: bool = False,
+        chunk_bytes: int | None = None,
+    ) -> None:
+        self.path = path
+        self.writer_alive = writer_alive
+        self.skip_damaged = skip_damaged
+        self.chunk_bytes = max(int(CHUNK_BYTES if chunk_bytes is None else chunk_bytes), 64)
+        self._data = data
+        self.tables: dict[str, JournalTable] = {}
+        self.by_id: dict[int, JournalTable] = {}
+        self._fixed: dict[int, int] = {}  # table id -> payload size of its rows (-1: rows with text)
+        self.valid_end = 0
+        self.torn_at: int | None = None
+        self.damaged: list[Damage] = []
+        self.recovered: list[int] = []
+        #: Chunks read so far and the largest one, in bytes (what a reader holds of the file at once).
+        self.reads = 0
+        self.largest_read = 0
+
+    def contents(self, *, keep_payloads: bool = True) -> JournalContents:
+        """Read the whole journal; the tables keep their payloads when ``keep_payloads``."""
+        for batch in self.batches():
+            for table, payloads in batch:
+                table.take(payloads, keep=keep_payloads)
+            batch.clear()  # not held while the next chunk is read
+        return JournalContents(self.tables, self.valid_end, self.torn_at, self.damaged, self.recovered)
+
+    def batches(self) -> Iterator[list[tuple[JournalTable, list[bytes]]]]:
+        """Yield the rows of the journal in order, a chunk at a time, as ``[(table, payloads), ...]``.
+
+        Raises:
+            CorruptStoreError: The file is not a journal, or a frame in the middle of it is damaged (unless
+                ``skip_damaged``).
+        """
+        source = _Source(self.path, self._data)
+        try:
+            yield from self._batches(source)
+        finally:
+            source.close()
+
+    # ------------------------------------------------------------------------------------------ reading
+    def _batches(self, source: _Source) -> Iterator[list[tuple[JournalTable, list[bytes]]]]:
+        size = source.size
+        head = source.read(0, len(MAGIC))
+        if size < len(MAGIC):
+            if MAGIC.startswith(head):
+                if size:
+                    self._torn(0, size)
+                return
+            raise CorruptStoreError(self.path, 0, "not a unitrack journal (bad magic)")
+        if head != MAGIC:
+            if not self.skip_damaged or self._next_frame(source, len(MAGIC) - 1) != len(MAGIC):
+                raise CorruptStoreError(self.path, 0, "not a unitrack journal (bad magic)")
+            self._skip(0, len(MAGIC), "bad magic")
+        pos = len(MAGIC)
+        need = self.chunk_bytes
+        while pos < size:
+            batch: dict[int, list[bytes]] = {}  # the last chunk's rows are let go before the next is read
+            buf = source.read(pos, max(need, self.chunk_bytes))
+            self.reads += 1
+            self.largest_read = max(self.largest_read, len(buf))
+            need = self.chunk_bytes
+            try:
+                used = self._window(buf, pos, batch)
+            except _Bad as bad:
+                if batch:
+                    yield self._batch(batch)
+                pos, rows = self._bad(source, bad)
+                if rows:
+                    yield rows
+                continue
+            if batch:
+                yield self._batch(batch)
+            if used < 0:  # a schema record: read on after it with the new table known
+                pos += -used
+                continue
+            if used == 0:  # the frame at pos is larger than a chunk, or runs past the end of the file
+                length = FRAME.unpack(buf[:8])[0] if len(buf) >= 8 else 0
+                if pos + 8 > size or pos + 8 + length > size:
+                    reason = (
+                        "incomplete frame" if pos + 8 > size else f"frame length {length} runs past the end"
+                    )
+                    pos, rows = self._bad(source, _Bad(pos, reason))
+                    if rows:
+                        yield rows
+                    continue
+                need = 8 + length
+            pos += used
+        self.valid_end = pos if self.torn_at is None else self.torn_at
+        self._report()
+
+    def _window(self, buf: bytes, base: int, batch: dict[int, list[bytes]]) -> int:
+        """Read the whole frames of ``buf`` (the file from ``base``) into ``batch``; return the bytes used (the
+        negated count after a schema record, which ends the window), 0 when the first frame does not fit.
+
+        Raises:
+            _Bad: A frame is damaged.
+        """
+        n = len(buf)
+        p: int = 0
+        unpack_frame = FRAME.unpack_from
+        crc32 = zlib.crc32
+        fixed = self._fixed
+        while p + 8 <= n:
+            length, crc = unpack_frame(buf, p)
+            if length == 0 or length > MAX_FRAME_BYTES:
+                raise _Bad(base + p, f"impossible frame length {length}")
+            end: int = p + 8 + length
+            if end > n:
+                break
+            payload = buf[p + 8 : end]
+            if crc32(payload) != crc:
+                raise _Bad(base + p, "frame checksum mismatch")
+            if payload[0] == REC_ROW and length >= 3:
+                tid = payload[1] | (payload[2] << 8)
+                rows = batch.get(tid)
+                if rows is None:
+                    if tid not in fixed:
+                        raise _Bad(base + p, f"row for unknown table id {tid}", base + end)
+                    rows = batch[tid] = []
+                size = fixed[tid]
+                if size >= 0 and length != size:
+                    raise _Bad(
+                        base + p, f"row of {length} bytes in table {self.by_id[tid].name!r}", base + end
+                    )
+                rows.append(payload)
+            else:
+                self._record(payload, base + p, base + end)
+                return -end
+            p = end
+        return p
+
+    def _record(self, payload: bytes, offset: int, end: int) -> None:
+        """Take a frame other than a row of a known table (a schema record).
+
+        Raises:
+            _Bad: It is not a record of this format.
+        """
+        kind = payload[0]
+        if kind == REC_ROW:
+            raise _Bad(offset, "row frame too short", end)
+        if kind != REC_SCHEMA:
+            raise _Bad(offset, f"unknown record type {kind}", end)
+        try:
+            body = json.loads(payload[1:].decode("utf-8"))
+            columns = [str(c) for c, _ in body["columns"]]
+            kinds = [ColumnKind(k) for _, k in body["columns"]]
+            name, tid = str(body["table"]), int(body["id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _Bad(offset, f"unreadable schema record ({exc})", end) from exc
+        table = JournalTable(name, RowCodec(tid, columns, kinds))
+        self.tables[name] = table
+        self.by_id[tid] = table
+        self._fixed[tid] = table.codec.fixed_size if table.codec.is_fixed else -1
+
+    def _take_one(self, payload: bytes, offset: int, end: int) -> list[tuple[JournalTable, list[bytes]]]:
+        """A frame read outside a window (its length field restored): as :meth:`_window` would take it."""
+        batch: dict[int, list[bytes]] = {}
+        if payload[0] == REC_ROW and len(payload) >= 3:
+            tid = payload[1] | (payload[2] << 8)
+            size = self._fixed.get(tid)
+            if size is None:
+                raise _Bad(offset, f"row for unknown table id {tid}", end)
+            if size >= 0 and len(payload) != size:
+                raise _Bad(offset, f"row of {len(payload)} bytes in table {self.by_id[tid].name!r}", end)
+            batch[tid] = [payload]
+        else:
+            self._record(payload, offset, end)
+        return self._batch(batch)
+
+    def _batch(self, batch: dict[int, list[bytes]]) -> list[tuple[JournalTable, list[bytes]]]:
+        by_id = self.by_id
+        return [(by_id[tid], rows) for tid, rows in batch.items()]
+
+    # ------------------------------------------------------------------------------------------ damage
+    def _bad(self, source: _Source, bad: _Bad) -> tuple[int, list[tuple[JournalTable, list[bytes]]]]:
+        """Handle a frame that is not what was written.
+
+        Returns:
+            Where reading goes on (the file's size: stop), and the rows of a frame restored by its checksum.
+
+        Raises:
+            CorruptStoreError: Damage in the middle, without ``skip_damaged``.
+        """
+        size = source.size
+        offset = bad.offset
+        if bad.framed is not None:  # framing intact, content wrong: exactly this frame is damaged
+            return self._middle(offset, bad.framed, size, bad.reason, framed=True), []
+        resume = self._next_frame(source, offset)
+        end = size if resume is None else resume
+        if offset + 9 <= end:
+            length, crc = FRAME.unpack(source.read(offset, 8))
+            nbytes = end - offset - 8
+            if (
+                nbytes != length
+                and nbytes <= MAX_FRAME_BYTES
+                and source.read(offset + 8, 1) in (b"\x01", b"\x02")
+                and source.crc(offset + 8, nbytes, self.chunk_bytes) == crc
+            ):
+                # Only the length field is wrong: the payload up to the next intact frame is the one written.
+                try:
+                    rows = self._take_one(source.read(offset + 8, nbytes), offset, end)
+                except _Bad as inner:
+                    return self._middle(offset, end, size, inner.reason), []
+                self.recovered.append(offset)
+                _warn(
+                    f"{self.path}: the length field of the frame at byte {offset} is damaged (it says {length} "
+                    f"bytes; the frame has {nbytes}); the frame was read by its checksum and nothing was lost. "
+                    "repair_journal() rewrites the file without the damage."
+                )
+                return end, rows
+        if resume is None:
+            self._torn(offset, size - offset)
+            return size, []
+        return self._middle(offset, resume, size, bad.reason), []
+
+    def _middle(self, offset: int, resume: int, size: int, reason: str, *, framed: bool = False) -> int:
+        """Damage from ``offset`` to ``resume``: raise, or skip it.
+
+        ``framed``: the frame's checksum holds (its bytes are as written, but cannot be read: e.g. its table's
+        schema record is the damaged one), so it is never taken for a torn tail, even at the end.
+        """
+        if resume >= size and not framed:  # nothing intact after it: a torn tail after all
+            self._torn(offset, size - offset)
+            return size
+        if not self.skip_damaged:
+            where = (
+                "its checksum holds, so it is kept"
+                if framed
+                else f"the next intact frame at byte {resume} starts the last {size - resume} bytes of the file"
+            )
+            raise CorruptStoreError(self.path, offset, f"{reason}; {where}", _SKIP_ADVICE)
+        self._skip(offset, resume - offset, reason)
+        return resume
+
+    def _skip(self, offset: int, nbytes: int, reason: str) -> None:
+        """Record damaged bytes, joined with the stretch just before (reported once reading ends)."""
+        last = self.damaged[-1] if self.damaged else None
+        if last is not None and last.offset + last.nbytes == offset:
+            self.damaged[-1] = Damage(last.offset, last.nbytes + nbytes, last.reason)
+        else:
+            self.damaged.append(Damage(offset, nbytes, reason))
+
+    def _report(self) -> None:
+        for damage in self.damaged:
+            _warn(
+                f"{self.path}: skipped {damage.nbytes} damaged bytes at byte {damage.offset} ({damage.reason}); "
+                "every intact frame before and after them was read."
+            )
+
+    def _torn(self, offset: int, nbytes: int) -> None:
+        self.torn_at = offset
+        self.valid_end = offset
+        if self.writer_alive:
+            logger.debug(
+                "%s: %d bytes at byte %d are still being written; left out", self.path, nbytes, offset
+            )
+            return
+        _warn(
+            f"{self.path}: dropped a torn tail of {nbytes} bytes at byte {offset} (an interrupted write); "
+            "every row before it is intact."
+        )
+
+    def _next_frame(self, source: _Source, after: int) -> int | None:
+        """The first offset past ``after`` where an intact frame starts (its checksum holds), or None.
+
+        Candidates are found with numpy (a plausible length and record type), then checked by their checksum.
+        """
+        size = source.size
+        start = after + 1
+        while start + 9 <= size:
+            window = source.read(start, self.chunk_bytes + 8)
+            count = len(window) - 8  # offsets whose header and record type are in the window
+            if count <= 0:
+                break
+            raw = np.frombuffer(window, dtype=np.uint8)
+            lengths = (
+                raw[0:count].astype(np.uint64)
+                | (raw[1 : count + 1].astype(np.uint64) << 8)
+                | (raw[2 : count + 2].astype(np.uint64) << 16)
+                | (raw[3 : count + 3].astype(np.uint64) << 24)
+            )
+            kinds = raw[8 : count + 8]
+            room = size - start - 8 - np.arange(count, dtype=np.int64)
+            plausible = (
+                (lengths >= 1)
+                & (lengths <= MAX_FRAME_BYTES)
+                & (lengths.astype(np.int64) <= room)
+                & ((kinds == REC_ROW) | (kinds == REC_SCHEMA))
+            )
+            candidates: list[int] = np.flatnonzero(plausible).tolist()
+            for i in candidates:
+                length, crc = FRAME.unpack_from(window, i)
+                if source.crc(start + i + 8, length, self.chunk_bytes) == crc:
+                    return start + i
+            start += count
+        return None
+
+
+def _warn(message: str) -> None:
+    logger.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def read_journal(
+    path: str,
+    data: bytes | None = None,
+    *,
+    writer_alive: bool = False,
+    skip_damaged: bool = False,
+    keep_payloads: bool = True,
+) -> JournalContents:
+    """Read and check a journal (see :class:`JournalReader` for what happens to damaged bytes).
 
     Args:
         path: The journal file.
         data: The file's bytes, if already read.
         writer_alive: A writer holds the store, so an incomplete last frame is a write in progress, not
             damage: it is left out without a warning.
+        skip_damaged: Skip damaged frames in the middle (reported in ``damaged`` and with a warning) instead of
+            raising.
+        keep_payloads: Keep every row's payload (otherwise only counts and text widths: constant memory).
 
     Returns:
         The tables with their row payloads, and where the valid data ends.
 
     Raises:
-        CorruptStoreError: The file is not a journal, or a frame in the middle of it is damaged.
+        CorruptStoreError: The file is not a journal, or a frame in the middle of it is damaged (unless
+            ``skip_damaged``).
     """
-    if data is None:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    size = len(data)
-    tables: dict[str, JournalTable] = {}
-    by_id: dict[int, JournalTable] = {}
-    if size < len(MAGIC):
-        if MAGIC.startswith(data):
-            torn = 0 if size else None
-            if torn is not None:
-                _warn_torn(path, 0, size, writer_alive)
-            return JournalContents(tables, 0, torn)
-        raise CorruptStoreError(path, 0, "not a unitrack journal (bad magic)")
-    if data[: len(MAGIC)] != MAGIC:
-        raise CorruptStoreError(path, 0, "not a unitrack journal (bad magic)")
-    pos = len(MAGIC)
-    view = memoryview(data)
-    unpack_frame = FRAME.unpack_from
-    crc32 = zlib.crc32
-    torn_at: int | None = None
-    while pos < size:
-        if pos + 8 > size:
-            torn_at = pos
-            break
-        length, crc = unpack_frame(data, pos)
-        end = pos + 8 + length
-        if length == 0 or length > MAX_FRAME_BYTES:
-            raise CorruptStoreError(path, pos, f"impossible frame length {length}")
-        if end > size:
-            torn_at = pos
-            break
-        payload = view[pos + 8 : end]
-        if crc32(payload) != crc:
-            if end == size:
-                torn_at = pos
-                break
-            raise CorruptStoreError(path, pos, "frame checksum mismatch")
-        kind = payload[0]
-        if kind == REC_ROW:
-            if length < 3:
-                raise CorruptStoreError(path, pos, "row frame too short")
-            tid = payload[1] | (payload[2] << 8)
-            table = by_id.get(tid)
-            if table is None:
-                raise CorruptStoreError(path, pos, f"row for unknown table id {tid}")
-            codec = table.codec
-            if codec.is_fixed and length != codec.fixed_size:
-                raise CorruptStoreError(path, pos, f"row of {length} bytes in table {table.name!r}")
-            table.payloads.append(payload.tobytes())
-        elif kind == REC_SCHEMA:
-            try:
-                body = json.loads(payload[1:].tobytes().decode("utf-8"))
-                columns = [str(c) for c, _ in body["columns"]]
-                kinds = [ColumnKind(k) for _, k in body["columns"]]
-                name, tid = str(body["table"]), int(body["id"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise CorruptStoreError(path, pos, f"unreadable schema record ({exc})") from exc
-            table = JournalTable(name, RowCodec(tid, columns, kinds))
-            tables[name] = table
-            by_id[tid] = table
-        else:
-            raise CorruptStoreError(path, pos, f"unknown record type {kind}")
-        pos = end
-    if torn_at is not None:
-        _warn_torn(path, torn_at, size - torn_at, writer_alive)
-        return JournalContents(tables, torn_at, torn_at)
-    return JournalContents(tables, pos, None)
-
-
-def _warn_torn(path: str, offset: int, nbytes: int, writer_alive: bool = False) -> None:
-    if writer_alive:
-        logger.debug("%s: %d bytes at byte %d are still being written; left out", path, nbytes, offset)
-        return
-    message = (
-        f"{path}: dropped a torn tail of {nbytes} bytes at byte {offset} (an interrupted write); "
-        "every row before it is intact."
-    )
-    logger.warning(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    reader = JournalReader(path, data, writer_alive=writer_alive, skip_damaged=skip_damaged)
+    return reader.contents(keep_payloads=keep_payloads)
 
 
 class JournalWriter:

@@ -29,7 +29,7 @@ def validate_name(what: str, name: object) -> str:
 
     Raises:
         InvalidNameError: The name is not a string, is empty, longer than 255 characters, or contains
-            ``/``, ``\\``, NUL or ``..``.
+            ``/``, ``\\``, NUL or ``..``; or an ``exp_id`` (a folder) starts with ``.``.
 
     Example:
         >>> validate_name("table", "train")
@@ -46,6 +46,11 @@ def validate_name(what: str, name: object) -> str:
             raise InvalidNameError(what, name, f"the name contains {label}")
     if name == ".":
         raise InvalidNameError(what, name, "'.' is the current folder")
+    if what == "exp_id" and name.startswith("."):
+        # A hidden store folder is skipped by CollectionReader and every listing (#12 item 12).
+        raise InvalidNameError(
+            what, name, "the name starts with '.' (a hidden folder, skipped by every reader)"
+        )
     return name
 
 
@@ -69,16 +74,16 @@ def validate_object_id(uid: object) -> str:
 def validate_hdf5_name(what: str, name: str) -> str:
     """Check that a (valid) table or column name can also be written to ``store.h5``.
 
-    PyTables reserves names starting with ``_c_``, ``_f_``, ``_g_`` and ``_v_``, and pandas' table format
-    uses a column called ``index`` for the row index.
+    A table is an HDF5 group, and PyTables reserves node names starting with ``_c_``, ``_f_``, ``_g_`` and
+    ``_v_``. Any column name can be written: a column whose name pandas' layout cannot hold as a column of its
+    own (``_c``, whose attribute would be ``_c_kind``; ``_v_x``; ``index``) is stored in a values block, as
+    pandas stores such columns, and reads back under its name (#12 item 13).
 
     Raises:
-        InvalidNameError: The name is one of those.
+        InvalidNameError: A table name PyTables reserves.
     """
-    if _PYTABLES_RESERVED.match(name):
+    if what != "column" and _PYTABLES_RESERVED.match(name):
         raise InvalidNameError(
             what, name, "names starting with _c_, _f_, _g_ or _v_ are reserved by HDF5 (PyTables)"
         )
-    if what == "column" and name == "index":
-        raise InvalidNameError(what, name, "'index' is the row index column of store.h5")
     return name

@@ -57,8 +57,8 @@ class CollectionReader:
     Args:
         directory: A folder whose sub-folders are stores.
         log_warnings: Log a warning for stores lacking a table or with a different schema.
-        mode: ``'r'`` reads without opening Stores (no lock); ``'a'``/``'w'`` open each as a writing Store
-            (available in :attr:`stores`).
+        mode: ``'r'`` reads without opening Stores (no lock); ``'a'``/``'w'`` open each as a writing Store.
+            Either way :attr:`stores` is ``{exp_id: Store}`` (in ``'r'`` read-only Stores, opened on first use).
         exp_filter: ``exp_filter(exp_id)`` False excludes the store.
         skip_errs: Skip (and log) stores that cannot be read instead of raising.
         read_cox_h5: Read stores that have only a ``store.h5`` (written by cox, no journal); the default. They
@@ -93,7 +93,7 @@ class CollectionReader:
         self.directory = os.fspath(directory)
         self.log_warnings = log_warnings
         self._mode = Mode.parse(mode)
-        self.stores: dict[str, Store] = {}
+        self._stores: dict[str, Store] = {}
         self._parts: dict[str, dict[str, _Part]] = {}
         try:
             entries = sorted(e.name for e in os.scandir(self.directory) if e.is_dir())
@@ -123,12 +123,21 @@ class CollectionReader:
                 parts[name] = _Part(exp_id, codec, data, len(table.payloads))
             return parts
         store = Store(self.directory, exp_id, mode=self._mode.value)
-        self.stores[exp_id] = store
+        self._stores[exp_id] = store
         for name, tab in store.tables.items():
             codec = store._codecs[name]
             data = bytes(tab._fixed_rows) if codec.is_fixed else list(tab._rows)
             parts[name] = _Part(exp_id, codec, data, tab.nrows)
         return parts
+
+    @property
+    def stores(self) -> dict[str, Store]:
+        """``{exp_id: Store}`` for every store read, as cox gave (read-only Stores in mode ``'r'``)."""
+        if self._mode is Mode.READ and len(self._stores) < len(self._parts):
+            for exp_id in self._parts:
+                if exp_id not in self._stores:
+                    self._stores[exp_id] = Store(self.directory, exp_id, mode="r")
+        return self._stores
 
     @property
     def exp_ids(self) -> list[str]:
@@ -275,10 +284,10 @@ class CollectionReader:
         return out
 
     def close(self) -> None:
-        """Close every Store opened by the reader (only with ``mode='a'``/``'w'``)."""
-        for store in self.stores.values():
+        """Close every Store the reader opened."""
+        for store in self._stores.values():
             store.close()
-        self.stores.clear()
+        self._stores.clear()
 
     def __enter__(self) -> CollectionReader:
         return self

@@ -17,7 +17,7 @@ import os
 import sys
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -37,8 +37,16 @@ from unitrack.store.contents import (
     OBJECTS_DIR,
     load_contents,
 )
-from unitrack.store.hdf5 import write_empty_h5, write_h5
-from unitrack.store.journal import MAGIC, JournalWriter, RowCodec, read_journal, schema_payload
+from unitrack.store.hdf5 import Chunk, H5TableSpec, write_empty_h5, write_h5
+from unitrack.store.journal import (
+    MAGIC,
+    Damage,
+    JournalReader,
+    JournalWriter,
+    RowCodec,
+    frame,
+    schema_payload,
+)
 from unitrack.store.lock import StoreLock
 from unitrack.store.names import validate_name
 from unitrack.store.schema import OBJECT, PICKLE, PYTORCH_STATE, _scalar, schema_from_dict
@@ -47,7 +55,7 @@ from unitrack.store.table import Table
 if TYPE_CHECKING:
     from tensorboardX import SummaryWriter
 
-__all__ = ["OBJECT", "PICKLE", "PYTORCH_STATE", "Mode", "Store"]
+__all__ = ["OBJECT", "PICKLE", "PYTORCH_STATE", "Mode", "Store", "repair_journal"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +128,11 @@ class Store:
             at :meth:`close` (for writers that read their rows back from the journal, as every reader here does).
         keep_rows: Keep every row in memory, so ``df`` and ``store.h5`` rebuilds read no file (the default). With
             False a writer's memory stays the same however many rows it writes, and reading a table (``df``,
-            ``iter_rows``, ``store.h5`` at close) reads the journal again: for long runs that rarely read.
+            ``iter_rows``, ``store.h5`` at close) reads the journal again, in chunks: for long runs that rarely
+            read. Opening, writing and closing then need the same memory whatever the journal's length.
+        skip_damaged: Read around damaged frames in the middle of the journal (each is skipped, with a warning
+            naming the file, offset and size) instead of raising :class:`~unitrack.errors.CorruptStoreError`. A
+            writer opened so appends after the last intact frame; the damaged bytes stay in the file.
         quiet: Do not print ``Logging in: <path>`` when the store's folder is created (cox printed it; it is
             the store's one line of console output and goes to ``stream``, not through logging alone).
         stream: Where that line goes (default ``sys.stdout`` at the time of writing).
@@ -130,7 +142,9 @@ class Store:
         AlreadyExistsError: ``new=True`` and the store exists.
         NotFoundError: ``mode='r'`` and the store does not exist.
         StoreLockedError: Another Store object or process is writing this store.
-        CorruptStoreError: The journal is damaged in the middle (a torn tail is dropped with a warning).
+        CorruptStoreError: A frame in the middle of the journal is damaged (the error names the file, the offset
+            and where intact frames resume; nothing is changed). A torn tail (an interrupted last write) is
+            dropped with a warning, and a frame whose length field alone is damaged is read by its checksum.
 
     Example:
         >>> import tempfile
@@ -160,10 +174,12 @@ class Store:
         fsync: bool = False,
         h5_every_rows: int | None = 10_000,
         keep_rows: bool = True,
+        skip_damaged: bool = False,
         quiet: bool = False,
         stream: TextIO | None = None,
     ) -> None:
         self._keep_rows = bool(keep_rows) or Mode.parse(mode) is Mode.READ
+        self._skip_damaged = bool(skip_damaged)
         self._writer: JournalWriter | None = None
         self._lock: StoreLock | None = None
         self._tb: SummaryWriter | None = None
@@ -199,7 +215,7 @@ class Store:
         if self._mode is Mode.READ:
             if not exists:
                 raise NotFoundError(f"No store at {self.path} (mode='r' creates nothing).", path=self.path)
-            self._load(load_contents(self.path))
+            self._load(load_contents(self.path, skip_damaged=self._skip_damaged))
             return
 
         created = not exists
@@ -225,7 +241,9 @@ class Store:
                 os.unlink(os.path.join(self.path, entry))
         if self._mode is Mode.WRITE:
             self._reset_journal()
-        contents = load_contents(self.path, holds_lock=True)
+        contents = load_contents(
+            self.path, holds_lock=True, skip_damaged=self._skip_damaged, keep_payloads=self._keep_rows
+        )
         if contents.valid_end == 0 and contents.tables:
             # A cox store without a journal: start a journal holding its rows, then append to it.
             self._writer = JournalWriter(self._journal_path, 0, fsync=self.fsync)
@@ -256,7 +274,7 @@ class Store:
             codec = jtable.codec
             schema = {c: k.schema_type for c, k in zip(codec.columns, codec.kinds, strict=True)}
             table = Table(name, schema, self._obj_dir, self)
-            table._attach(codec, jtable.payloads)
+            table._attach(codec, jtable.payloads, jtable.nrows, jtable.widths)
             self.tables[name] = table
             self._codecs[name] = codec
 
@@ -352,12 +370,21 @@ class Store:
             if payloads:
                 table._accept(payloads)
 
-    def _journal_payloads(self) -> dict[str, list[bytes]]:
-        """Every table's row payloads, read from the journal (for a store that keeps no rows in memory)."""
-        contents = read_journal(self._journal_path, writer_alive=True)
-        return {
-            name: contents.tables[name].payloads if name in contents.tables else [] for name in self.tables
-        }
+    def _journal_batches(self, name: str | None = None) -> Iterator[Any]:
+        """The rows of the journal a chunk at a time (for a store that keeps no rows in memory): lists of one
+        table's payloads when ``name`` is given, else ``(name, payloads)`` pairs."""
+        reader = JournalReader(self._journal_path, writer_alive=True, skip_damaged=self._skip_damaged)
+        for batch in reader.batches():
+            for jtable, payloads in batch:
+                if name is None:
+                    yield jtable.name, payloads
+                elif jtable.name == name:
+                    yield payloads
+            batch.clear()  # not held while the next chunk is read
+
+    def _table_payloads(self, name: str) -> list[bytes]:
+        """Every row payload of one table, read from the journal."""
+        return [payload for payloads in self._journal_batches(name) for payload in payloads]
 
     def _journal(self) -> JournalWriter:
         writer = self._writer
@@ -449,18 +476,28 @@ class Store:
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def _write_h5(self) -> None:
-        """Rebuild ``store.h5`` from the rows (write new, fsync, rename)."""
-        payloads = None if self._keep_rows else self._journal_payloads()  # one read for every table
-        tables = []
-        for name, table in self.tables.items():
-            kinds = table.kinds
-            values = table._column_values(None if payloads is None else payloads[name])
-            tables.append((name, list(kinds), list(kinds.values()), values, table.nrows))
-        write_h5(self._h5_path, tables)
+        """Rebuild ``store.h5`` from the rows (write new, fsync, rename), a chunk of rows at a time."""
+        tables = [
+            H5TableSpec(name, table._columns, table._kinds, table.nrows, table._widths)
+            for name, table in self.tables.items()
+        ]
+        write_h5(self._h5_path, tables, self._h5_chunks())
         total = sum(t.nrows for t in self.tables.values())
         self._rows_since_h5 = 0
         self._tables_since_h5 = False
         self._h5_due = max(self._h5_every_rows, total)
+
+    def _h5_chunks(self) -> Iterator[Chunk]:
+        """Every table's rows as columns, a chunk at a time: from memory, or read from the journal."""
+        if self._keep_rows:
+            for name, table in self.tables.items():
+                for count, values in table._h5_chunks():
+                    yield name, count, values
+            return
+        for name, payloads in self._journal_batches():
+            codec = self._codecs[name]
+            rows = b"".join(payloads) if codec.is_fixed else payloads
+            yield name, len(payloads), codec.decode(rows, raw_text=True)
 
     def close(self, rebuild_h5: bool = True) -> None:
         """Write ``store.h5``, close the journal and TensorBoard writer, and release the lock (idempotent).
@@ -510,3 +547,86 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.path!r}, mode={self._mode.value!r}, tables={list(self.tables)})"
+
+
+def repair_journal(storage_folder: str | os.PathLike[str], exp_id: str) -> list[Damage]:
+    """Rewrite a store's journal with every intact frame and without its damaged bytes.
+
+    For a journal that raises :class:`~unitrack.errors.CorruptStoreError`: the rows of every intact frame are
+    kept (a frame whose length field alone is damaged is restored by its checksum), the damaged stretches are
+    dropped, and the damaged file is kept beside the new one as ``store.journal.damaged-<n>``. ``store.h5`` is
+    rebuilt by the next writer that closes the store.
+
+    Args:
+        storage_folder: The parent folder of the store.
+        exp_id: The store's folder name.
+
+    Returns:
+        The damaged stretches dropped (empty, and nothing changed, when the journal had none).
+
+    Raises:
+        NotFoundError: The store has no journal.
+        StoreLockedError: A writer holds the store.
+        CorruptStoreError: The file is not a journal at all.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with Store(folder, "exp1", quiet=True) as store:
+        ...     store.add_table("t", {"x": float}).append_row({"x": 1.0})
+        >>> repair_journal(folder, "exp1")  # an intact journal is left alone
+        []
+    """
+    path = os.path.abspath(os.path.join(os.fspath(storage_folder), validate_name("exp_id", exp_id)))
+    journal = os.path.join(path, JOURNAL_NAME)
+    if not os.path.isfile(journal):
+        raise NotFoundError(f"No journal at {journal}; nothing to repair.", path=journal)
+    lock = StoreLock(os.path.join(path, LOCK_NAME), path)
+    tmp = journal + ".repair.tmp"
+    try:
+        reader = JournalReader(journal, skip_damaged=True)
+        written: set[int] = set()
+        with open(tmp, "wb") as out:
+            out.write(MAGIC)
+            for batch in reader.batches():
+                for table, payloads in batch:
+                    if id(table) not in written:
+                        written.add(id(table))
+                        codec = table.codec
+                        out.write(
+                            frame(schema_payload(table.name, codec.table_id, codec.columns, codec.kinds))
+                        )
+                    out.write(b"".join(map(frame, payloads)))
+            for table in reader.tables.values():  # tables without rows
+                if id(table) not in written:
+                    codec = table.codec
+                    out.write(frame(schema_payload(table.name, codec.table_id, codec.columns, codec.kinds)))
+            out.flush()
+            os.fsync(out.fileno())
+        if not (reader.damaged or reader.recovered or reader.torn_at is not None):
+            os.unlink(tmp)
+            return []
+        n = 0
+        while os.path.exists(f"{journal}.damaged-{n}"):
+            n += 1
+        os.link(journal, f"{journal}.damaged-{n}")
+        os.replace(tmp, journal)
+        dir_fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        logger.warning(
+            "%s: rewritten without %d damaged stretch(es); the damaged file is kept as %s.damaged-%d",
+            journal,
+            len(reader.damaged),
+            journal,
+            n,
+        )
+        return list(reader.damaged)
+    except OSError as exc:
+        raise StorageError(f"Could not repair {journal}: {exc}", path=journal) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        lock.release()

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from unitrack.errors import ReadOnlyStoreError, SchemaError
-from unitrack.store.journal import REC_ROW, RowCodec
+from unitrack.store.hdf5 import APPEND_ROWS
+from unitrack.store.journal import REC_ROW, RowCodec, update_widths
 from unitrack.store.names import validate_hdf5_name, validate_name
 from unitrack.store.schema import ColumnKind, Converter, make_converter, parse_schema
 from unitrack.store.serialization import (
@@ -72,8 +73,6 @@ class Table:
     ) -> None:
         self._name = validate_hdf5_name("table", validate_name("table", name))
         kinds = parse_schema(name, schema)
-        for column in kinds:
-            validate_hdf5_name("column", column)
         self._schema = {column: kind.schema_type for column, kind in kinds.items()}
         self._columns = list(kinds)
         self._kinds = list(kinds.values())
@@ -94,10 +93,20 @@ class Table:
         self._decoded: list[Any] | None = None  # columns decoded so far (tables with text columns)
         self._decoded_rows = 0
         self._nrows = 0
+        #: The longest UTF-8 text of each column, in bytes: store.h5's string widths, known before its rows are
+        #: read again, so store.h5 is built in chunks (#12 item 15).
+        self._widths = [0] * len(self._kinds)
 
     # ------------------------------------------------------------------------------------------ wiring
-    def _attach(self, codec: RowCodec, payloads: list[bytes]) -> None:
-        """Give the table its codec and the rows already in the journal (called by the Store)."""
+    def _attach(
+        self,
+        codec: RowCodec,
+        payloads: list[bytes],
+        nrows: int | None = None,
+        widths: list[int] | None = None,
+    ) -> None:
+        """Give the table its codec and the rows already in the journal (called by the Store): their payloads
+        (kept when the store keeps rows), or only their count and text widths."""
         self._codec = codec
         self._decoded, self._decoded_rows = None, 0
         if not self._store._keep_rows:
@@ -106,7 +115,12 @@ class Table:
             self._fixed_rows = bytearray(b"".join(payloads))
         else:
             self._rows = list(payloads)
-        self._nrows = len(payloads)
+        self._nrows = len(payloads) if nrows is None else nrows
+        self._widths = [0] * len(codec.kinds)
+        if widths is not None:
+            self._widths = list(widths)
+        else:
+            update_widths(codec, self._widths, payloads)
 
     def _serializer(self, column: str, kind: ColumnKind) -> Converter:
         if kind is ColumnKind.OBJECT:
@@ -176,6 +190,8 @@ class Table:
         if writer is None:
             raise ReadOnlyStoreError(store.path, f"write to table {self._name!r}")
         writer.append(payload)
+        if not codec.is_fixed:
+            update_widths(codec, self._widths, [payload])
         if not store._keep_rows:
             pass
         elif codec.is_fixed:
@@ -293,9 +309,12 @@ class Table:
     def _accept(self, payloads: list[bytes]) -> None:
         """Take rows the store has just written to the journal into the table (and rebuild store.h5 when due)."""
         store = self._store
+        codec = self._codec
+        if codec is not None and not codec.is_fixed:
+            update_widths(codec, self._widths, payloads)
         if not store._keep_rows:
             pass
-        elif self._codec is not None and self._codec.is_fixed:
+        elif codec is not None and codec.is_fixed:
             self._fixed_rows += b"".join(payloads)
         else:
             self._rows.extend(payloads)
@@ -325,10 +344,20 @@ class Table:
         if codec is None:  # pragma: no cover
             return [[] for _ in self._columns]
         if not self._store._keep_rows:
-            rows = self._store._journal_payloads()[self._name] if payloads is None else payloads
+            rows = self._store._table_payloads(self._name) if payloads is None else payloads
             return codec.decode(b"".join(rows) if codec.is_fixed else rows)
         if codec.is_fixed:
             return codec.decode(bytes(self._fixed_rows))
+        decoded = self._decode_kept()
+        return [
+            np.frombuffer(column, dtype=_ARRAY_DTYPES[kind]).copy() if kind in _ARRAY_CODES else list(column)
+            for column, kind in zip(decoded, codec.kinds, strict=True)
+        ]
+
+    def _decode_kept(self) -> list[Any]:
+        """The kept rows of a table with text columns, decoded into compact columns (new rows only)."""
+        codec = self._codec
+        assert codec is not None  # attached by the store before any row
         if self._decoded is None:
             self._decoded = [
                 array.array(_ARRAY_CODES[kind]) if kind in _ARRAY_CODES else [] for kind in codec.kinds
@@ -342,10 +371,36 @@ class Table:
                 else:
                     column.extend(values)
             self._decoded_rows = len(self._rows)
-        return [
-            np.frombuffer(column, dtype=_ARRAY_DTYPES[kind]).copy() if kind in _ARRAY_CODES else list(column)
-            for column, kind in zip(decoded, codec.kinds, strict=True)
-        ]
+        return decoded
+
+    def _h5_chunks(self) -> Iterator[tuple[int, list[Any]]]:
+        """The kept rows as ``(count, columns)``, a slice of rows at a time (for store.h5: no copy of the whole
+        table)."""
+        codec = self._codec
+        if codec is None or not self._nrows:
+            return
+        nrows = self._nrows
+        if codec.is_fixed:
+            size = codec.fixed_size
+            for start in range(0, nrows, APPEND_ROWS):
+                count = min(APPEND_ROWS, nrows - start)
+                yield count, codec.decode(bytes(self._fixed_rows[start * size : (start + count) * size]))
+            return
+        columns = self._decode_kept()
+        for start in range(0, nrows, APPEND_ROWS):
+            count = min(APPEND_ROWS, nrows - start)
+            # Copies of each slice: no view of the arrays stays exported (they grow in place) across a yield.
+            yield (
+                count,
+                [
+                    np.frombuffer(
+                        column, dtype=_ARRAY_DTYPES[kind], count=count, offset=start * column.itemsize
+                    ).copy()
+                    if kind in _ARRAY_CODES
+                    else column[start : start + count]
+                    for column, kind in zip(columns, codec.kinds, strict=True)
+                ],
+            )
 
     def iter_rows(self) -> Iterator[tuple[Any, ...]]:
         """Yield every flushed row as a tuple in column order (serialized columns hold their text or ids)."""
@@ -353,7 +408,8 @@ class Table:
         if codec is None:  # pragma: no cover
             return
         if not self._store._keep_rows:
-            yield from map(codec.unpack, self._store._journal_payloads()[self._name])
+            for payloads in self._store._journal_batches(self._name):
+                yield from map(codec.unpack, payloads)
         elif codec.is_fixed:
             raw = bytes(self._fixed_rows)
             size = len(raw) // self._nrows if self._nrows else 0

@@ -26,8 +26,8 @@ class Checkpointer(Hook):
 
     Args:
         spec: ``"{regex}@{modulo}{trigger}"``; the regex should select objects with ``state_dict()``.
-        to_keep: Keep the newest ``to_keep`` checkpoints of each variable (files already there count); None keeps
-            all.
+        to_keep: Keep the newest ``to_keep`` checkpoints of each variable (files already there count), deleting
+            older ones only after the new one is recorded; None keeps all.
         expand: Save each value of a dict variable as ``<var>_<key>``.
         save_dir: Save under this folder instead of ``<monitor.directory>/checkpoints``.
 
@@ -81,7 +81,12 @@ class Checkpointer(Hook):
                         str(checkpoint.NotCheckpointableError(name, obj)), UserWarning, stacklevel=2
                     )
                 continue
-            saved[name] = checkpoint.save(directory, name, obj, monitor.triggers, monitor.now(), self.to_keep)
+            saved[name] = checkpoint.save(directory, name, obj, monitor.triggers, monitor.now())
         if saved:
             monitor.report(f"saved {list(saved)} at {directory}")
+            # Record the new files first, then delete old ones: a kill in between leaves an extra file (deleted
+            # by the next save), never metadata['checkpoints'] naming a deleted one (#12 item 5).
             monitor.record_checkpoints(saved)
+            if self.to_keep is not None:
+                for path in saved.values():
+                    checkpoint.prune(path.parent, self.to_keep, keep=[path])

@@ -61,6 +61,10 @@ class EphemeralProtocol(Protocol):
         with self._lock:
             return self._db.find_trials(query)
 
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        with self._lock:
+            return self._db.find_trial_summaries(query)
+
     def find_series(self, request: SeriesRequest) -> list[Series]:
         with self._lock:
             return self._db.find_series(request)

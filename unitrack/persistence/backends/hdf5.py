@@ -4,6 +4,8 @@
 
     DIR/
       .unitrack/index.json       projects and groups (small; rewritten atomically under .unitrack/index.lock)
+      .unitrack/trials.jnl       where each trial's folder is (appended under the lock; rebuilt from the
+                                 folders when missing or damaged)
       <trial name>/              a cox Store (unitrack.store.Store) and a trial
         store.journal, store.h5  tables: metadata (one row of parameters), metrics (step, name, value, time),
                                  trial_log (every other change to the trial, one JSON row per call)
@@ -28,6 +30,13 @@ finished groups (``Running``, ``Completed``, ``Exception``...): every trial that
 never logged a metric. Until then (registered, e.g. with xmen's ``CustomStatus('registered', 1)``) a trial is
 its folder and ``trial.json`` alone, so registering a sweep of a thousand trials writes no store.
 
+Every file this backend writes for itself detects damage (:mod:`unitrack.persistence.integrity`): ``trial.json``
+and ``index.json`` carry a SHA-256 on their first line, ``trials.jnl`` a checksum per frame, and a summary must
+agree with its store (the store holds at least the rows the summary counts). A trial whose files cannot be read is
+listed with status ``damaged`` (:data:`~unitrack.persistence.lifecycle.DAMAGED`) and ``metadata["damage"]``
+naming the file and the reason, with a warning, while every other trial is read as usual; writing to it raises
+:class:`~unitrack.errors.CorruptStoreError` naming the file. Older unsealed summaries are read as they are.
+
 A trial has one writer at a time (the Store's lock): a second process writing the same trial gets
 ``StoreLockedError`` naming the holder. Metric values are stored as float64 (as TensorBoard does) and steps as
 float64 with NaN for "no step"; integral steps come back as ints.
@@ -46,11 +55,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import json.encoder
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -58,7 +69,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import filelock
 
@@ -72,8 +83,9 @@ from unitrack.errors import (
     StoreLockedError,
 )
 from unitrack.persistence.aggregators import Aggregator
-from unitrack.persistence.backends.file import atomic_write
 from unitrack.persistence.backends.hdf5_series import SeriesIndexWriter, read_series
+from unitrack.persistence.integrity import atomic_write, frame, read_frames, seal, unseal
+from unitrack.persistence.lifecycle import DAMAGED
 from unitrack.persistence.memory import Database, _MetricRecord, _TrialRecord
 from unitrack.persistence.protocol import Protocol, trial_uid
 from unitrack.persistence.query import Query, compile_query
@@ -92,10 +104,12 @@ from unitrack.persistence.structure import (
     check_metric_name,
     check_number,
     check_step,
+    split_uid,
+    status_to_json,
 )
 from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
 from unitrack.store import Store
-from unitrack.store.contents import is_store_dir
+from unitrack.store.contents import JOURNAL_NAME, is_store_dir
 from unitrack.store.names import validate_hdf5_name
 
 __all__ = ["HDF5Protocol"]
@@ -103,7 +117,15 @@ __all__ = ["HDF5Protocol"]
 logger = logging.getLogger(__name__)
 
 SUMMARY = "trial.json"
+SUMMARY_FORMAT = "unitrack.trial/1"
 INDEX_DIR = ".unitrack"
+INDEX_FORMAT = "unitrack.index/1"
+#: .unitrack/trials.jnl: one frame ``{"uid": ..., "folder": ...}`` per trial (see unitrack.persistence.integrity).
+TRIALS_INDEX = "trials.jnl"
+#: How an older (unsealed) trial.json or index.json starts: read as it is. Anything else must be sealed, and no
+#: single flipped bit turns a sealed file into one of these.
+_LEGACY_SUMMARY = re.compile(rb'\s*\{"dtype": "trial"')
+_LEGACY_INDEX = re.compile(rb'\s*\{\s*"format"\s*:\s*"unitrack\.db/1"')
 METRICS = "metrics"
 PARAMETERS = "metadata"
 LOG = "trial_log"
@@ -161,6 +183,9 @@ class _Writing:
     last_step: dict[str, float] = field(default_factory=dict)
     summary_at: float = 0.0
     dirty: bool = False
+    #: Rows in the store's ``metrics`` table: recorded in the summary, so a reader can tell a store that lost
+    #: rows (a truncated or emptied journal) from one that holds what was written.
+    metric_rows: int = 0
     #: Each metric's points in a file of its own, for charts (appended when the summary is written).
     series: SeriesIndexWriter | None = None
 
@@ -191,6 +216,22 @@ def _parameter_row(parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str
         else:
             schema[key], row[key] = str, json.dumps(value, allow_nan=True)
     return schema, row
+
+
+def _check_summary(path: str, summary: Any) -> None:
+    """Raise CorruptStoreError unless ``summary`` is a trial summary a reader can use (issue #12 item 14: a
+    damaged one gave ``KeyError: 'uid'``)."""
+    if not isinstance(summary, dict) or summary.get("dtype") != "trial":
+        raise CorruptStoreError(path, 0, "not a trial summary")
+    uid = summary.get("uid")
+    if not isinstance(uid, str):
+        raise CorruptStoreError(path, 0, "its uid is missing")
+    try:
+        trial = from_json(summary)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # SchemaError is a ValueError
+        raise CorruptStoreError(path, 0, f"not a readable trial ({exc})") from exc
+    if not isinstance(trial, Trial) or trial.uid != uid:
+        raise CorruptStoreError(path, 0, f"its uid {uid!r} is not the uid of the trial it describes")
 
 
 def _opens_store(status: StatusLike | None) -> bool:
@@ -229,7 +270,7 @@ class HDF5Protocol(Protocol):
         max_open: how many trial Stores one object keeps open for writing (least recently used are closed).
 
     Raises:
-        StorageError: when the folder cannot be created.
+        StorageError: on the first write, when the folder cannot be created (reading creates nothing).
     """
 
     def __init__(self, uri: str | ParsedURI, strict: bool = True, *, max_open: int = 64) -> None:
@@ -243,11 +284,10 @@ class HDF5Protocol(Protocol):
         self.summary_interval_s = option_float(self.uri, "summary_interval_s", 1.0)
         lock_timeout_s = option_float(self.uri, "lock_timeout_s", 30.0)
         self.max_open = max_open
-        index_dir = self.root / INDEX_DIR
-        try:
-            index_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"Cannot create {index_dir}: {exc.strerror or exc}") from exc
+        index_dir = self._index_dir = self.root / INDEX_DIR
+        self._index_made = False
+        self._batch_depth = 0
+        self._batch_index: Database | None = None
         self._index_path = index_dir / "index.json"
         self._lock = filelock.FileLock(str(index_dir / "index.lock"), timeout=lock_timeout_s)
         self._lock_timeout_s = lock_timeout_s
@@ -256,10 +296,11 @@ class HDF5Protocol(Protocol):
         self._releasing: set[str] = set()  # trials a commit is letting go of, outside the mutex
         self._released = threading.Condition(self._mutex)
         self._summaries: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
-        # .unitrack/trials.log: one "uid<TAB>folder" line per trial, appended under the index lock, so
-        # inserts and writes find a trial without scanning every folder.
-        self._trials_log = index_dir / "trials.log"
+        # .unitrack/trials.jnl: one frame per trial, appended under the index lock, so inserts and writes find
+        # a trial without scanning every folder.
+        self._trials_index = index_dir / TRIALS_INDEX
         self._known: dict[str, str] = {}
+        self._known_ino = -1
         self._owners: dict[str, str] = {}  # folder -> the uid of the trial it holds
         self._known_offset = 0
         self._max_revision: dict[str, int] = {}
@@ -267,6 +308,13 @@ class HDF5Protocol(Protocol):
 
     # -------------------------------------------------------------------------------------------- locks
     def _locked(self) -> filelock.AcquireReturnProxy[filelock.BaseFileLock]:
+        # The folder and its index are made by the first write: reading (unitrack view) never creates a file.
+        if not self._index_made:
+            try:
+                self._index_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"Cannot create {self._index_dir}: {exc.strerror or exc}") from exc
+            self._index_made = True
         try:
             return self._lock.acquire()
         except filelock.Timeout as exc:
@@ -276,19 +324,61 @@ class HDF5Protocol(Protocol):
         if self._closed:
             raise StorageError(f"{self.uri} is closed; open a new HDF5Protocol to use it again.")
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold the index lock across many writes (registering a grid of trials takes it once, not per trial).
+
+        While it is held no other process changes the index, so it is read once for the whole block.
+        """
+        with self._mutex, self._locked():
+            if self._batch_depth == 0:
+                self._trusted_index()
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+                if self._batch_depth == 0:
+                    self._batch_index = None
+
     # -------------------------------------------------------------------------------- projects, groups
     def _index(self) -> Database:
+        if self._batch_index is not None:
+            return self._batch_index
+        if self._batch_depth:
+            self._batch_index = self._read_index()
+            return self._batch_index
+        return self._read_index()
+
+    def _read_index(self) -> Database:
+        """Projects and groups, from the sealed ``.unitrack/index.json`` (or an older unsealed one)."""
         try:
             raw = self._index_path.read_bytes()
         except FileNotFoundError:
             return Database(self.strict)
+        source = str(self._index_path)
+        advice = "Restore it from a backup or remove it (projects and groups cannot be read until then)"
+        if _LEGACY_INDEX.match(raw):
+            try:
+                data, verified = json.loads(raw), False
+            except ValueError as exc:
+                raise CorruptStoreError(
+                    source, getattr(exc, "pos", 0), "not valid JSON", advice=advice
+                ) from exc
+        else:
+            data, _ = unseal(raw, source, (INDEX_FORMAT,), advice=advice)
+            verified = True
         try:
-            return Database.from_json(json.loads(raw), strict=self.strict)
-        except ValueError as exc:
-            raise CorruptStoreError(str(self._index_path), getattr(exc, "pos", 0), str(exc)) from exc
+            return Database.from_json(data, strict=self.strict, source=source, verified=verified)
+        except SchemaError as exc:
+            raise CorruptStoreError(source, 0, str(exc), advice=advice) from exc
 
     def _save_index(self, db: Database) -> None:
-        atomic_write(self._index_path, json.dumps(db.to_json(), indent=1).encode("utf-8"), fsync=self.fsync)
+        if self._batch_depth:
+            self._batch_index = db
+        data = db.to_json()
+        del data["format"]
+        atomic_write(self._index_path, seal(data, INDEX_FORMAT, lines=True), fsync=self.fsync)
 
     # ----------------------------------------------------------------------------------- trial index
     def _learn(self, uid: str, folder: str) -> None:
@@ -302,33 +392,72 @@ class HDF5Protocol(Protocol):
         if revision.isdigit():
             self._max_revision[head] = max(self._max_revision.get(head, -1), int(revision))
 
-    def _read_known(self) -> None:
-        """Read the lines other processes appended to the trial index since we last looked."""
+    def _read_known(self, *, locked: bool = False) -> bool:
+        """Read the frames other processes appended to the trial index since we last looked.
+
+        Returns False when the index is missing or damaged (it is derived data: a scan of the folders finds every
+        trial, and :meth:`_trusted_index` rebuilds it). ``locked``: the caller holds the index lock, so no one is
+        appending and a cut frame at the end is a killed writer's.
+        """
+        if self._batch_depth:
+            return (
+                True  # inside batch(), under the index lock: nobody else appends (read when the batch began)
+            )
+        path = self._trials_index
         try:
-            with open(self._trials_log, "rb") as fh:
-                fh.seek(self._known_offset)
-                data = fh.read()
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if st.st_ino != self._known_ino:  # rebuilt by another process: read it from the start
+                self._known_ino, self._known_offset = st.st_ino, 0
+            data = os.pread(fd, max(0, st.st_size - self._known_offset), self._known_offset)
+        finally:
+            os.close(fd)
+        try:
+            frames, used = read_frames(str(path), data, self._known_offset, settled=locked)
+            entries = [json.loads(payload) for _, payload in frames]
+            for entry in entries:
+                if not isinstance(entry.get("uid"), str) or not isinstance(entry.get("folder"), str):
+                    raise CorruptStoreError(
+                        str(path), self._known_offset, f"an entry is not a uid and a folder: {entry!r}"
+                    )
+        except (CorruptStoreError, ValueError, AttributeError) as exc:
+            logger.warning(
+                "%s cannot be read (%s); finding trials by scanning %s instead", path, exc, self.root
+            )
+            return False
+        for entry in entries:
+            self._learn(entry["uid"], entry["folder"])
+        self._known_offset += used
+        return True
+
+    def _trusted_index(self) -> None:
+        """Make the trial index complete (caller holds the index lock): read it, or rebuild it from a scan of the
+        folders when it is missing (a root made by an older version) or damaged."""
+        if self._read_known(locked=True):
             return
-        end = data.rfind(b"\n") + 1  # a line being written is read next time
-        for line in data[:end].decode("utf-8").splitlines():
-            uid, tab, folder = line.partition("\t")
-            if not tab or not uid or not folder:
-                raise CorruptStoreError(str(self._trials_log), self._known_offset, f"bad index line {line!r}")
+        for uid, (folder, _) in self._scan().items():
             self._learn(uid, folder)
-        self._known_offset += end
+        data = b"".join(
+            frame(_ENCODE({"uid": uid, "folder": folder}).encode("ascii"))
+            for uid, folder in self._known.items()
+        )
+        atomic_write(self._trials_index, data, fsync=self.fsync)
+        self._known_ino, self._known_offset = os.stat(self._trials_index).st_ino, len(data)
 
     def _record_known(self, uid: str, folder: str) -> None:
         """Append a trial to the index (caller holds the index lock and has read the index to its end)."""
-        line = f"{uid}\t{folder}\n".encode()
-        fd = os.open(self._trials_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        data = frame(_ENCODE({"uid": uid, "folder": folder}).encode("ascii"))
+        fd = os.open(self._trials_index, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            os.write(fd, data)
             if self.fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        self._known_offset += len(line)
+        self._known_offset += len(data)
         self._learn(uid, folder)
 
     def _folder_of(self, uid: str) -> str:
@@ -352,6 +481,12 @@ class HDF5Protocol(Protocol):
         return self.root / self._folder_of(uid) / "artifacts"
 
     def _read_summary(self, folder: str) -> dict[str, Any]:
+        """A trial's summary, checked: its seal (an older unsealed one is read as it is) and its shape.
+
+        Raises:
+            NotFoundError: when the folder has no summary.
+            CorruptStoreError: naming the file when it is damaged or not a trial summary.
+        """
         path = os.path.join(self.root, folder, SUMMARY)
         try:
             st = os.stat(path)
@@ -361,32 +496,38 @@ class HDF5Protocol(Protocol):
         cached = self._summaries.get(folder)
         if cached is not None and cached[0] == key:
             return cached[1]
-        try:
-            with open(path, "rb") as fh:
-                summary: dict[str, Any] = json.loads(fh.read())
-        except ValueError as exc:
-            raise CorruptStoreError(path, getattr(exc, "pos", 0), "summary is not valid JSON") from exc
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        if _LEGACY_SUMMARY.match(raw):
+            try:
+                summary: Any = json.loads(raw)
+            except ValueError as exc:
+                raise CorruptStoreError(path, getattr(exc, "pos", 0), "summary is not valid JSON") from exc
+        else:
+            summary, _ = unseal(raw, path, (SUMMARY_FORMAT,))
+        _check_summary(path, summary)
         self._summaries[folder] = (key, summary)
-        return summary
+        return cast(dict[str, Any], summary)  # checked by _check_summary
 
     # --------------------------------------------------------------------------------------- summaries
     @staticmethod
     def _summary_data(
-        record: _TrialRecord, latest: dict[str, float], log_rows: int, created: int
+        record: _TrialRecord, latest: dict[str, float], log_rows: int, created: int, metric_rows: int = 0
     ) -> dict[str, Any]:
         data = record.to_json()
         data["metrics"] = {name: {"steps": [], "values": [], "latest": v} for name, v in latest.items()}
         data["log_rows"] = log_rows
+        data["metric_rows"] = metric_rows
         data["created"] = created
         return data
 
     def _write_summary_file(self, folder: str, data: dict[str, Any]) -> None:
-        atomic_write(
-            self.root / folder / SUMMARY, json.dumps(data, allow_nan=True).encode("utf-8"), fsync=self.fsync
-        )
+        atomic_write(self.root / folder / SUMMARY, seal(data, SUMMARY_FORMAT), fsync=self.fsync)
 
     def _write_summary(self, writing: _Writing) -> None:
-        data = self._summary_data(writing.record, writing.latest, writing.log_rows, writing.created)
+        data = self._summary_data(
+            writing.record, writing.latest, writing.log_rows, writing.created, writing.metric_rows
+        )
         if writing.series is not None:
             writing.series.flush()  # before the summary: a reader of the summary finds the points indexed
         self._write_summary_file(writing.folder, data)
@@ -411,16 +552,49 @@ class HDF5Protocol(Protocol):
                 continue
             if not os.path.exists(os.path.join(entry.path, SUMMARY)):
                 continue  # a cox store or any other folder: not a trial
-            summary = self._read_summary(entry.name)
+            try:
+                summary = self._read_summary(entry.name)
+            except CorruptStoreError as exc:
+                summary = self._damaged(entry.name, str(exc.fields["path"]), str(exc.fields["reason"]))
+            except NotFoundError:
+                continue  # deleted since it was listed
+            except OSError as exc:
+                summary = self._damaged(
+                    entry.name, os.path.join(entry.path, SUMMARY), exc.strerror or str(exc)
+                )
             found.append((int(summary.get("created", 0)), entry.name, str(summary["uid"]), summary))
         found.sort()
         return {uid: (folder, summary) for _, folder, uid, summary in found}
+
+    def _damaged(self, folder: str, path: str, reason: str) -> dict[str, Any]:
+        """The summary of a trial whose files cannot be read (INTERFACES seam 2): its folder's name, its uid when
+        the trial index knows it, status ``damaged`` and ``metadata["damage"]`` naming the file and the reason."""
+        logger.warning("trial %s is damaged: %s: %s (other trials are read as usual)", folder, path, reason)
+        uid = self._owners.get(folder)
+        if uid is None:
+            self._read_known()
+            uid = self._owners.get(folder)
+        try:
+            trial = (
+                Trial(name=folder)
+                if uid is None
+                else Trial(_hash=split_uid(uid)[0], revision=split_uid(uid)[1], name=folder)
+            )
+        except SchemaError:
+            trial = Trial()
+        data = to_json(trial)
+        data.update(
+            status=status_to_json(DAMAGED),
+            metadata={"damage": {"file": path, "reason": reason}},
+            damaged=True,
+        )
+        return data
 
     @staticmethod
     def _view(summary: dict[str, Any]) -> Trial:
         """The trial as its summary describes it (metrics carry only their latest value)."""
         trial = from_json(summary)
-        assert isinstance(trial, Trial)  # the summary's dtype is 'trial'
+        assert isinstance(trial, Trial)  # the summary's dtype is 'trial' (checked when read)
         return trial
 
     # ------------------------------------------------------------------------------------ full reads
@@ -445,11 +619,35 @@ class HDF5Protocol(Protocol):
             seen = int(summary.get("log_rows", 0))
             for index, (text,) in enumerate(table.iter_rows()):
                 if index >= seen:
-                    update = from_json(json.loads(text))
-                    assert isinstance(update, TrialUpdate)  # we wrote it
+                    try:
+                        update = from_json(json.loads(text))
+                        if not isinstance(update, TrialUpdate):
+                            raise SchemaError(f"expected a trial_update, found {type(update).__name__}")
+                    except (ValueError, TypeError, AttributeError) as exc:  # SchemaError is a ValueError
+                        logger.warning(
+                            "%s: skipped row %d of table %s: %s (kept in the store, not applied)",
+                            store.path,
+                            index,
+                            LOG,
+                            exc,
+                        )
+                        continue
                     record.apply(update)
             log_rows = table.nrows
         return record, log_rows
+
+    def _check_rows(self, summary: dict[str, Any], store: Store, folder: str) -> None:
+        """Raise CorruptStoreError when the store holds fewer rows than the summary says were written (rows are
+        durable before the summary that counts them is written, so fewer means a truncated or emptied journal)."""
+        have = {name: store[name].nrows if name in store.tables else 0 for name in (METRICS, LOG)}
+        want = {METRICS: int(summary.get("metric_rows", 0)), LOG: int(summary.get("log_rows", 0))}
+        missing = [name for name in (METRICS, LOG) if have[name] < want[name]]
+        if not missing and not want[METRICS] and summary.get("metrics") and not have[METRICS]:
+            missing = [METRICS]  # a summary from before metric_rows was recorded: it names metrics, no rows
+        if missing:
+            path = os.path.join(self.root, folder, JOURNAL_NAME)
+            counts = ", ".join(f"{name}: {have[name]} of {want[name]}" for name in missing)
+            raise CorruptStoreError(path, 0, f"it holds fewer rows than {SUMMARY} records ({counts})")
 
     def _full(self, record: _TrialRecord, store: Store) -> Trial:
         trial = record.snapshot()
@@ -457,13 +655,22 @@ class HDF5Protocol(Protocol):
         return replace(trial, metrics={name: rec.snapshot(name) for name, rec in metrics.items()})
 
     def _snapshot(self, uid: str, folder: str, summary: dict[str, Any]) -> Trial:
+        if summary.get("damaged"):
+            return self._view(summary)
         self._wait_released(uid)
         writing = self._writing.get(uid)
         if writing is not None:
             return self._full(writing.record, writing.store)
-        with Store(self.root, folder, mode="r") as store:
-            record, _ = self._load(summary, store)
-            return self._full(record, store)
+        try:
+            with Store(self.root, folder, mode="r") as store:
+                self._check_rows(summary, store, folder)
+                record, _ = self._load(summary, store)
+                return self._full(record, store)
+        except StorageError as exc:  # a damaged store: this trial is listed as damaged, the others as usual
+            path = getattr(exc, "path", None) or os.path.join(self.root, folder)
+            return self._view(
+                {**summary, **self._damaged(folder, str(path), getattr(exc, "reason", str(exc)))}
+            )
 
     # ---------------------------------------------------------------------------------------- writing
     def _writer(self, uid: str) -> _Writing:
@@ -485,6 +692,7 @@ class HDF5Protocol(Protocol):
             record, log_rows = self._load(summary, store)
             self._ensure_tables(store, record)
             latest = {name: rec.latest for name, rec in self._metric_records(store).items()}
+            self._check_rows(summary, store, folder)
         except BaseException:
             store.close()
             raise
@@ -496,6 +704,7 @@ class HDF5Protocol(Protocol):
             int(summary.get("created", 0)),
             latest,
             summary_at=time.monotonic(),
+            metric_rows=store[METRICS].nrows,
         )
         writing.series = SeriesIndexWriter(str(self.root / folder), store._codecs)
         writing.series.open()
@@ -551,7 +760,7 @@ class HDF5Protocol(Protocol):
         with self._mutex, self._locked():
             self._check_open()
             index = self._index()  # projects and groups, for the strictness checks
-            self._read_known()
+            self._trusted_index()
             if trial.uid in self._known:
                 if not auto_increment:
                     return None
@@ -579,10 +788,12 @@ class HDF5Protocol(Protocol):
                 # finished groups (_writer): registering a sweep of a thousand trials writes a folder and a
                 # summary each, and the store gets the parameters as merged by then.
                 try:
-                    (self.root / folder).mkdir(exist_ok=True)
+                    if not (self.root / folder).is_dir():  # an xmen experiment folder made before its trial
+                        (self.root / folder).mkdir(exist_ok=True)
                 except OSError as exc:
                     raise StorageError(f"Cannot create {self.root / folder}: {exc.strerror or exc}") from exc
-            self._write_summary_file(folder, self._summary_data(record, latest, 0, time.time_ns()))
+            rows = sum(len(m) for m in stored.metrics.values())
+            self._write_summary_file(folder, self._summary_data(record, latest, 0, time.time_ns(), rows))
             self._record_known(stored.uid, folder)
             return stored
 
@@ -639,6 +850,18 @@ class HDF5Protocol(Protocol):
         with self._mutex:
             self._check_open()
             return [self._snapshot(uid, folder, summary) for uid, folder, summary in self._matching(query)]
+
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        """The trials as their ``trial.json`` summaries describe them: no store is opened, no point read.
+
+        Summaries of the trials this object writes are brought up to date first; one written by another process
+        is at most ``summary_interval_s`` old (status changes are never late).
+        """
+        match = compile_query(query)
+        with self._mutex:
+            self._check_open()
+            views = (self._view(summary) for _, summary in self._scan().values())
+            return [view for view in views if match(view)]
 
     def find_series(self, request: SeriesRequest) -> list[Series]:
         """Read only the asked metrics' rows of the asked trials' stores (see :mod:`.hdf5_series`).
@@ -729,6 +952,7 @@ class HDF5Protocol(Protocol):
         # The rows are (float, str, float, float) with the name checked, and the log row is text: every value has
         # exactly its column's type, so the store packs them without converting.
         writing.store._append_exact({METRICS: rows} if log is None else {METRICS: rows, LOG: ((log,),)})
+        writing.metric_rows += len(rows)
         if writing.series is not None:
             writing.series.add(rows)
         if log is not None:

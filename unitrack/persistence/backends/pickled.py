@@ -2,9 +2,11 @@
 
 track loaded this file with ``pickle.loads``, so anyone able to write it could run code in every process that
 opened it (its default lived in world-writable ``/tmp``). Here the file holds only plain data (dicts, lists,
-strings, numbers) and is read with an unpickler that refuses every class or function reference, and a file or
-folder that other users can write is refused outright. Each call rewrites the whole file under a lock, like
-track's, so it is slow for long runs.
+strings, numbers) and is read with an unpickler that refuses every class or function reference; a file owned
+by another user, or a file or folder that other users can write, is refused outright (checked on the open file,
+so it cannot be swapped in between). The data carries a SHA-256 (format ``unitrack.pickled/2``), so a damaged
+file is an error naming it, never other values; a file of the first unitrack version (unsealed) still opens.
+Each call rewrites the whole file under a lock, like track's, so it is slow for long runs.
 
 Example:
     >>> import tempfile, warnings
@@ -18,9 +20,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle  # noqa: S403 - plain data only, read with _PlainUnpickler (no globals)
+import pwd
 import stat
 import threading
 import warnings
@@ -30,8 +34,8 @@ from typing import Any, TypeVar
 
 import filelock
 
-from unitrack.errors import ConcurrentWrite, CorruptStoreError, StorageError
-from unitrack.persistence.backends.file import atomic_write
+from unitrack.errors import ConcurrentWrite, CorruptStoreError, SchemaError, StorageError
+from unitrack.persistence.integrity import atomic_write
 from unitrack.persistence.memory import Database
 from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.query import Query
@@ -42,6 +46,11 @@ from unitrack.persistence.uri import ParsedURI, as_uri
 __all__ = ["PickledProtocol"]
 
 T = TypeVar("T")
+
+_ADVICE = "Restore it from a backup, or move it aside to start a new database"
+
+FORMAT = "unitrack.pickled/2"
+_LEGACY_FORMAT = "unitrack.db/1"
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -55,17 +64,97 @@ def _loads_plain(data: bytes) -> Any:
     return _PlainUnpickler(io.BytesIO(data)).load()
 
 
-def _check_permissions(path: Path) -> None:
-    for target, what in ((path, "file"), (path.parent, "folder")):
-        try:
-            mode = os.stat(target).st_mode
-        except FileNotFoundError:
-            continue
-        if mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise StorageError(
-                f"Refusing pickled database {path}: its {what} {target} is writable by other users, who could "
-                f"make every reader run their code. Use a private folder (chmod go-w {target})."
+#: What unpickling damaged bytes can raise (no code runs: every class reference is refused).
+_UNPICKLE_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+)
+
+
+def _seal(db: Database) -> bytes:
+    payload = pickle.dumps(db.to_json(), protocol=4)
+    return pickle.dumps(
+        {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, protocol=4
+    )
+
+
+def _unseal(path: Path, raw: bytes) -> Any:
+    """The database's plain data, after checking the seal (or an unsealed file of the first version).
+
+    Raises:
+        CorruptStoreError: naming the file when it is not a readable pickle of plain data or fails its seal.
+    """
+    try:
+        outer = _loads_plain(raw)
+        if isinstance(outer, dict) and outer.get("format") == _LEGACY_FORMAT:
+            return outer
+        if not isinstance(outer, dict) or outer.get("format") != FORMAT:
+            raise CorruptStoreError(
+                str(path), 0, "not a unitrack pickled database", advice=_ADVICE, others_affected=True
             )
+        payload = outer.get("payload")
+        if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+            raise CorruptStoreError(
+                str(path), 0, "its data does not match its sha256", advice=_ADVICE, others_affected=True
+            )
+        return _loads_plain(payload)
+    except _UNPICKLE_ERRORS as exc:
+        raise CorruptStoreError(
+            str(path), 0, f"not a readable pickle ({exc})", advice=_ADVICE, others_affected=True
+        ) from exc
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_permissions(path: Path, st: os.stat_result | None = None) -> None:
+    """Refuse a file another user owns or can write, and a folder another user can write or owns.
+
+    ``st`` is the ``fstat`` of the open file, so what is checked is what is read.
+    """
+    me = os.geteuid()
+    folder = path.parent
+    try:
+        folder_st = os.stat(folder)
+    except FileNotFoundError:
+        folder_st = None
+    if folder_st is not None:
+        if folder_st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise StorageError(
+                f"Refusing pickled database {path}: its folder {folder} is writable by other users, who could make "
+                f"every reader run their code. Use a private folder (chmod go-w {folder})."
+            )
+        if folder_st.st_uid not in (me, 0):
+            raise StorageError(
+                f"Refusing pickled database {path}: its folder {folder} belongs to {_owner(folder_st.st_uid)}, "
+                "who could replace the file with one that runs their code in your process. Copy the file into a "
+                "folder you own, or use file:// for data several people share."
+            )
+    if st is None:
+        return
+    if st.st_uid != me:
+        raise StorageError(
+            f"Refusing pickled database {path}: it belongs to {_owner(st.st_uid)}, not to you, and a pickle can "
+            "run its author's code in every process that reads it. Copy it into a folder you own after checking "
+            "where it came from (cp it, then chmod 600 the copy), or use file:// for data several people share."
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StorageError(
+            f"Refusing pickled database {path}: the file is writable by other users, who could make every reader "
+            f"run their code. Make it private (chmod go-w {path})."
+        )
 
 
 class PickledProtocol(Protocol):
@@ -77,7 +166,9 @@ class PickledProtocol(Protocol):
         lock_timeout_s: how long to wait for the file lock.
 
     Raises:
-        StorageError: when the file or its folder is writable by other users.
+        StorageError: when the file belongs to another user, or the file or its folder is writable by other
+            users (or the folder belongs to another user).
+        CorruptStoreError: when the file is damaged or holds anything but plain data.
     """
 
     def __init__(self, uri: str | ParsedURI, strict: bool = True, lock_timeout_s: float = 60.0) -> None:
@@ -94,22 +185,32 @@ class PickledProtocol(Protocol):
             stacklevel=2,
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _check_permissions(self.path)
+        self._load()  # refuses a file another user owns or can write, and a damaged one, before any use
         self.lock_timeout_s = lock_timeout_s
         self._filelock = filelock.FileLock(str(self.path) + ".lock", timeout=lock_timeout_s)
         self._mutex = threading.RLock()
 
     def _load(self) -> Database:
-        _check_permissions(self.path)
         try:
-            raw = self.path.read_bytes()
+            fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
+            _check_permissions(self.path)
             return Database(self.strict)
+        except OSError as exc:
+            raise StorageError(f"Cannot open {self.path}: {exc.strerror or exc}") from exc
         try:
-            data = _loads_plain(raw)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-            raise CorruptStoreError(str(self.path), 0, f"not a readable pickle ({exc})") from exc
-        return Database.from_json(data, strict=self.strict)
+            _check_permissions(self.path, os.fstat(fd))
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                raw = fh.read()
+        finally:
+            os.close(fd)
+        data = _unseal(self.path, raw)
+        try:
+            return Database.from_json(data, strict=self.strict, source=str(self.path))
+        except SchemaError as exc:
+            raise CorruptStoreError(
+                str(self.path), 0, str(exc), advice=_ADVICE, others_affected=True
+            ) from exc
 
     def _run(self, fn: Callable[[Database], T], write: bool) -> T:
         with self._mutex:
@@ -118,8 +219,7 @@ class PickledProtocol(Protocol):
                     db = self._load()
                     result = fn(db)
                     if write:
-                        atomic_write(self.path, pickle.dumps(db.to_json(), protocol=4), fsync=False)
-                        os.chmod(self.path, 0o600)
+                        atomic_write(self.path, _seal(db), fsync=False, mode=0o600)
                     return result
             except filelock.Timeout as exc:
                 raise ConcurrentWrite(str(self.path) + ".lock", self.lock_timeout_s) from exc
@@ -141,6 +241,9 @@ class PickledProtocol(Protocol):
 
     def find_trials(self, query: Query) -> list[Trial]:
         return self._run(lambda db: db.find_trials(query), write=False)
+
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        return self._run(lambda db: db.find_trial_summaries(query), write=False)
 
     def find_series(self, request: SeriesRequest) -> list[Series]:
         return self._run(lambda db: db.find_series(request), write=False)

@@ -905,25 +905,28 @@ class SQLProtocol(Protocol):
         params: Sequence[Any],
         cur: psycopg.Cursor[Any] | None = None,
         lock: sql.Composable = _NO_LOCK,
+        *,
+        with_series: bool = True,
     ) -> list[Trial]:
         if cur is None:
             with self._cursor() as fresh:
-                return self._load_trials(where, params, fresh, lock)
+                return self._load_trials(where, params, fresh, lock, with_series=with_series)
         cur.execute(_SELECT_TRIALS.format(where=where, lock=lock), params)
         rows = cur.fetchall()
         if not rows:
             return []
         uids = [r[0] for r in rows]
         series: dict[str, dict[str, tuple[list[Any], list[Any]]]] = {}
-        cur.execute(
-            "SELECT trial_uid, name, step, step_is_int, value, value_int FROM unitrack_metric_points "
-            "WHERE trial_uid = ANY(%s::text[]) ORDER BY seq",
-            (uids,),
-        )
-        for uid, mname, step, step_is_int, value, value_int in cur.fetchall():
-            steps, values = series.setdefault(uid, {}).setdefault(mname, ([], []))
-            steps.append(int(step) if step_is_int and step is not None else step)
-            values.append(_read_value(value, value_int))
+        if with_series:  # summaries (find_trial_summaries) read only unitrack_metric_latest
+            cur.execute(
+                "SELECT trial_uid, name, step, step_is_int, value, value_int FROM unitrack_metric_points "
+                "WHERE trial_uid = ANY(%s::text[]) ORDER BY seq",
+                (uids,),
+            )
+            for uid, mname, step, step_is_int, value, value_int in cur.fetchall():
+                steps, values = series.setdefault(uid, {}).setdefault(mname, ([], []))
+                steps.append(int(step) if step_is_int and step is not None else step)
+                values.append(_read_value(value, value_int))
         cur.execute(
             "SELECT trial_uid, name, value, value_int FROM unitrack_metric_latest "
             "WHERE trial_uid = ANY(%s::text[]) ORDER BY first_seq",
@@ -983,6 +986,13 @@ class SQLProtocol(Protocol):
         where, params, remaining = _plan(query)
         match = _matcher(remaining)
         trials = self._load_trials(where, params)
+        return trials if match is None else [t for t in trials if match(t)]
+
+    @_retried(True)
+    def find_trial_summaries(self, query: Query) -> list[Trial]:
+        where, params, remaining = _plan(query)
+        match = _matcher(remaining)
+        trials = self._load_trials(where, params, with_series=False)
         return trials if match is None else [t for t in trials if match(t)]
 
     @_retried(True)

@@ -1,0 +1,636 @@
+"""The run catalog: one row per run, from a folder or any backend — what every listing reads.
+
+``unitrack view``, ``unitrack run`` (which runs to start), ``GlobalExperimentManager.find``, the web view and
+scripts all list runs through this module, so they agree on which runs exist and what each one's status is:
+
+- **A folder** lists the runs its backend holds: the embedded default (``hdf5://FOLDER``: one trial per
+  sub-folder), or, when ``$UNITRACK_URI`` names another backend and the folder has none of its own, the trials
+  that backend holds for experiments in this folder. Experiment folders with a ``params.yml`` but no trial (an
+  xmen folder, or one registered with ``--backend ephemeral://``) are listed from that file, and one whose
+  ``params.yml`` cannot be read is listed as ``damaged`` with the file and the reason. ``FOLDER`` and
+  ``hdf5://FOLDER`` list the same runs.
+- **A URI** lists every trial of that backend.
+- Runs are read with :meth:`~unitrack.persistence.protocol.Protocol.find_trial_summaries`: a listing never reads
+  a metric series, and never creates a file (a folder or database that does not exist is an error).
+
+A row (:func:`list_runs`) maps each column to a value: the fields :data:`~unitrack.persistence.filters.FIELDS`
+(``uid``, ``name``, ``status`` — one word for every entry point, see :mod:`~unitrack.persistence.lifecycle` —,
+``project``, ``group``, ``description``, ``created``, ``started``, ``ended``, ``last_seen`` (datetimes),
+``host``, ``pid``, ``error`` (the last line of the run's last error), ``notes``, ``tags``, ``version``,
+``revision``), then ``parameters.<key>`` (nested dicts flattened with dots) and ``metrics.<name>`` (latest
+value): the dotted paths queries use. :func:`runs` returns the same rows as a pandas DataFrame indexed by uid.
+
+Roots registered by ``unitrack register``, ``ExperimentManager`` or ``Experiment.register`` are remembered in
+``$UNITRACK_HOME/config.yml`` (default ``~/.unitrack/config.yml``) under ``roots``, so
+``GlobalExperimentManager()`` finds them without being told.
+
+Example:
+    >>> import tempfile
+    >>> from unitrack.persistence.registry import get_protocol
+    >>> from unitrack.persistence.structure import Trial
+    >>> folder = tempfile.mkdtemp()
+    >>> with get_protocol(f"hdf5://{folder}", strict=False) as db:
+    ...     t = db.new_trial(Trial(name="a", parameters={"lr": 0.1, "opt": {"m": 0.9}}))
+    ...     db.log_trial_metrics(t, step=1, loss=0.5)
+    >>> frame = runs(folder)
+    >>> frame[["name", "status", "parameters.lr", "parameters.opt.m", "metrics.loss"]].values.tolist()
+    [['a', 'registered', 0.1, 0.9, 0.5]]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unitrack.errors import ConfigError, UnitrackError
+from unitrack.persistence import lifecycle
+from unitrack.persistence.filters import FIELDS, KeySpace, compile_filters
+from unitrack.persistence.lifecycle import DAMAGED, parse_status_words
+from unitrack.persistence.protocol import Protocol, Query
+from unitrack.persistence.structure import Trial
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "COLUMNS",
+    "HOME_ENV",
+    "Listing",
+    "aggregate",
+    "config_path",
+    "group_rows",
+    "known_roots",
+    "list_runs",
+    "remember_root",
+    "run_status",
+    "runs",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The columns of every listing before its parameters and metrics (the DataFrame's index is ``uid``).
+COLUMNS: tuple[str, ...] = FIELDS
+HOME_ENV = "UNITRACK_HOME"
+#: Schemes whose URI names a local file or folder: reading one that does not exist is an error, never a create.
+_LOCAL_SCHEMES = {"hdf5": "folder", "cox": "folder", "file": "file", "pickled": "file"}
+_INDEX_DIR = ".unitrack"
+_SUMMARY = "trial.json"
+
+
+# ------------------------------------------------------------------------------------------------- status
+def run_status(trial: Trial, now: float | None = None) -> str:
+    """The status word every listing shows for ``trial``: the one place a trial becomes its word.
+
+    ``damaged`` for a run its backend could not read; otherwise the lifecycle's word, ``lost`` for a running trial
+    whose process is gone (:func:`unitrack.persistence.lifecycle.run_status`).
+    """
+    if trial.status == DAMAGED:
+        return "damaged"
+    return lifecycle.run_status(trial, now)
+
+
+# --------------------------------------------------------------------------------------------------- rows
+def _time(value: Any) -> datetime | None:
+    """A datetime from an ISO text (xmen's timestamps) or seconds since the epoch (track's start/end times)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone().replace(tzinfo=None)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(float(value))
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return when if when.tzinfo is None else when.astimezone().replace(tzinfo=None)
+    return None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _flatten(prefix: str, values: Mapping[str, Any], out: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            _flatten(f"{prefix}{key}.", value, out)
+        else:
+            out[f"{prefix}{key}"] = value
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _liveness(trial: Trial) -> tuple[Any, Any, Any]:
+    """(host, pid, last seen) of a trial: its heartbeat when it has one, else what its metadata says."""
+    metadata = _mapping(trial.metadata)
+    stamps = _mapping(metadata.get("timestamps"))
+    beat = lifecycle.read_heartbeat(metadata)
+    host = _mapping(trial.tags).get("host") or _mapping(metadata.get("meta")).get("host")
+    last = stamps.get("last") or metadata.get("end_time") or metadata.get("start_time")
+    if beat is None:
+        return host, None, last
+    return beat.host, beat.pid, beat.last_seen if beat.last_seen is not None else last
+
+
+def row_of(trial: Trial, groups: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The catalog row of one trial (see the module docstring for its columns)."""
+    metadata = _mapping(trial.metadata)
+    stamps = _mapping(metadata.get("timestamps"))
+    tags = _mapping(trial.tags)
+    host, pid, last = _liveness(trial)
+    status = run_status(trial)
+    error = _last_line(trial.errors[-1]) if trial.errors else ""
+    if status == "damaged":
+        damage = _mapping(metadata.get("damage"))
+        error = f"{damage.get('file', '?')}: {damage.get('reason', 'cannot be read')}"
+    notes = tags.get("notes")
+    row: dict[str, Any] = {
+        "uid": trial.uid,
+        "name": trial.name if trial.name is not None else trial.uid,
+        "status": status,
+        "project": trial.project_id,
+        "group": (groups or {}).get(trial.group_id or "", trial.group_id),
+        "description": trial.description or "",
+        "created": _time(stamps.get("created") or stamps.get("registered") or metadata.get("start_time")),
+        "started": _time(stamps.get("start") or metadata.get("start_time")),
+        "ended": _time(stamps.get("stopped") or metadata.get("end_time")),
+        "last_seen": _time(last),
+        "host": host,
+        "pid": pid,
+        "error": error,
+        "notes": [str(n) for n in notes] if isinstance(notes, list) else [],
+        "tags": dict(tags),
+        "version": trial.version,
+        "revision": trial.revision,
+    }
+    _flatten("parameters.", trial.parameters, row)
+    for name, metric in trial.metrics.items():
+        row[f"metrics.{name}"] = metric.latest
+    return row
+
+
+# ------------------------------------------------------------------------------------------- params.yml
+def _yaml_row(folder: str) -> dict[str, Any]:
+    """The row of an experiment folder that has a ``params.yml`` but no trial (xmen's own folders)."""
+    from ruamel.yaml.error import YAMLError
+
+    from unitrack.persistence.yamlsafe import describe, safe_yaml
+
+    name = os.path.basename(folder)
+    path = os.path.join(folder, "params.yml")
+    reason = None
+    data: Any = None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = safe_yaml().load(handle)  # aliases and nesting bounded (#12 item 11)
+    except YAMLError as exc:
+        reason = describe(exc)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as exc:
+        reason = _last_line(str(exc)) or type(exc).__name__
+    if reason is None and not isinstance(data, dict):
+        reason = "empty" if data is None else f"not a mapping but {type(data).__name__}"
+    row: dict[str, Any] = dict.fromkeys(FIELDS)
+    row.update(uid=f"params.yml:{name}", name=name, notes=[], tags={}, error="", description="")
+    if reason is not None:
+        logger.warning("%s cannot be read (%s); listed as damaged", path, reason)
+        row.update(status="damaged", error=f"{path}: {reason}")
+        return row
+    assert isinstance(data, dict)  # checked above
+    try:
+        words = parse_status_words([str(data.get("_status") or "registered")])
+        status = words[0]
+    except ConfigError:
+        status = str(data.get("_status"))
+    meta = _mapping(data.get("_meta"))
+    beat = lifecycle.read_heartbeat({lifecycle.PROCESS_KEY: meta.get(lifecycle.PROCESS_KEY)})
+    if status == "running" and beat is not None and lifecycle.is_lost(beat):
+        status = "lost"  # its process (recorded in _meta) is gone
+    stamps = _mapping(data.get("_timestamps"))
+    notes = data.get("_notes")
+    row.update(
+        status=status,
+        description=str(data.get("_purpose") or ""),
+        created=_time(stamps.get("created") or stamps.get("registered")),
+        started=_time(stamps.get("start")),
+        ended=_time(stamps.get("stopped")),
+        last_seen=_time(stamps.get("last")),
+        host=data.get("_host"),
+        notes=[str(n) for n in notes] if isinstance(notes, list) else [],
+    )
+    _flatten("parameters.", {str(k): v for k, v in data.items() if not str(k).startswith("_")}, row)
+    for key, value in _mapping(data.get("_messages")).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            row[f"metrics.{key}"] = value
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- listing
+@dataclass
+class Listing:
+    """What one listing read: the trials (summaries), their rows, and where they came from."""
+
+    target: str
+    uri: str | None
+    trials: list[Trial] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: name -> folder of each experiment folder (a folder listing only).
+    folders: dict[str, str] = field(default_factory=dict)
+
+    def columns(self) -> list[str]:
+        """The fields, then every parameter and metric column in the order first seen."""
+        params: dict[str, None] = {}
+        metrics: dict[str, None] = {}
+        for row in self.rows:
+            for key in row:
+                if key.startswith("parameters."):
+                    params[key] = None
+                elif key.startswith("metrics."):
+                    metrics[key] = None
+        return [*FIELDS, *params, *metrics]
+
+
+def _check_local(uri: str) -> None:
+    """Refuse to read a local backend that does not exist (opening it would create it)."""
+    from unitrack.persistence.uri import as_uri
+
+    parsed = as_uri(uri)
+    kind = _LOCAL_SCHEMES.get(parsed.scheme)
+    if kind is None:
+        return
+    path = os.path.expanduser(parsed.file_path)
+    exists = os.path.isdir(path) if kind == "folder" else os.path.isfile(path)
+    if not exists:
+        raise ConfigError(
+            f"No {kind} at {path} ({parsed.redacted()}): nothing to list. Check the path; reading never creates it."
+        )
+
+
+def _read_trials(uri: str, query: Query) -> tuple[list[Trial], dict[str, str]]:
+    from unitrack.persistence.registry import get_protocol
+
+    protocol: Protocol = get_protocol(uri)
+    try:
+        trials = protocol.find_trial_summaries(query)
+        groups = {g.uid: g.name or g.uid for g in protocol.find_groups(None)}
+    finally:
+        protocol.close()
+    return trials, groups
+
+
+def _external_uri(folder: str) -> str | None:
+    """``$UNITRACK_URI`` when it names a backend other than the folder's own (the folder has no index)."""
+    from unitrack.persistence.registry import URI_ENV
+
+    uri = os.environ.get(URI_ENV)
+    if not uri or os.path.isdir(os.path.join(folder, _INDEX_DIR)):
+        return None
+    return uri
+
+
+def _list_folder(folder: str, query: Query) -> Listing:
+    root = os.path.abspath(folder)
+    try:
+        entries = sorted(
+            (e for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")),
+            key=lambda e: e.name,
+        )
+    except NotADirectoryError as exc:
+        raise ConfigError(f"{folder!r} is a file, not a folder of runs or a backend URI.") from exc
+    folders = {e.name: e.path for e in entries}
+    external = _external_uri(root)
+    listing = Listing(folder, external or f"hdf5://{root}", folders=folders)
+    indexed = os.path.isdir(os.path.join(root, _INDEX_DIR))
+    groups: dict[str, str] = {}
+    if external is not None:
+        trials, groups = _read_trials(external, query)
+        # The backend holds many roots: keep the trials of experiments in this folder (their directory).
+        listing.trials = [
+            t for t in trials if os.path.dirname(str(_mapping(t.metadata).get("directory") or "")) == root
+        ]
+    elif indexed or any(os.path.isfile(os.path.join(p, _SUMMARY)) for p in folders.values()):
+        listing.trials, groups = _read_trials(f"hdf5://{root}", query)
+    listing.rows = [row_of(t, groups) for t in listing.trials]
+    # A folder whose name is no trial's: an xmen experiment with only its params.yml (or a trial the query left
+    # out, which has a summary). Usually none, so a listing stats no file per run.
+    named = {t.name for t in listing.trials}
+    for name, path in folders.items():
+        if name in named or external is None and os.path.isfile(os.path.join(path, _SUMMARY)):
+            continue
+        if os.path.isfile(os.path.join(path, "params.yml")):
+            row = _yaml_row(path)
+            if query is None or row["status"] == "damaged":
+                listing.rows.append(row)
+            else:
+                logger.debug("%s has no trial; not listed under a query", path)
+    return listing
+
+
+def read_listing(root_or_uri: str | os.PathLike[str] | None = None, query: Query = None) -> Listing:
+    """Read the runs of a folder or a backend URI (default: ``$UNITRACK_URI``, else ``./runs``).
+
+    Raises:
+        ConfigError: for a folder or backend file that does not exist, or a target that is neither.
+        UnitrackError: whatever the backend raises when it cannot be read.
+    """
+    from unitrack.persistence.registry import resolve_uri
+
+    target = resolve_uri(None) if root_or_uri is None else os.fspath(root_or_uri)
+    if "://" in target:
+        _check_local(target)
+        trials, groups = _read_trials(target, query)
+        return Listing(target, target, trials, [row_of(t, groups) for t in trials])
+    if not os.path.exists(target):
+        raise ConfigError(
+            f"{target!r} is neither a folder nor a backend URI (e.g. hdf5://runs, file://db.json)."
+        )
+    if _is_run(target):
+        return _list_run(target, query)
+    return _list_folder(target, query)
+
+
+def _is_run(folder: str) -> bool:
+    """Whether ``folder`` is one run (its own params.yml or trial summary), not a folder of runs."""
+    return os.path.isfile(os.path.join(folder, "params.yml")) or os.path.isfile(
+        os.path.join(folder, _SUMMARY)
+    )
+
+
+def _list_run(folder: str, query: Query) -> Listing:
+    """One run's folder: its row in the listing of the folder holding it."""
+    run = os.path.abspath(folder)
+    parent = _list_folder(os.path.dirname(run), query)
+    name = os.path.basename(run)
+    rows = [r for r in parent.rows if r["name"] == name]
+    trials = [t for t in parent.trials if t.name == name]
+    if not rows and os.path.isfile(os.path.join(run, "params.yml")):
+        rows = [_yaml_row(run)]
+    return Listing(folder, parent.uri, trials, rows, {name: run})
+
+
+def list_runs(
+    root_or_uri: str | os.PathLike[str] | None = None,
+    query: Query = None,
+    *,
+    filters: Sequence[str] | str | None = None,
+    status: str | Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The catalog rows of a folder or backend (see the module docstring), without pandas.
+
+    Args:
+        root_or_uri: a folder or a backend URI (default ``$UNITRACK_URI``, else ``./runs``).
+        query: a backend query (``{"parameters.lr": {"$lt": 0.1}}``), run by the backend.
+        filters: ``unitrack view -f`` filters (:mod:`~unitrack.persistence.filters`), all of which must hold.
+        status: keep runs with one of these status words (``"stopped,lost"``; track's names accepted).
+
+    Raises:
+        ConfigError: for a missing folder or file, an unknown status word, or a filter that names no key
+            (:class:`~unitrack.errors.UnknownKeyError`, naming the closest ones).
+    """
+    listing = read_listing(root_or_uri, query)
+    return select(listing.rows, listing.columns(), filters=filters, status=status)
+
+
+def select(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    *,
+    filters: Sequence[str] | str | None = None,
+    status: str | Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Keep the rows with one of the ``status`` words that pass every filter (bound to ``columns``)."""
+    if status is not None:
+        words = set(parse_status_words(status))
+        rows = [r for r in rows if r.get("status") in words]
+    if filters:
+        bound = compile_filters(filters).bind(KeySpace(columns), strict=bool(rows) or bool(status))
+        rows = [r for r in rows if bound.matches(r)]
+    return rows
+
+
+def runs(
+    root_or_uri: str | os.PathLike[str] | None = None,
+    query: Query = None,
+    *,
+    filters: Sequence[str] | str | None = None,
+    status: str | Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """One row per run of a folder or backend, as a pandas DataFrame indexed by ``uid``.
+
+    Columns: ``name, status, project, group, description, created, started, ended, last_seen, host, pid, error,
+    notes, tags, version, revision``, then ``parameters.<key>`` (nested keys dotted) and ``metrics.<name>``
+    (latest value). Arguments as :func:`list_runs`.
+
+    Example:
+        >>> import tempfile
+        >>> runs(tempfile.mkdtemp()).columns.tolist()[:4]
+        ['name', 'status', 'project', 'group']
+
+    Raises:
+        ConfigError: as :func:`list_runs`.
+    """
+    import pandas as pd
+
+    listing = read_listing(root_or_uri, query)
+    columns = listing.columns()
+    rows = select(listing.rows, columns, filters=filters, status=status)
+    frame = pd.DataFrame.from_records(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
+    return frame.set_index("uid")
+
+
+# ---------------------------------------------------------------------------------------------- group by
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def group_rows(
+    rows: Sequence[Mapping[str, Any]], over: Sequence[str], columns: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per combination of the parameters other than ``over``: each metric's mean and standard deviation
+    over the runs of the group (``metrics.<name>`` and ``metrics.<name>.std``), and ``n``, the count of runs.
+
+    What a paper table needs when runs differ only in a seed: ``group_rows(rows, ["seed"])``.
+
+    Args:
+        rows: catalog rows (:func:`list_runs`).
+        over: the parameters to aggregate over (bare or dotted names).
+        columns: the columns of the listing (default: those of ``rows``).
+
+    Raises:
+        UnknownKeyError: for a name in ``over`` that is not a parameter (naming the closest ones).
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    space = KeySpace(columns)
+    dropped = set()
+    for name in over:
+        column = space.resolve(name, "group-by key")
+        if not column.startswith("parameters."):
+            raise ConfigError(f"--group-by takes parameters; {name!r} is the {column!r} column.")
+        dropped.add(column)
+    params = [c for c in columns if c.startswith("parameters.") and c not in dropped]
+    metrics = [c for c in columns if c.startswith("metrics.")]
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(repr(row.get(p)) for p in params), []).append(row)
+    out = []
+    for members in groups.values():
+        grouped: dict[str, Any] = {p: members[0].get(p) for p in params}
+        grouped["n"] = len(members)
+        for metric in metrics:
+            values = [
+                float(v)
+                for v in (m.get(metric) for m in members)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+            ]
+            grouped[metric], grouped[f"{metric}.std"] = _mean_std(values)
+        out.append(grouped)
+    return out
+
+
+def aggregate(frame: pd.DataFrame, over: Sequence[str] | str) -> pd.DataFrame:
+    """:func:`group_rows` for a :func:`runs` DataFrame: one row per combination of the other parameters.
+
+    Example:
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({"parameters.lr": [0.1, 0.1, 0.2], "parameters.seed": [0, 1, 0],
+        ...                       "metrics.loss": [1.0, 3.0, 5.0]})
+        >>> aggregate(frame, "seed")[["parameters.lr", "n", "metrics.loss", "metrics.loss.std"]].values.tolist()
+        [[0.1, 2.0, 2.0, 1.4142135623730951], [0.2, 1.0, 5.0, nan]]
+    """
+    import pandas as pd
+
+    names = [over] if isinstance(over, str) else list(over)
+    rows = [{k: (None if _is_nan(v) else v) for k, v in r.items()} for r in frame.to_dict("records")]
+    grouped = group_rows(rows, names, list(frame.columns))
+    return pd.DataFrame.from_records(grouped)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+# ----------------------------------------------------------------------------------------- known roots
+def config_path() -> Path:
+    """``$UNITRACK_HOME/config.yml``, default ``~/.unitrack/config.yml``."""
+    home = os.environ.get(HOME_ENV)
+    return Path(home) / "config.yml" if home else Path.home() / ".unitrack" / "config.yml"
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    from ruamel.yaml.error import YAMLError
+
+    from unitrack.persistence.yamlsafe import describe, safe_yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        data = safe_yaml().load(text)  # aliases and nesting bounded (#12 item 11)
+    except YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {describe(exc)}. Fix or remove it.") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {_last_line(str(exc))}. Fix or remove it.") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping (roots: [...]), not {type(data).__name__}.")
+    return data
+
+
+def known_roots() -> list[str]:
+    """The roots in ``config_path()``: a list under ``roots`` (or xmen's mapping under ``experiments``).
+
+    Raises:
+        ConfigError: for a config file that cannot be read or whose ``roots`` is not a list.
+    """
+    path = config_path()
+    data = _read_config(path)
+    roots = data.get("roots") or data.get("experiments") or []
+    if isinstance(roots, Mapping):
+        roots = list(roots)
+    if not isinstance(roots, list):
+        raise ConfigError(f"{path}: 'roots' must be a list of experiment roots, got {type(roots).__name__}.")
+    return [str(r) for r in roots]
+
+
+def remember_root(root: str | os.PathLike[str]) -> None:
+    """Add a root to ``config_path()`` (once), so ``GlobalExperimentManager()`` finds its runs.
+
+    Best effort: a home folder that cannot be written is logged (at INFO) and the registration goes on.
+    """
+    import filelock
+
+    path = config_path()
+    folder = os.path.abspath(os.fspath(root))
+    try:
+        if folder in known_roots():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(path) + ".lock", timeout=10):
+            data = _read_config(path)
+            roots = data.get("roots")
+            roots = [str(r) for r in roots] if isinstance(roots, list) else []
+            if folder in roots:
+                return
+            data["roots"] = [*roots, folder]
+            _write_config(path, data)
+    except (OSError, UnitrackError, filelock.Timeout) as exc:
+        logger.info("root %s not remembered in %s: %s", folder, path, exc)
+
+
+def forget_roots(roots: Iterable[str]) -> None:
+    """Remove roots from ``config_path()`` (``GlobalExperimentManager.clean``)."""
+    import filelock
+
+    path = config_path()
+    gone = {os.path.abspath(r) for r in roots}
+    if not gone or not path.is_file():
+        return
+    with filelock.FileLock(str(path) + ".lock", timeout=10):
+        data = _read_config(path)
+        roots_now = data.get("roots")
+        if isinstance(roots_now, list):
+            data["roots"] = [r for r in roots_now if os.path.abspath(str(r)) not in gone]
+            _write_config(path, data)
+
+
+def _write_config(path: Path, data: Mapping[str, Any]) -> None:
+    import io
+    import tempfile
+
+    from ruamel.yaml import YAML
+
+    stream = io.StringIO()
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.dump(dict(data), stream)
+    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(stream.getvalue())
+        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
