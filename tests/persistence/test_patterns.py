@@ -66,7 +66,7 @@ def test_view_filters_use_the_same_patterns() -> None:
     with pytest.raises(RegisterSyntaxError, match="position 0: bad regex: .*look-around") as info:
         compile_filter("(?=a)a")
     assert isinstance(info.value.__cause__, InvalidQueryError)
-    with pytest.raises(ConfigError, match="at most 1000"):  # a RecursionError before
+    with pytest.raises(ConfigError, match="1000"):  # a RecursionError before
         compile_filter(DEEP_LOOKAHEAD)
     assert compile_filter("lr<0.1").matches({"lr": 0.01})
     assert compile_filter(CATASTROPHIC).keys({Trial(name="x").uid: 1, "ab": 2}) == ["ab"]
