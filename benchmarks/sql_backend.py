@@ -1,9 +1,13 @@
 """postgresql:// backend figures: many writers into one database, and a parameter query over many trials.
 
 Prints:
-- load: 16 processes x 10,000 metric values into one database (one trial per process), batched (100 values per
-  ``log_trial_metric_points`` call) and unbatched (one ``log_trial_metrics`` call per value); every value
-  checked present exactly once. Target >= 50,000 values/s batched on a 2-core machine.
+- load: 16 processes x 10,000 metric values into one database (one trial per process), 100 values per
+  ``log_trial_metric_points`` call; every value checked present exactly once. Target >= 50,000 values/s on a
+  2-core machine. The same load on ``hdf5://`` and ``file://`` for comparison.
+- one call per step: 8 processes x 10,000 ``log_trial_metrics`` calls (one value each) through the default
+  ``postgresql://`` URI, which batches in the client; the clock stops once ``commit()`` has acknowledged every
+  value. Target >= 50,000 values/s.
+  Then the same with ``?batch_size=1`` (every call durable when it returns: one transaction per call).
 - query: 10,000 trials, then ``fetch_trials({'parameters.lr': {'$lt': 0.1}})``. Target <= 100 ms.
 
 Without ``--uri`` a private server is started with initdb/pg_ctl (as the tests do; needs the PostgreSQL
@@ -47,6 +51,7 @@ if batch > 1:
 else:
     for v in range(count):
         db.log_trial_metrics(uid, v=v)
+db.commit()  # every value acknowledged (written to the database) before the clock stops
 t1 = time.perf_counter()
 db.close()
 print(t0, t1, flush=True)
@@ -65,7 +70,9 @@ def database(uri: str | None) -> Iterator[str]:
         yield base
 
 
-def load(uri: str, writers: int, values: int, batch: int, label: str = "postgresql://") -> None:
+def load(
+    uri: str, writers: int, values: int, batch: int, label: str = "postgresql://", target: str = ""
+) -> None:
     """16 writer processes, one trial each, into the backend at ``uri``; every value checked exactly once."""
     with get_protocol(uri, strict=False) as db:
         uids = []
@@ -100,10 +107,9 @@ def load(uri: str, writers: int, values: int, batch: int, label: str = "postgres
         Counter(t.metrics["v"].values) == Counter(range(values)) for t in trials
     )
     total = writers * values
-    how = f"batched ({batch} values per call)" if batch > 1 else "unbatched (one call per value)"
-    target = "   target >= 50,000" if batch > 1 and label == "postgresql://" else ""
+    how = f"{batch} values per call" if batch > 1 else "one call per value"
     print(
-        f"{label:<14} load {how}: {writers} x {values:,} = {total:,}; exactly once: {exact}; "
+        f"{label} load, {how}: {writers} x {values:,} = {total:,}; exactly once: {exact}; "
         f"{total / seconds:,.0f} values/s ({seconds:.2f} s){target}"
     )
 
@@ -137,15 +143,37 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--values", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--unbatched-values", type=int, default=10_000)
+    parser.add_argument("--step-writers", type=int, default=8)
+    parser.add_argument("--step-values", type=int, default=10_000)
+    parser.add_argument("--per-call-values", type=int, default=2_000)
     parser.add_argument("--trials", type=int, default=10_000)
     args = parser.parse_args()
     with database(args.uri) as base:
-        load(pg.schema_uri(base, f"load-{time.time()}"), args.writers, args.values, args.batch)
+        load(
+            pg.schema_uri(base, f"load-{time.time()}"),
+            args.writers,
+            args.values,
+            args.batch,
+            target="   target >= 50,000",
+        )
         with tempfile.TemporaryDirectory() as folder:  # the same load, same run, on the local backends
             load(f"hdf5://{folder}/runs", args.writers, args.values, args.batch, label="hdf5://")
             load(f"file://{folder}/db.json", args.writers, args.values, args.batch, label="file://")
-        load(pg.schema_uri(base, f"unbatched-{time.time()}"), args.writers, args.unbatched_values, 1)
+        load(
+            pg.schema_uri(base, f"steps-{time.time()}"),
+            args.step_writers,
+            args.step_values,
+            1,
+            label="postgresql:// (default URI)",
+            target="   target >= 50,000",
+        )
+        load(
+            pg.schema_uri(base, f"per-call-{time.time()}") + "&batch_size=1",
+            args.step_writers,
+            args.per_call_values,
+            1,
+            label="postgresql://?batch_size=1",
+        )
         query(base, args.trials)
 
 

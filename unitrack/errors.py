@@ -39,7 +39,9 @@ the boundary and chained (``raise StorageError(...) from exc``).
     │     │     └── PermissionDeniedError   logged in, but the role or ownership forbids the call
     │     ├── FrameError
     │     ├── RPCCallFailure                track's name for a failed remote call
-    │     └── ConnectionLostError
+    │     ├── ConnectionLostError
+    │     ├── ServerBusyError               no room for another connection now (the client retries)
+    │     └── ProtocolMismatchError         TLS against plaintext, or another wire protocol version
     └── MissingDependencyError (ImportError)
 
 Each class builds its message from the data it is given and keeps that data as attributes, so callers (and the
@@ -76,10 +78,12 @@ __all__ = [
     "NotFoundError",
     "ReadOnlyStoreError",
     "PermissionDeniedError",
+    "ProtocolMismatchError",
     "RegisterSyntaxError",
     "RemoteError",
     "RPCCallFailure",
     "SchemaError",
+    "ServerBusyError",
     "StorageError",
     "StoreLockedError",
     "TableNotFoundError",
@@ -437,6 +441,15 @@ class RPCCallFailure(RemoteError):
 
 class ConnectionLostError(RemoteError):
     """The connection to the server was lost and could not be re-established in time."""
+
+
+class ServerBusyError(RemoteError):
+    """The server has no room for another connection now; clients retry it (it heals by itself)."""
+
+
+class ProtocolMismatchError(RemoteError):
+    """Client and server cannot talk: one uses TLS and the other not, or their wire protocol versions differ.
+    Retrying cannot help; the message names the fix."""
 
 
 # --------------------------------------------------------------------------------------------------- deps

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ENABLE_HINT = "install PostgreSQL to run the postgresql:// tests: apt-get install postgresql"
@@ -44,9 +45,32 @@ def _as_server_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
+@dataclass
+class PostgresServer:
+    """A running throw-away server: its URI, and a way to restart it (as a failover or an upgrade would)."""
+
+    uri: str
+    bin_dir: Path
+    data: Path
+    log: Path
+    options: str
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*_as_server_user(), str(self.bin_dir / "pg_ctl"), "-D", str(self.data), *args],
+            check=True,
+            capture_output=True,
+        )
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop (``fast``: every session is ended; ``immediate``: a crash) and start again on the same port."""
+        self._ctl("-m", mode, "-w", "stop")
+        self._ctl("-l", str(self.log), "-o", self.options, "-w", "start")
+
+
 @contextmanager
-def postgres_server(bin_dir: Path) -> Iterator[str]:
-    """Start a throw-away server; yield its base URI (``postgresql://postgres@127.0.0.1:port/postgres``)."""
+def postgres_instance(bin_dir: Path) -> Iterator[PostgresServer]:
+    """Start a throw-away server; yield it (``.uri`` is ``postgresql://postgres@127.0.0.1:port/postgres``)."""
     folder = Path(tempfile.mkdtemp(prefix="unitrack-pg-"))
     try:
         if os.geteuid() == 0:
@@ -60,13 +84,12 @@ def postgres_server(bin_dir: Path) -> Iterator[str]:
         )
         port = _free_port()
         options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        subprocess.run(
-            [*run, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"],
-            check=True,
-            capture_output=True,
+        server = PostgresServer(
+            f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data, log, options
         )
+        server._ctl("-l", str(log), "-o", options, "-w", "start")
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield server
         finally:
             subprocess.run(
                 [*run, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
@@ -75,6 +98,13 @@ def postgres_server(bin_dir: Path) -> Iterator[str]:
             )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server(bin_dir: Path) -> Iterator[str]:
+    """Start a throw-away server; yield its base URI (``postgresql://postgres@127.0.0.1:port/postgres``)."""
+    with postgres_instance(bin_dir) as server:
+        yield server.uri
 
 
 def schema_uri(base: str, key: str) -> str:

@@ -379,6 +379,17 @@ def test_fetch_trials_queries(protocol: Protocol, project: Project) -> None:
         protocol.fetch_trials({"parameters.lr": {"$near": 1}})
 
 
+def test_regex_runs_in_linear_time_and_bad_patterns_are_invalid_query_errors(
+    protocol: Protocol, trial: Trial
+) -> None:
+    # Python's re backtracks for ever on this against a uid (64 hex digits, then _0); RE2 answers at once.
+    assert protocol.fetch_trials({"uid": {"$regex": "^([0-9a-f]+)+$"}}) == []
+    assert [t.uid for t in protocol.fetch_trials({"uid": {"$regex": "^([0-9a-f]+)+_0$"}})] == [trial.uid]
+    for bad in ["a{99999999999}", "(?=t)t", "(t)\\1", "(", "t" * 5000]:
+        with pytest.raises(InvalidQueryError, match=r"\$regex"):
+            protocol.fetch_trials({"name": {"$regex": bad}})
+
+
 def test_find_trial_summaries_hold_every_field_and_only_the_latest_value(
     protocol: Protocol, project: Project
 ) -> None:

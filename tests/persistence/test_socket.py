@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,15 +30,18 @@ from unitrack.errors import (
     ConfigError,
     ConnectionLostError,
     FrameError,
+    InvalidQueryError,
     ItemNotFound,
     NotFoundError,
     PermissionDeniedError,
+    ProtocolMismatchError,
     SchemaError,
     StorageError,
 )
 from unitrack.persistence.backends.ephemeral import EphemeralProtocol
 from unitrack.persistence.backends.file import FileProtocol
 from unitrack.persistence.client import SocketProtocol
+from unitrack.persistence.query import Query
 from unitrack.persistence.server import ServerThread, check_bind_address, generate_self_signed
 from unitrack.persistence.structure import Project, Status, Trial, TrialUpdate
 from unitrack.persistence.users import UserStore
@@ -51,9 +54,12 @@ from unitrack.persistence.wire import (
     Reply,
     decode_payload,
     encode_frame,
+    encode_frames,
     encode_payload,
+    encode_pieces,
     read_frame,
     recv_frame,
+    recv_message,
     send_frame,
 )
 
@@ -187,6 +193,69 @@ def test_any_byte_stream_gives_messages_a_frame_error_or_the_end_never_a_hang(da
 def test_malformed_payloads_raise_frame_error(payload: bytes, fragment: str) -> None:
     with pytest.raises(FrameError, match=fragment):
         decode_payload(payload)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers(-(2**60), 2**60) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_JSON, st.integers(min_value=1, max_value=64))
+def test_a_message_of_any_size_travels_in_parts_and_comes_back_equal(result: object, chunk: int) -> None:
+    frames = encode_frames(Reply(result=result, id=9), chunk_bytes=chunk)
+    a, b = socket.socketpair()
+    with a, b:
+        writer = threading.Thread(target=lambda: [a.sendall(f) for f in frames])
+        writer.start()
+        decoded = recv_message(b)
+        writer.join()
+    assert isinstance(decoded, Reply) and decoded.id == 9
+    assert json.dumps(decoded.result, sort_keys=True) == json.dumps(result, sort_keys=True)
+    assert (
+        "".join(encode_pieces(Reply(result=result, id=9)))
+        == encode_payload(Reply(result=result, id=9)).decode()
+    )
+
+
+def test_parts_of_another_message_or_over_the_limit_are_frame_errors() -> None:
+    frames = encode_frames(Reply(result="x" * 100, id=1), chunk_bytes=10)
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(frames[0] + encode_frame(Pong(id=1)))
+        with pytest.raises(FrameError, match="interrupted"):
+            recv_message(b)
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(b"".join(frames))
+        with pytest.raises(FrameError, match="max_reply_bytes"):
+            recv_message(b, max_message_bytes=50)
+
+
+def test_signatures_come_from_the_protocol_so_a_new_primitive_is_served() -> None:
+    from unitrack.persistence.protocol import PRIMITIVES
+    from unitrack.persistence.server import SIGNATURES, _signature
+
+    assert set(SIGNATURES) == PRIMITIVES
+
+    class Wider(EphemeralProtocol):
+        def fetch_points(  # a primitive another helper might add
+            self,
+            uids: Sequence[str],
+            names: list[str] | None = None,
+            max_points: int = 100,
+            query: Query = None,
+        ) -> dict[str, object]:
+            return {}
+
+    params = {p.name: p for p in _signature("fetch_points", Wider)}
+    assert list(params) == ["uids", "names", "max_points", "query"] and params["max_points"].default == 100
+    assert params["uids"].decode(["a", "b"]) == ["a", "b"] and params["names"].decode(None) is None
+    for name, bad in [("uids", "a"), ("names", [1]), ("max_points", True), ("query", {"a": {"$bad": 1}})]:
+        with pytest.raises((SchemaError, InvalidQueryError)):
+            params[name].decode(bad)
 
 
 def test_frame_length_is_checked_before_reading_the_body(server: ServerThread) -> None:
@@ -588,13 +657,24 @@ def test_ping_before_login_and_calls_before_login_are_refused(server: ServerThre
         )
 
 
-def test_connections_beyond_the_limit_are_refused(users: UserStore) -> None:
+def test_logins_beyond_the_limit_are_refused_as_busy_and_retried(users: UserStore) -> None:
     with ServerThread(EphemeralProtocol(), users, max_connections=1) as srv:
         with SocketProtocol(_uri(ADMIN, srv.port)) as first:
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as second:
+            with _raw(srv.port) as second:  # connected, not logged in: a slot of its own
+                send_frame(second, Login(user=ADMIN, password=ADMIN_PASSWORD, id=1, version=2))
                 reply = recv_frame(second)
-                assert isinstance(reply, ErrorReply) and "too many connections" in reply.message
+                assert isinstance(reply, ErrorReply) and reply.error == "ServerBusyError"
+                assert "--max-connections" in reply.message
+                assert second.recv(1) == b""  # closed: its slot is free again
+            with pytest.raises(ConnectionLostError, match="busy"):
+                SocketProtocol(_uri(ADMIN, srv.port, "?connect_timeout_s=0.3"))
             assert first.ping() >= 0
+        with SocketProtocol(_uri(ADMIN, srv.port)) as again:  # the slot came back
+            assert again.ping() >= 0
+
+
+def _raw(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
 # ------------------------------------------------------------------------------------------------- security
@@ -627,13 +707,16 @@ def test_unknown_user_and_wrong_password_get_the_same_error(server: ServerThread
     assert messages[0] == messages[1] == "unknown user or wrong password"
 
 
-def test_repeated_failures_grow_the_delay(server: ServerThread) -> None:
-    srv = server.server
+def test_repeated_failures_grow_the_delay_of_that_user_from_that_source_only(server: ServerThread) -> None:
+    throttle = server.server._throttle
     delays = []
     for _ in range(6):
-        delays.append(srv._delay_s("user:x", "peer:h"))
-        srv._record_failure("user:x", "peer:h")
+        delays.append(throttle.delay_s("x", "h"))
+        throttle.failed("x", "h")
     assert delays[:3] == [0.0, 0.0, 0.0] and delays[3] < delays[4] < delays[5]
+    assert throttle.delay_s("y", "h") == 0.0 and throttle.delay_s("x", "other") == 0.0
+    throttle.succeeded("x", "h")
+    assert throttle.delay_s("x", "h") == 0.0
 
 
 def test_a_reader_cannot_write(server: ServerThread) -> None:
@@ -680,8 +763,8 @@ def test_tls_with_a_pinned_fingerprint_or_a_ca_file(tmp_path: Path, users: UserS
             assert [p.name for p in verified.fetch_projects(None)] == ["p"]
         with pytest.raises(AuthenticationError, match="fingerprint"):
             SocketProtocol(_uri("ada", port, "?fingerprint=" + "0" * 64))
-        with pytest.raises(ConnectionLostError):
-            SocketProtocol(_uri("ada", port, "?retry_timeout_s=0.5"))  # plaintext against TLS
+        with pytest.raises(ProtocolMismatchError, match=f"uses TLS.*fingerprint={fingerprint}"):
+            SocketProtocol(_uri("ada", port))  # plaintext against TLS: at once, naming the fix
         with pytest.raises(AuthenticationError, match="not trusted"):
             SocketProtocol(_uri("ada", port, "?tls=true&retry_timeout_s=0.5"))  # system CAs do not know it
         with SocketProtocol(_uri("ada", port, f"?fingerprint={fingerprint}")) as again:  # still serving
@@ -765,3 +848,18 @@ def test_updates_of_an_unknown_trial_raise_at_once_and_schema_errors_before_send
             client.log_trial_metrics("missing_0", v=1.0)
         with pytest.raises(SchemaError):
             client.log_trial_metrics("missing_0", v="text")
+
+
+def test_a_primitive_without_a_client_method_is_called_generically(server: ServerThread) -> None:
+    from unitrack.persistence.client import _remote_primitive
+
+    with SocketProtocol(_uri(ADMIN, server.port)) as client:
+        client.new_project(Project(name="p"))
+        trial = client.new_trial(Trial(name="t", project_id="p"))
+        assert trial is not None
+        find_trials = _remote_primitive("find_trials")
+        found = find_trials(client, {"name": "t"})
+        assert [t.uid for t in found] == [trial.uid] and isinstance(found[0], Trial)
+        update = _remote_primitive("update_trial")
+        update(client, trial.uid, TrialUpdate(tags={"k": "v"}))
+        assert client.fetch_trials({"tags.k": "v"})[0].uid == trial.uid

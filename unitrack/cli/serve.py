@@ -38,9 +38,33 @@ def add_commands(app: typer.Typer) -> None:
         tls_self_signed: str = typer.Option(
             None, "--tls-self-signed", help="Folder for a generated key and self-signed certificate (reused)."
         ),
-        max_connections: int = typer.Option(256, "--max-connections", help="Connections served at once."),
+        max_connections: int = typer.Option(
+            256, "--max-connections", help="Logged-in connections at once; more logins are told to retry."
+        ),
+        max_unauthenticated: int = typer.Option(
+            64,
+            "--max-unauthenticated",
+            help="Connections not logged in yet, a cap of their own (a new one replaces the oldest waiting).",
+        ),
+        login_timeout_s: float = typer.Option(
+            10.0, "--login-timeout-s", help="Close a connection that has not logged in after this."
+        ),
         idle_timeout_s: float = typer.Option(
-            600.0, "--idle-timeout-s", help="Close idle connections after this."
+            600.0, "--idle-timeout-s", help="Close logged-in connections idle for this long."
+        ),
+        read_timeout_s: float = typer.Option(
+            30.0,
+            "--read-timeout-s",
+            help="A started frame (or a reply being read) must complete within this.",
+        ),
+        max_frame_bytes: int = typer.Option(
+            8 * 1024 * 1024, "--max-frame-bytes", help="Largest frame after login."
+        ),
+        max_login_frame_bytes: int = typer.Option(
+            16 * 1024, "--max-login-frame-bytes", help="Largest frame before login."
+        ),
+        backend_threads: int = typer.Option(
+            4, "--backend-threads", help="Worker threads calling the backend."
         ),
         insecure: bool = typer.Option(False, "--insecure", help="Allow plaintext on a non-loopback address."),
         init_admin: bool = typer.Option(
@@ -99,7 +123,13 @@ def add_commands(app: typer.Typer) -> None:
                 on_listening=listening,
                 insecure=insecure,
                 max_connections=max_connections,
+                max_unauthenticated=max_unauthenticated,
+                login_timeout_s=login_timeout_s,
                 idle_timeout_s=idle_timeout_s,
+                read_timeout_s=read_timeout_s,
+                max_frame_bytes=max_frame_bytes,
+                max_login_frame_bytes=max_login_frame_bytes,
+                backend_threads=backend_threads,
             )
         finally:
             protocol.close()

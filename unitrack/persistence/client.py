@@ -1,6 +1,6 @@
 """``socket://``: the client of ``unitrack serve``, a Protocol like any other.
 
-URI: ``socket://user[:password]@host:port[?fingerprint=HEX&cafile=F&batch_size=N&flush_interval_s=S]``.
+URI: ``socket://user[:password]@host:port[?fingerprint=HEX&cafile=F&batch_size=N&flush_interval_s=S&...]``.
 
 - **Credentials**: the password comes from the URI, else ``$UNITRACK_PASSWORD``, else the credentials file
   ``$UNITRACK_HOME/credentials`` (default ``~/.unitrack/credentials``; lines ``user@host:port password`` or
@@ -14,15 +14,27 @@ URI: ``socket://user[:password]@host:port[?fingerprint=HEX&cafile=F&batch_size=N
   after a lost connection is applied exactly once. The buffer is bounded (``max_buffer``; a full buffer blocks
   the caller, with a warning). Reads and inserts flush first (read-your-writes); ``commit``/``close`` flush.
   An error in a background batch is logged and raised by the next call.
-- **Reconnection**: a lost connection is re-established with exponential backoff for up to
-  ``retry_timeout_s``; reads, inserts and stamped updates are retried, ``find_and_update_*`` are not once sent
-  (they may have run): :class:`ConnectionLostError`.
+- **Acknowledged** means: a logged value is acknowledged once ``flush()``, ``commit()`` or ``close()`` returns
+  after it was logged (with ``?batch_size=1``: once the logging call returns). The server has then applied it,
+  and a lost connection, a resend or a killed client never loses or duplicates it. Values logged since the last
+  flush live in this process: a client killed before flushing them never had them acknowledged.
+- **Failing fast**: what retrying cannot heal fails at once, with a message naming the cause and the fix: refused
+  credentials, a TLS client against a plaintext server or the reverse (the server's certificate fingerprint is
+  named), an unknown host, another wire protocol version. Transient failures (connection refused or reset, a
+  restarting or busy server) are retried quietly with exponential backoff, one warning line after the first
+  failure: for ``connect_timeout_s`` (default 5) before the first login, ``retry_timeout_s`` (default 60) once
+  connected. Reads, inserts and stamped updates are resent; ``find_and_update_*`` are not once sent (they may
+  have run): :class:`ConnectionLostError`.
+- **Replies of any size**: the server sends long replies in parts; ``max_reply_bytes`` (default 4 GiB) bounds
+  what this client reassembles.
 - Errors from the server are re-raised as the same :class:`UnitrackError` subclass.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+import errno
 import hashlib
 import hmac
 import itertools
@@ -34,7 +46,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,12 +55,15 @@ from unitrack.errors import (
     ConfigError,
     ConnectionLostError,
     FrameError,
+    ProtocolMismatchError,
     SchemaError,
+    ServerBusyError,
     UnitrackError,
     error_from_wire,
 )
 from unitrack.persistence.aggregators import Aggregator
-from unitrack.persistence.protocol import Protocol, TrialRef
+from unitrack.persistence.batching import UpdateBuffer, is_log_only, merge_updates
+from unitrack.persistence.protocol import PRIMITIVES, Protocol, TrialRef
 from unitrack.persistence.query import Query, normalize_query
 from unitrack.persistence.serialization import from_json, to_json
 from unitrack.persistence.series import Series, SeriesRequest, request_to_json, series_from_json
@@ -56,6 +71,8 @@ from unitrack.persistence.structure import GroupUpdate, MetricPoint, Project, Tr
 from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
 from unitrack.persistence.wire import (
     DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
     Batch,
     Call,
     ErrorReply,
@@ -65,7 +82,7 @@ from unitrack.persistence.wire import (
     Pong,
     Reply,
     is_loopback,
-    recv_frame,
+    recv_message,
     send_frame,
 )
 
@@ -109,48 +126,6 @@ def _password_from_file(user: str, host: str, port: int) -> str | None:
         if who == user:
             fallback = secret
     return fallback
-
-
-def merge_updates(updates: Sequence[TrialUpdate | tuple[MetricPoint, ...]]) -> TrialUpdate:
-    """One update with the effect of applying ``updates`` in order (mappings merge, sequences append).
-
-    A tuple of metric points stands for ``TrialUpdate(metrics=points)`` (the fast path of logging).
-    """
-    if len(updates) == 1 and isinstance(updates[0], TrialUpdate):
-        return updates[0]
-    parameters: dict[str, Any] = {}
-    metadata: dict[str, Any] = {}
-    tags: dict[str, Any] = {}
-    metrics: list[Any] = []
-    chronos: list[Any] = []
-    errors: list[str] = []
-    status = project_id = group_id = description = None
-    for u in updates:
-        if isinstance(u, tuple):
-            metrics.extend(u)
-            continue
-        parameters.update(u.parameters)
-        metadata.update(u.metadata)
-        tags.update(u.tags)
-        metrics.extend(u.metrics)
-        chronos.extend(u.chronos)
-        errors.extend(u.errors)
-        status = u.status if u.status is not None else status
-        project_id = u.project_id if u.project_id is not None else project_id
-        group_id = u.group_id if u.group_id is not None else group_id
-        description = u.description if u.description is not None else description
-    return TrialUpdate(
-        parameters=parameters,
-        metadata=metadata,
-        tags=tags,
-        metrics=tuple(metrics),
-        chronos=tuple(chronos),
-        status=status,
-        errors=tuple(errors),
-        project_id=project_id,
-        group_id=group_id,
-        description=description,
-    )
 
 
 def _int_option(uri: ParsedURI, name: str, default: int) -> int:
@@ -216,23 +191,28 @@ class SocketProtocol(Protocol):
         self.max_buffer = _int_option(u, "max_buffer", 100_000)
         self.flush_interval_s = option_float(u, "flush_interval_s", 0.1)
         self.timeout_s = option_float(u, "timeout_s", 60.0)
+        self.connect_timeout_s = option_float(u, "connect_timeout_s", 5.0)
         self.retry_timeout_s = option_float(u, "retry_timeout_s", 60.0)
         self.max_frame_bytes = _int_option(u, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES)
+        self.max_reply_bytes = _int_option(u, "max_reply_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+        self._connected_once = False
         self.writer_id = uuid.uuid4().hex
         self.role: str | None = None
-        self._seq = itertools.count()
         self._ids = itertools.count(1)
         self._sock: socket.socket | None = None
         self._io_lock = threading.RLock()
-        self._cond = threading.Condition()
-        self._pending: list[tuple[str, TrialUpdate | tuple[MetricPoint, ...]]] = []
         self._known: set[str] = set()
-        self._failed: UnitrackError | None = None
-        self._warned_full = False
         self._closed = False
         self._request(Ping(id=next(self._ids)))  # connect and log in now (retried like any request)
-        self._flusher = threading.Thread(target=self._flush_loop, name="unitrack-socket-flush", daemon=True)
-        self._flusher.start()
+        self._buffer = UpdateBuffer(
+            self._send_batch,
+            writer_id=self.writer_id,
+            batch_size=self.batch_size,
+            flush_interval_s=self.flush_interval_s,
+            max_buffer=self.max_buffer,
+            lock=self._io_lock,
+            describe=self.uri.redacted(),
+        )
 
     def __repr__(self) -> str:
         return f"SocketProtocol({self.uri.redacted()!r})"
@@ -248,37 +228,108 @@ class SocketProtocol(Protocol):
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
 
+    def _open(self) -> socket.socket:
+        """A TCP connection. OSError for what may heal (refused, unreachable, DNS retry later)."""
+        try:
+            return socket.create_connection((self.host, self.port), timeout=min(self.timeout_s, 10.0))
+        except socket.gaierror as exc:
+            if exc.errno == socket.EAI_AGAIN:
+                raise  # the resolver may answer next time
+            raise ConfigError(
+                f"Cannot resolve the host {self.host!r} of {self.uri.redacted()} ({exc.strerror}); check the "
+                "host name."
+            ) from exc
+
+    def _secure(self, sock: socket.socket) -> socket.socket:
+        try:
+            secured = self._tls_context().wrap_socket(sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthenticationError(
+                f"TLS certificate of {self.host}:{self.port} not trusted: {exc.verify_message}; pin the one "
+                "'unitrack serve' printed with ?fingerprint=<sha256>, or name its CA with ?cafile="
+            ) from exc
+        except ssl.SSLError as exc:
+            if exc.reason in _PLAINTEXT_SIGNS:
+                raise ProtocolMismatchError(
+                    f"TLS handshake with {self.host}:{self.port} failed ({exc.reason}): the server does not speak "
+                    "TLS. Drop ?fingerprint=/?cafile=/?tls= from the URI if it serves plaintext, or start it with "
+                    "--tls-self-signed DIR (or --tls-cert/--tls-key)."
+                ) from exc
+            raise  # a handshake cut short: retried as any lost connection
+        if self._fingerprint:
+            der = secured.getpeercert(binary_form=True) or b""
+            seen = hashlib.sha256(der).hexdigest()
+            if not hmac.compare_digest(seen, self._fingerprint):
+                secured.close()
+                raise AuthenticationError(
+                    f"TLS certificate of {self.host}:{self.port} has fingerprint {seen}, not the pinned "
+                    f"{self._fingerprint}; refusing to send credentials. If the server's certificate was "
+                    "renewed, pin the fingerprint 'unitrack serve' prints now."
+                )
+        return secured
+
+    def _tls_fingerprint(self) -> str | None:
+        """The fingerprint of the certificate a TLS server at our address presents; None if it does not."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # only to read the certificate: nothing is sent
+        try:
+            with socket.create_connection((self.host, self.port), timeout=5.0) as raw:
+                with context.wrap_socket(raw, server_hostname=self.host) as probe:
+                    der = probe.getpeercert(binary_form=True) or b""
+        except (OSError, ssl.SSLError):
+            return None
+        return hashlib.sha256(der).hexdigest()
+
     def _connect(self) -> socket.socket:
-        """Open, secure and log in one connection. OSError on network failure; auth errors are raised."""
-        sock = socket.create_connection((self.host, self.port), timeout=min(self.timeout_s, 10.0))
+        """Open, secure and log in one connection.
+
+        Raises:
+            OSError, FrameError, ServerBusyError: what may heal by retrying.
+            AuthenticationError, ProtocolMismatchError, ConfigError: what cannot.
+        """
+        sock = self._open()
+        received = False
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls:
-                try:
-                    sock = self._tls_context().wrap_socket(sock, server_hostname=self.host)
-                except ssl.SSLCertVerificationError as exc:
-                    raise AuthenticationError(
-                        f"TLS certificate of {self.host}:{self.port} not trusted: {exc.verify_message}"
-                    ) from exc
-                if self._fingerprint:
-                    der = sock.getpeercert(binary_form=True) or b""
-                    seen = hashlib.sha256(der).hexdigest()
-                    if not hmac.compare_digest(seen, self._fingerprint):
-                        raise AuthenticationError(
-                            f"TLS certificate of {self.host}:{self.port} has fingerprint {seen}, not the pinned "
-                            f"{self._fingerprint}; refusing to send credentials"
-                        )
+                sock = self._secure(sock)
             sock.settimeout(self.timeout_s)
             assert self._password is not None  # noqa: S101 - checked in __init__
-            send_frame(sock, Login(user=self.user, password=self._password, id=0), self.max_frame_bytes)
-            reply = recv_frame(sock, self.max_frame_bytes)
+            login = Login(user=self.user, password=self._password, id=0, version=PROTOCOL_VERSION)
+            send_frame(sock, login, self.max_frame_bytes)
+            try:
+                reply = recv_message(sock, self.max_frame_bytes, self.max_reply_bytes)
+                received = True
+            except (ConnectionError, FrameError) as exc:
+                if self._tls:
+                    raise
+                # No answer we can read: a TLS server reading plaintext closes without a word.
+                fingerprint = self._tls_fingerprint()
+                if fingerprint is None:
+                    raise
+                raise ProtocolMismatchError(
+                    f"the server at {self.host}:{self.port} uses TLS, and this URI asks for plaintext. Add "
+                    f"?fingerprint={fingerprint} to the URI if that is the fingerprint 'unitrack serve' printed "
+                    "(never pin one you cannot check), or ?cafile=<ca.pem>.",
+                    fingerprint=fingerprint,
+                ) from exc
         except BaseException:
             sock.close()
             raise
         if isinstance(reply, ErrorReply):
             sock.close()
+            if (
+                reply.error == "FrameError"
+                and "unknown fields" in reply.message
+                and "version" in reply.message
+            ):
+                raise ProtocolMismatchError(
+                    f"the server at {self.host}:{self.port} speaks wire protocol version 1 and this client "
+                    f"{PROTOCOL_VERSION}; install the same unitrack version on both sides."
+                )
             raise self._error(reply)
-        if not isinstance(reply, Reply) or not isinstance(reply.result, dict):
+        if not isinstance(reply, Reply) or not isinstance(reply.result, dict) or not received:
             sock.close()
             raise FrameError(f"unexpected answer to login: {type(reply).__name__}")
         self.role = str(reply.result.get("role"))
@@ -295,6 +346,7 @@ class SocketProtocol(Protocol):
 
     @staticmethod
     def _error(reply: ErrorReply) -> UnitrackError:
+        """The error a server reported, as the same class (fields it cannot take are dropped)."""
         fields = {
             k: v
             for k, v in reply.fields.items()
@@ -306,10 +358,12 @@ class SocketProtocol(Protocol):
         """Send ``message`` and return ``(result, was_retried)``; reconnect and resend on a lost connection.
 
         Raises:
-            ConnectionLostError: when no connection could be made within ``retry_timeout_s``, or the connection
-                broke after sending a message that must not be resent.
+            ConnectionLostError: when no connection could be made in time (``connect_timeout_s`` before the first
+                login, ``retry_timeout_s`` after), or the connection broke after sending a message that must not
+                be resent.
+            AuthenticationError, ProtocolMismatchError, ConfigError: at once, for what retrying cannot heal.
         """
-        deadline = time.monotonic() + self.retry_timeout_s
+        started = time.monotonic()
         delay = 0.02
         attempt = 0
         with self._io_lock:
@@ -320,31 +374,43 @@ class SocketProtocol(Protocol):
                 try:
                     if self._sock is None:
                         self._sock = self._connect()
+                        self._connected_once = True
                     send_frame(self._sock, message, self.max_frame_bytes)
                     sent = True
-                    reply = recv_frame(self._sock, self.max_frame_bytes)
+                    reply = recv_message(self._sock, self.max_frame_bytes, self.max_reply_bytes)
                     if getattr(reply, "id", None) != getattr(message, "id", None):
                         raise FrameError("reply does not match the request")
-                except (OSError, FrameError) as exc:
-                    if isinstance(exc, FrameError) and not sent:
-                        raise  # our own message cannot be encoded: resending will not help
+                except (OSError, FrameError, ServerBusyError) as exc:
+                    if isinstance(exc, FrameError) and (not sent or "limit" in exc.fields):
+                        if sent:
+                            self._drop()  # the stream is out of step
+                        raise  # our own message cannot be encoded, or the reply is over our limit: no retry heals
                     self._drop()
                     if sent and not resend:
                         raise ConnectionLostError(
                             f"connection to {self.host}:{self.port} lost after sending a request that is not "
                             f"safe to resend; check the data before retrying ({exc})"
                         ) from exc
-                    if time.monotonic() + delay > deadline:
-                        raise ConnectionLostError(
-                            f"no connection to {self.host}:{self.port} within {self.retry_timeout_s:g} s: {exc}"
-                        ) from exc
-                    logger.warning(
-                        "connection to %s lost (%s); retrying in %.2f s", self.uri.redacted(), exc, delay
-                    )
+                    budget = self.retry_timeout_s if self._connected_once else self.connect_timeout_s
+                    if time.monotonic() + delay > started + budget:
+                        raise ConnectionLostError(self._gave_up(exc, budget)) from exc
+                    if attempt == 0:
+                        logger.warning(
+                            "connection to %s failed (%s); retrying quietly for up to %g s",
+                            self.uri.redacted(),
+                            _cause(exc),
+                            budget,
+                        )
+                    else:
+                        logger.debug("retrying %s (%s)", self.uri.redacted(), _cause(exc))
                     time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    delay = min(delay * 2, 1.0)
                     attempt += 1
                     continue
+                if attempt:
+                    logger.info(
+                        "connection to %s back after %.1f s", self.uri.redacted(), time.monotonic() - started
+                    )
                 if isinstance(reply, ErrorReply):
                     raise self._error(reply)
                 if isinstance(reply, Pong) and isinstance(message, Ping):
@@ -354,8 +420,25 @@ class SocketProtocol(Protocol):
                     raise FrameError(f"unexpected {type(reply).__name__} from the server")
                 return reply.result, attempt > 0
 
+    def _gave_up(self, exc: BaseException, budget: float) -> str:
+        where = f"{self.host}:{self.port}"
+        option = "retry_timeout_s" if self._connected_once else "connect_timeout_s"
+        if isinstance(exc, ConnectionRefusedError):
+            return (
+                f"nothing accepts connections at {where} (connection refused for {budget:g} s): check the port "
+                f"('unitrack serve' prints 'listening on HOST:PORT') and that the server runs; ?{option}= waits "
+                "longer"
+            )
+        if isinstance(exc, ServerBusyError):
+            return f"{where} stayed busy for {budget:g} s ({exc}); ?{option}= waits longer"
+        if isinstance(exc, (TimeoutError, socket.timeout)):
+            return (
+                f"no answer from {where} within {budget:g} s: a firewall, a wrong host, or a stopped server; "
+                f"?{option}= waits longer"
+            )
+        return f"no connection to {where} within {budget:g} s ({_cause(exc)}); ?{option}= waits longer"
+
     def _call(self, method: str, *args: Any, resend: bool = True, **kw: Any) -> tuple[Any, bool]:
-        self._check_failed()
         self.flush()
         if not resend:  # make sure the connection is alive, so a stale one is not mistaken for a lost call
             self._request(Ping(id=next(self._ids)))
@@ -370,71 +453,26 @@ class SocketProtocol(Protocol):
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------------------------------------ batching
-    def _check_failed(self) -> None:
-        if self._failed is not None:
-            failed, self._failed = self._failed, None
-            raise failed
+    def _send_batch(self, batch: list[tuple[str, TrialUpdate]]) -> None:
+        self._send_items([[uid, to_json(update)] for uid, update in batch])
 
-    def _flush_loop(self) -> None:
-        while True:
-            with self._cond:
-                if not self._pending and not self._closed:
-                    self._cond.wait(self.flush_interval_s)
-                elif len(self._pending) < self.batch_size and not self._closed:
-                    self._cond.wait(self.flush_interval_s)
-                if self._closed:
-                    return
-            self._drain()
-
-    def _drain(self) -> None:
-        """Send every pending update, in order, one acknowledged batch at a time."""
-        with self._io_lock:
-            while True:
-                with self._cond:
-                    if not self._pending:
-                        return
-                    take = self._pending[: self.batch_size]
-                    del self._pending[: self.batch_size]
-                    self._cond.notify_all()
-                by_uid: dict[str, list[TrialUpdate | tuple[MetricPoint, ...]]] = {}
-                for uid, update in take:
-                    by_uid.setdefault(uid, []).append(update)
-                items = []
-                for uid, updates in by_uid.items():
-                    merged = merge_updates(updates)
-                    stamped = TrialUpdate(
-                        **{k: getattr(merged, k) for k in _UPDATE_FIELDS},
-                        writer=self.writer_id,
-                        seq=next(self._seq),
-                    )
-                    items.append([uid, to_json(stamped)])
-                try:
-                    self._send_batch(items)
-                except UnitrackError as exc:
-                    logger.error(
-                        "a batch of %d updates to %s was lost: %s", len(take), self.uri.redacted(), exc
-                    )
-                    if self._failed is None:
-                        self._failed = exc
-
-    def _send_batch(self, items: list[list[Any]]) -> None:
+    def _send_items(self, items: list[list[Any]]) -> None:
         """Send one batch; one that exceeds the frame limit is sent as two halves (seqs keep their order)."""
         try:
             self._request(Batch(items=items, id=next(self._ids)))
         except FrameError as exc:
             if "limit" not in exc.fields or len(items) < 2:
                 raise
-            self._send_batch(items[: len(items) // 2])
-            self._send_batch(items[len(items) // 2 :])
+            self._send_items(items[: len(items) // 2])
+            self._send_items(items[len(items) // 2 :])
 
     def flush(self) -> None:
-        """Send every buffered update and wait for the server's acknowledgement.
+        """Send every buffered update and wait for the server's acknowledgement (see "Acknowledged" above).
 
         Raises:
             UnitrackError: the error of a batch that failed (its updates were not applied).
         """
-        self._drain()
-        self._check_failed()
+        self._buffer.flush()
 
     # ------------------------------------------------------------------------------------------ primitives
     def insert_project(self, project: Project) -> Project | None:
@@ -492,20 +530,16 @@ class SocketProtocol(Protocol):
             raise SchemaError(f"Expected a trial uid, not {uid!r}")
         if not isinstance(update, TrialUpdate):
             raise SchemaError(f"Expected a TrialUpdate, not {update!r}")
-        self._check_failed()
-        if update.writer is not None or uid not in self._known or not _is_log_only(update):
-            with self._io_lock:  # ordered after every buffered update, stamped so a resend applies once
-                self.flush()
-                if update.writer is None:
-                    update = TrialUpdate(
-                        **{k: getattr(update, k) for k in _UPDATE_FIELDS},
-                        writer=self.writer_id,
-                        seq=next(self._seq),
-                    )
-                self._request(Call(method="update_trial", args=[uid, to_json(update)], id=next(self._ids)))
+        if update.writer is not None or uid not in self._known or not is_log_only(update):
+
+            def send() -> None:  # after every buffered update, stamped after theirs: applied once, in order
+                stamped = update if update.writer is not None else self._buffer.stamp(update)
+                self._request(Call(method="update_trial", args=[uid, to_json(stamped)], id=next(self._ids)))
+
+            self._buffer.write_now(send)
             self._known.add(uid)
             return
-        self._enqueue(uid, update)
+        self._buffer.add(uid, update)
 
     def log_trial_metrics(
         self,
@@ -519,24 +553,7 @@ class SocketProtocol(Protocol):
         if not isinstance(uid, str) or uid not in self._known:
             super().log_trial_metrics(trial, step, aggregator, **kwargs)
             return
-        self._check_failed()
-        self._enqueue(uid, tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
-
-    def _enqueue(self, uid: str, item: TrialUpdate | tuple[MetricPoint, ...]) -> None:
-        with self._cond:
-            while len(self._pending) >= self.max_buffer and not self._closed:
-                if not self._warned_full:
-                    self._warned_full = True
-                    logger.warning(
-                        "%d updates buffered for %s; blocking until the server catches up",
-                        len(self._pending),
-                        self.uri.redacted(),
-                    )
-                self._cond.notify_all()
-                self._cond.wait(1.0)
-            self._pending.append((uid, item))
-            if len(self._pending) >= self.batch_size:
-                self._cond.notify_all()
+        self._buffer.add(uid, tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
 
     def update_group(self, uid: str, update: GroupUpdate) -> None:
         self._call("update_group", uid, to_json(update))
@@ -554,7 +571,9 @@ class SocketProtocol(Protocol):
         return self._one(result, TrialGroup)
 
     def commit(self, **kwargs: Any) -> None:
-        """Flush buffered updates, then ask the server to commit (no arguments travel: no client paths)."""
+        """Flush buffered updates, then ask the server to commit this client's trials (no arguments travel:
+        no client paths; ``trials=`` is accepted and left to the server, which knows what this client wrote)."""
+        kwargs.pop("trials", None)
         if kwargs:
             raise ConfigError(
                 f"commit over socket:// takes no arguments (got {sorted(kwargs)}); the server owns its files"
@@ -572,10 +591,8 @@ class SocketProtocol(Protocol):
         try:
             self.commit()
         finally:
-            with self._cond:
-                self._closed = True
-                self._cond.notify_all()
-            self._flusher.join(5)
+            self._closed = True
+            self._buffer.close()
             with self._io_lock:
                 self._drop()
 
@@ -604,34 +621,6 @@ class SocketProtocol(Protocol):
         return [obj for obj in (self._one(r, cls) for r in result) if obj is not None]
 
 
-_UPDATE_FIELDS = (
-    "parameters",
-    "metadata",
-    "tags",
-    "metrics",
-    "chronos",
-    "status",
-    "errors",
-    "project_id",
-    "group_id",
-    "description",
-)
-
-
-def _is_log_only(update: TrialUpdate) -> bool:
-    """Metrics, timings and metadata are batched; status, tags, parameters, errors, description and moves are
-    sent at once."""
-    return not (
-        update.parameters
-        or update.tags
-        or update.errors
-        or update.status is not None
-        or update.project_id is not None
-        or update.group_id is not None
-        or update.description is not None
-    )
-
-
 def _plain_operand(value: Any) -> Any:
     """Queries travel as JSON: tuples and sets become lists, statuses their names."""
     if isinstance(value, Mapping):
@@ -641,3 +630,54 @@ def _plain_operand(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+#: ``ssl`` reasons meaning the other end did not answer in TLS at all.
+_PLAINTEXT_SIGNS = frozenset(
+    {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST", "RECORD_LAYER_FAILURE"}
+)
+
+
+def _cause(exc: BaseException) -> str:
+    """A short name for why a connection failed."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
+        return f"{errno.errorcode[exc.errno]}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------- other primitives
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, (Project, TrialGroup, Trial, TrialUpdate, GroupUpdate)):
+        return to_json(value)
+    return _plain_operand(value)
+
+
+def _from_wire(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "dtype" in value:
+            return from_json(value)
+        return {k: _from_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_wire(v) for v in value]
+    return value
+
+
+def _remote_primitive(name: str) -> Callable[..., Any]:
+    def call(self: SocketProtocol, *args: Any, **kwargs: Any) -> Any:
+        result, _ = self._call(name, *map(_to_wire, args), **{k: _to_wire(v) for k, v in kwargs.items()})
+        return _from_wire(result)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``{name}`` on the server: plain data in and out (structures rebuilt from their JSON)."
+    return call
+
+
+# A primitive declared in Protocol without a method above is called generically, so the server's new
+# primitives work through socket:// at once (a method written here can then give it typed results).
+for _name in sorted(PRIMITIVES - set(vars(SocketProtocol))):
+    setattr(SocketProtocol, _name, _remote_primitive(_name))
+abc.update_abstractmethods(SocketProtocol)

@@ -39,8 +39,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unitrack.errors import ConfigError, RegisterSyntaxError, UnknownKeyError
+from unitrack.errors import ConfigError, InvalidQueryError, RegisterSyntaxError, UnknownKeyError
 from unitrack.persistence.lifecycle import parse_status_words
+from unitrack.persistence.patterns import UserPattern, compile_pattern
 
 __all__ = [
     "FIELDS",
@@ -98,17 +99,17 @@ _SPLIT = re.compile(r"(<=|==|>=|!=|<|>)")
 MAX_FILTER_CHARS = 1000
 
 
-def _compile_pattern(text: str, position: int, whole: str) -> re.Pattern[str]:
-    """Compile a filter's regex.
+def _compile_pattern(text: str, position: int, whole: str) -> UserPattern:
+    """Compile a filter's regex for linear-time matching (:mod:`unitrack.persistence.patterns`, seam 6).
 
-    The one call site to switch to ``unitrack.persistence.patterns`` (a linear-time engine, seam 6) when it lands.
+    Raises:
+        RegisterSyntaxError: naming the filter and the position of its regex, chained from the pattern's
+            InvalidQueryError (invalid, over-long, look-around or back-references).
     """
     try:
-        return re.compile(text)
-    except re.error as exc:
-        raise RegisterSyntaxError(whole, position + (exc.pos or 0), f"bad regex: {exc.msg}") from exc
-    except (RecursionError, OverflowError) as exc:  # a pathologically nested pattern
-        raise RegisterSyntaxError(whole, position, "regex nested too deeply") from exc
+        return compile_pattern(text)
+    except InvalidQueryError as exc:
+        raise RegisterSyntaxError(whole, position, f"bad regex: {exc.fields['reason']}") from exc
 
 
 def _number(text: Any) -> float | None:
@@ -144,7 +145,7 @@ class Filter:
     """One compiled filter: a key regex and zero, one or two comparisons."""
 
     text: str
-    pattern: re.Pattern[str]
+    pattern: UserPattern
     left: tuple[str, str] | None = None  # (value, op): value op key
     right: tuple[str, str] | None = None  # (op, value): key op value
 

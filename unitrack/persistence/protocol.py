@@ -220,7 +220,12 @@ class Protocol(abc.ABC):
 
     @abc.abstractmethod
     def commit(self, **kwargs: Any) -> None:
-        """Make everything written so far part of the backend's main storage (e.g. fold a journal)."""
+        """Make everything written so far part of the backend's main storage (e.g. fold a journal).
+
+        ``trials=`` (a collection of uids), when given, limits the work to those trials where the backend keeps
+        trials apart (``hdf5://`` rebuilds only their ``store.h5``); a backend may do more, never less. The
+        server passes the trials the calling client wrote, so one client's commit does only its own work.
+        """
 
     def close(self) -> None:
         """Commit and release files, locks and connections. Further calls are an error."""

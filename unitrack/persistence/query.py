@@ -4,8 +4,9 @@ A query is a dict (or an ordered list of ``(key, condition)`` pairs); every cond
 dotted path: the first part is a field of the object (``parameters``, ``metadata``, ``status``, ``uid``...), the
 rest are keys into its dicts (``parameters.opt.lr``); ``metrics.<name>`` is the metric's latest value. A
 condition is a value (equality) or a dict of operators: ``$eq $ne $gt $gte $lt $lte $in $nin $exists
-$regex``. Numbers compare numerically (``1 == 1.0``), but a bool never equals a number; strings compare
-lexically; ordering between a number and a string is simply false. Statuses compare with their lower-case
+$regex``. A ``$regex`` pattern runs on RE2, in time linear in the text (:mod:`unitrack.persistence.patterns`).
+Numbers compare numerically (``1 == 1.0``), but a bool never equals a number; strings compare lexically;
+ordering between a number and a string is simply false. Statuses compare with their lower-case
 names (``{'status': 'running'}``) or the enum itself.
 
 Backends that can push a query down (SQL) use :func:`normalize_query` to read its parts.
@@ -22,13 +23,12 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from unitrack.errors import InvalidQueryError
+from unitrack.persistence.patterns import compile_pattern
 from unitrack.persistence.structure import CustomStatus, Metric, Status
 
 __all__ = ["OPERATORS", "Condition", "Query", "compile_query", "execute_query", "normalize_query"]
@@ -107,17 +107,10 @@ def _check_operand(query: Any, key: str, op: str, operand: Any) -> Any:
                 _show(query), f"$regex for {key!r} needs a pattern string, not {operand!r}"
             )
         try:
-            _regex(operand)
-        except re.error as exc:
-            raise InvalidQueryError(
-                _show(query), f"$regex {operand!r} for {key!r} is invalid: {exc}"
-            ) from exc
+            compile_pattern(operand)
+        except InvalidQueryError as exc:
+            raise InvalidQueryError(_show(query), f"$regex for {key!r}: {exc.fields['reason']}") from exc
     return operand
-
-
-@lru_cache(maxsize=256)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
 
 def _resolve(obj: Any, path: tuple[str, ...]) -> Any:
@@ -202,7 +195,7 @@ def _test(value: Any, cond: Condition) -> bool:
         return not any(_equal(value, choice) for choice in operand)
     if op == "$regex":
         text = str(value) if isinstance(value, (Status, CustomStatus)) else value
-        return isinstance(text, str) and _regex(operand).search(text) is not None
+        return isinstance(text, str) and compile_pattern(operand).search(text)
     return _order(value, operand, op)
 
 

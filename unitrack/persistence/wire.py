@@ -3,7 +3,12 @@
 A frame is a 4-byte big-endian unsigned length followed by that many bytes of UTF-8 JSON (one object with a
 ``kind`` field). The length is checked against ``max_frame_bytes`` *before* anything is allocated, nesting is
 limited, and NaN/±inf travel explicitly as ``{"$float": "nan" | "inf" | "-inf"}`` (plain JSON has no spelling for
-them). Nothing here ever unpickles: decoding any bytes returns a message or raises :class:`FrameError`.
+them). Nothing here ever unpickles: decoding any bytes returns a message or raises :class:`FrameError`, in time
+linear in the payload (the JSON is parsed by the C parser first, then its nesting is measured on the result).
+
+A message larger than a frame (a reply holding many long series) travels as :class:`Part` frames: slices of its
+JSON text, in order, the last one marked; :func:`encode_frames` splits and :func:`recv_message` joins them, so no
+size of stored data makes a read impossible.
 
 Example:
     >>> frame = encode_frame(Ping(id=7))
@@ -17,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
 import json
 import math
-import re
 import socket
 import struct
 from collections.abc import Mapping
@@ -30,31 +33,47 @@ from typing import Any, ClassVar
 from unitrack.errors import FrameError
 
 __all__ = [
+    "DEFAULT_CHUNK_BYTES",
     "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_LOGIN_FRAME_BYTES",
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "MAX_DEPTH",
+    "PROTOCOL_VERSION",
     "Batch",
     "Call",
     "ErrorReply",
     "Login",
     "Message",
+    "Part",
     "Ping",
     "Pong",
     "Reply",
     "decode_payload",
     "encode_frame",
+    "encode_frames",
     "encode_payload",
     "is_loopback",
     "read_frame",
     "recv_frame",
+    "recv_message",
     "send_frame",
     "to_bytes",
     "to_obj",
     "write_frame",
 ]
 
+#: Largest frame a logged-in connection may send (and a client accepts).
 DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+#: Largest frame before login: a login frame is a few hundred bytes.
+DEFAULT_MAX_LOGIN_FRAME_BYTES = 16 * 1024
+#: Messages whose JSON is longer than this are sent as :class:`Part` frames of this many characters.
+DEFAULT_CHUNK_BYTES = 1024 * 1024
+#: Largest message a client reassembles from parts (a reply); ``?max_reply_bytes=`` changes it.
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024**3
 #: Deepest nesting of lists/objects accepted in a payload (a Call with a query is about 8 deep).
 MAX_DEPTH = 64
+#: Version of this wire protocol, sent at login. 1: no parts (replies had to fit one frame); 2: parts.
+PROTOCOL_VERSION = 2
 _HEADER = struct.Struct(">I")
 
 _FLOAT_TAG = "$float"
@@ -75,8 +94,9 @@ class Login(Message):
 
     KIND: ClassVar[str] = "login"
     user: str
-    password: str
+    password: str = field(repr=False)
     id: int = 0
+    version: int = 1
     kind: str = field(default="login", repr=False)
 
 
@@ -147,9 +167,20 @@ class Pong(Message):
     kind: str = field(default="pong", repr=False)
 
 
+@dataclass(frozen=True)
+class Part(Message):
+    """A slice of a message too large for one frame: ``data`` is the next piece of its JSON text."""
+
+    KIND: ClassVar[str] = "part"
+    data: str
+    last: bool = False
+    id: int = 0
+    kind: str = field(default="part", repr=False)
+
+
 #: kind -> message class: the only classes a payload can become.
 MESSAGES: Mapping[str, type[Message]] = {
-    cls.KIND: cls for cls in (Login, Call, Batch, Reply, ErrorReply, Ping, Pong)
+    cls.KIND: cls for cls in (Login, Call, Batch, Reply, ErrorReply, Ping, Pong, Part)
 }
 
 # Expected JSON types of each field, checked before a dataclass is built.
@@ -166,6 +197,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "error": (str,),
     "message": (str,),
     "fields": (dict,),
+    "version": (int,),
+    "data": (str,),
+    "last": (bool,),
 }
 
 
@@ -194,6 +228,86 @@ def encode_payload(message: Message) -> bytes:
     except TypeError as exc:
         raise FrameError(f"cannot encode a {message.KIND} message: {exc}") from exc
     return text.encode("utf-8")
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError:  # NaN or infinity somewhere: spell them explicitly
+        return json.dumps(_tag_specials(value), allow_nan=False, separators=(",", ":"))
+
+
+#: Lists longer than this are encoded in slices, so no single call into the C encoder runs for long.
+_SLICE = 4096
+
+
+def _pieces(value: Any, out: list[str]) -> None:
+    """Append the JSON text of ``value`` to ``out`` in pieces: containers are walked, runs of at most
+    ``_SLICE`` scalars go to the C encoder at once."""
+    if isinstance(value, dict):
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+            out.append(("," if i else "") + json.dumps(key) + ":")
+            _pieces(item, out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        run: list[Any] = []
+        first = True
+        for item in value:
+            if isinstance(item, (dict, list, tuple)) or len(run) >= _SLICE:
+                if run:
+                    out.append(("" if first else ",") + _dumps(run)[1:-1])
+                    first, run = False, []
+            if isinstance(item, (dict, list, tuple)):
+                if not first:
+                    out.append(",")
+                _pieces(item, out)
+                first = False
+            else:
+                run.append(item)
+        if run:
+            out.append(("" if first else ",") + _dumps(run)[1:-1])
+        out.append("]")
+    else:
+        out.append(_dumps(value))
+
+
+def encode_pieces(message: Message) -> list[str]:
+    """The JSON text of ``message`` as pieces to join, each made by a short call into the C encoder (for a
+    reply built on a worker thread: no single call holds the interpreter for long).
+
+    Raises:
+        FrameError: for a value JSON cannot hold.
+    """
+    out: list[str] = []
+    try:
+        _pieces(_as_dict(message), out)
+    except TypeError as exc:
+        raise FrameError(f"cannot encode a {message.KIND} message: {exc}") from exc
+    return out
+
+
+def encode_frames(
+    message: Message, chunk_bytes: int = DEFAULT_CHUNK_BYTES, pieces: list[str] | None = None
+) -> list[bytes]:
+    """The frames carrying ``message``: one frame, or :class:`Part` frames of ``chunk_bytes`` characters each.
+
+    ``pieces`` is the message's JSON text already made by :func:`encode_pieces`.
+    """
+    text = "".join(pieces if pieces is not None else encode_pieces(message))
+    if len(text) <= chunk_bytes:
+        return [_HEADER.pack(len(text)) + text.encode("ascii")]
+    request_id = getattr(message, "id", 0)
+    count = (len(text) + chunk_bytes - 1) // chunk_bytes
+    frames = []
+    for i in range(count):
+        part = Part(data=text[i * chunk_bytes : (i + 1) * chunk_bytes], last=i == count - 1, id=request_id)
+        payload = json.dumps(_as_dict(part), separators=(",", ":")).encode("ascii")
+        frames.append(_HEADER.pack(len(payload)) + payload)
+    return frames
 
 
 def encode_frame(message: Message, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
@@ -227,18 +341,33 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_DELTA = [0] * 128
-_DELTA[ord("[")] = _DELTA[ord("{")] = 1
-_DELTA[ord("]")] = _DELTA[ord("}")] = -1
+def _check_depth(data: Any, limit: int) -> None:
+    """Refuse parsed JSON nesting deeper than ``limit``: one pass over its lists and objects, level by level
+    (no recursion; time linear in their number)."""
+    level = [data] if isinstance(data, (list, dict)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            raise FrameError(f"payload nests deeper than {limit} levels")
+        deeper: list[Any] = []
+        for node in level:
+            values = node.values() if isinstance(node, dict) else node
+            deeper += [v for v in values if type(v) is list or type(v) is dict]
+        level = deeper
 
 
-def _check_depth(text: str, limit: int) -> None:
-    """Refuse JSON text nesting deeper than ``limit``, before parsing it (C-speed scans, no recursion)."""
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).encode("ascii")
-    if brackets and max(itertools.accumulate(map(_DELTA.__getitem__, brackets))) > limit:
-        raise FrameError(f"payload nests deeper than {limit} levels")
+def _loads(payload: bytes, max_depth: int) -> Any:
+    """Parse UTF-8 JSON (strictly: json.loads would sniff UTF-16/32), then check its nesting.
+
+    The C parser runs first, in linear time; what nests deeper than its own recursion limit fails there.
+    """
+    try:
+        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant, object_hook=_object_hook)
+    except RecursionError:
+        raise FrameError(f"payload nests deeper than {max_depth} levels") from None
+    _check_depth(data, max_depth)
+    return data
 
 
 def decode_payload(payload: bytes, max_depth: int = MAX_DEPTH) -> Message:
@@ -248,12 +377,10 @@ def decode_payload(payload: bytes, max_depth: int = MAX_DEPTH) -> Message:
         FrameError: for anything that is not a well-formed message (never another exception).
     """
     try:
-        text = payload.decode("utf-8")  # strictly UTF-8 (json.loads would sniff UTF-16/32 and import codecs)
-        _check_depth(text, max_depth)
-        data = json.loads(text, parse_constant=_reject_constant, object_hook=_object_hook)
+        data = _loads(payload, max_depth)
     except FrameError:
         raise
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise FrameError(f"payload is not valid UTF-8 JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise FrameError(f"payload is a JSON {type(data).__name__}, not an object with a 'kind'")
@@ -295,22 +422,29 @@ async def read_frame(
 ) -> bytes | None:
     """Read one frame's payload; None at a clean end of stream (before a header).
 
-    Waits up to ``idle_timeout_s`` for a header, then ``read_timeout_s`` for the rest.
+    Waits up to ``idle_timeout_s`` for the first byte of a frame, then ``read_timeout_s`` for the rest of it
+    (header and body: a half-sent header is a started frame).
 
     Raises:
         FrameError: for an oversized length or a stream cut inside a frame.
         TimeoutError: when a timeout passes.
     """
     try:
-        header = await asyncio.wait_for(reader.readexactly(4), idle_timeout_s)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            return None
+        first = await asyncio.wait_for(reader.readexactly(1), idle_timeout_s)
+    except asyncio.IncompleteReadError:
+        return None
+    return await asyncio.wait_for(_read_rest(reader, first, max_frame_bytes), read_timeout_s)
+
+
+async def _read_rest(reader: asyncio.StreamReader, first: bytes, max_frame_bytes: int) -> bytes:
+    try:
+        header = first + await reader.readexactly(3)
+    except asyncio.IncompleteReadError:
         raise FrameError("stream ended inside a frame header") from None
     (length,) = _HEADER.unpack(header)
     _check_length(length, max_frame_bytes)
     try:
-        return await asyncio.wait_for(reader.readexactly(length), read_timeout_s)
+        return await reader.readexactly(length)
     except asyncio.IncompleteReadError:
         raise FrameError(f"stream ended inside a frame of {length} bytes") from None
 
@@ -346,6 +480,45 @@ def recv_frame(sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYT
     return decode_payload(_recv_exactly(sock, length))
 
 
+def recv_message(
+    sock: socket.socket,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Message:
+    """Read one message from a blocking socket, joining :class:`Part` frames.
+
+    Raises:
+        FrameError: for an oversized or malformed frame, parts of different messages, or a message over
+            ``max_message_bytes``.
+        OSError: as :func:`recv_frame`.
+    """
+    message = recv_frame(sock, max_frame_bytes)
+    if not isinstance(message, Part):
+        return message
+    pieces, size = [message.data], len(message.data)
+    while not message.last:
+        message_id = message.id
+        message = recv_frame(sock, max_frame_bytes)
+        if not isinstance(message, Part) or message.id != message_id:
+            raise FrameError(f"a {message.KIND} frame interrupted the parts of message {message_id}")
+        size += len(message.data)
+        if size > max_message_bytes:
+            raise FrameError(
+                f"a message of more than {max_message_bytes} bytes; raise ?max_reply_bytes= or ask for less",
+                size=size,
+                limit=max_message_bytes,
+            )
+        pieces.append(message.data)
+    try:
+        payload = "".join(pieces).encode("ascii")
+    except UnicodeEncodeError:
+        raise FrameError("the parts of a message are not ASCII JSON") from None
+    joined = decode_payload(payload)
+    if isinstance(joined, Part):
+        raise FrameError("a part inside a part")
+    return joined
+
+
 def send_frame(sock: socket.socket, message: Message, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
     """Send one message on a blocking socket."""
     sock.sendall(encode_frame(message, max_frame_bytes))
@@ -379,11 +552,8 @@ def to_obj(message: bytes) -> Any:
         FrameError: for bytes that are not valid JSON or nest too deeply.
     """
     try:
-        text = message.decode("utf-8")
-        _check_depth(text, MAX_DEPTH)
-        data = json.loads(text, parse_constant=_reject_constant, object_hook=_object_hook)
+        return _loads(message, MAX_DEPTH)
     except FrameError:
         raise
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise FrameError(f"not valid UTF-8 JSON: {type(exc).__name__}") from None
-    return data

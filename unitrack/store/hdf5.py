@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ from unitrack.errors import StorageError
 from unitrack.store.schema import ColumnKind
 
 __all__ = ["H5TableSpec", "write_empty_h5", "write_h5"]
+
+#: PyTables (and the HDF5 library under it) is not thread-safe, and every image is built under the name
+#: ``store.h5`` (PyTables refuses a second open of one name): one store.h5 is built at a time in a process.
+_PYTABLES = threading.Lock()
 
 _NUMPY = {
     ColumnKind.FLOAT: ("<f8", "float64"),
@@ -101,7 +106,11 @@ def write_h5(
             finally:
                 os.close(fd)
         else:
-            with _quiet_names(), pt.open_file(tmp, mode="w", pytables_sys_attrs=False, **_CACHES) as h5:
+            with (
+                _PYTABLES,
+                _quiet_names(),
+                pt.open_file(tmp, mode="w", pytables_sys_attrs=False, **_CACHES) as h5,
+            ):
                 _fill(h5, tables, chunks)
             if fsync:
                 fd = os.open(tmp, os.O_RDONLY)
@@ -137,6 +146,7 @@ def h5_image(tables: Sequence[H5TableSpec], chunks: Iterable[Chunk] = ()) -> byt
     import tables as pt
 
     with (
+        _PYTABLES,
         _quiet_names(),
         pt.open_file(
             "store.h5", mode="w", pytables_sys_attrs=False, driver="H5FD_CORE", driver_core_backing_store=0

@@ -293,6 +293,8 @@ class HDF5Protocol(Protocol):
         self._lock_timeout_s = lock_timeout_s
         self._mutex = threading.RLock()
         self._writing: OrderedDict[str, _Writing] = OrderedDict()
+        self._releasing: set[str] = set()  # trials a commit is letting go of, outside the mutex
+        self._released = threading.Condition(self._mutex)
         self._summaries: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         # .unitrack/trials.jnl: one frame per trial, appended under the index lock, so inserts and writes find
         # a trial without scanning every folder.
@@ -655,6 +657,7 @@ class HDF5Protocol(Protocol):
     def _snapshot(self, uid: str, folder: str, summary: dict[str, Any]) -> Trial:
         if summary.get("damaged"):
             return self._view(summary)
+        self._wait_released(uid)
         writing = self._writing.get(uid)
         if writing is not None:
             return self._full(writing.record, writing.store)
@@ -671,6 +674,7 @@ class HDF5Protocol(Protocol):
 
     # ---------------------------------------------------------------------------------------- writing
     def _writer(self, uid: str) -> _Writing:
+        self._wait_released(uid)
         writing = self._writing.get(uid)
         if writing is not None:
             self._writing.move_to_end(uid)
@@ -1073,22 +1077,44 @@ class HDF5Protocol(Protocol):
             return self._groups({"uid": found[0].uid})[0]
 
     def commit(self, **kwargs: Any) -> None:
-        """Bring every trial this object writes up to date on disk and let go of it.
+        """Bring the trials this object writes up to date on disk and let go of them.
 
         Summaries are written and the trials' Stores closed (rebuilding their ``store.h5``), so another process
-        may write them now; this object reopens a Store on its next write to it.
+        may write them now; this object reopens a Store on its next write to it. ``trials=`` (uids) limits this to
+        those trials. The rebuilds run outside this object's lock: other trials are written meanwhile, and a write
+        or read of a trial being let go waits for it.
         """
+        trials = kwargs.get("trials")
         with self._mutex:
             self._check_open()
-            while self._writing:
-                _, writing = self._writing.popitem(last=False)
-                self._release(writing)
+            chosen = list(self._writing) if trials is None else [u for u in trials if u in self._writing]
+            taken = [self._writing.pop(uid) for uid in chosen]
+            self._releasing.update(chosen)
+        errors: list[BaseException] = []
+        try:
+            for writing in taken:
+                try:
+                    self._release(writing)
+                except (OSError, StorageError) as exc:
+                    errors.append(exc)
+        finally:
+            with self._mutex:
+                self._releasing.difference_update(chosen)
+                self._released.notify_all()
+        if errors:
+            raise errors[0]
+
+    def _wait_released(self, uid: str | None = None) -> None:
+        """Wait (lock held) until trial ``uid`` (None: every trial) is no longer being let go by a commit."""
+        while (uid in self._releasing) if uid is not None else self._releasing:
+            self._released.wait()
 
     def close(self) -> None:
         """Write summaries and close every Store (which rewrites its ``store.h5``)."""
         with self._mutex:
             if self._closed:
                 return
+            self._wait_released()
             self._closed = True
             errors: list[BaseException] = []
             while self._writing:

@@ -12,6 +12,20 @@ replaces its value), and ``metric_latest`` holds each series' latest value. Valu
 precision plus, for ints, an exact ``numeric``, so every value round-trips exactly. ``unitrack_writers`` holds
 the last ``seq`` applied per ``(trial, writer)``, checked in the same transaction as the write it guards.
 
+Writes are batched by default, as ``socket://`` does (:mod:`unitrack.persistence.batching`): updates that only log
+(metric points, timings, metadata) to a trial this object knows are buffered and written by a background thread
+every ``batch_size`` updates (default 1000) or ``flush_interval_s`` (default 0.1), one transaction per batch,
+each trial's part stamped ``(writer, seq)`` so writing it again applies it once. A value is **acknowledged** once
+``flush()``, ``commit()`` or ``close()`` returns after it was logged: it is then in the database. A process
+killed before flushing loses what it logged since (never acknowledged). ``?batch_size=1`` writes every call
+before it returns (per-call durability, one transaction per call). Reads flush first, so they see every write.
+
+A lost connection (a restart, a failover) is retried transparently for up to ``retry_timeout_s`` (default 60):
+the broken connection is dropped from the pool, and work that is safe to repeat (reads, stamped writes, inserts,
+metadata merges) runs again on a new one; ``find_and_update_*`` run again only when the database cannot have
+applied them (the loss came before the commit). Past the time, or when the outcome is unknown, a
+:class:`StorageError` says so.
+
 Every statement is a constant string with bound parameters: no SQL text is ever built from a name or a value.
 Query conditions the database can decide exactly become WHERE clauses; the rest are checked in Python with
 :func:`unitrack.persistence.query.compile_query`, so results are those of the in-memory backends.
@@ -23,14 +37,18 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import math
 import re
 import threading
-from collections.abc import Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -39,8 +57,9 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from unitrack.errors import ConfigError, NotFoundError, SchemaError, StorageError
-from unitrack.persistence.aggregators import aggregator_from_json
-from unitrack.persistence.protocol import Protocol
+from unitrack.persistence.aggregators import Aggregator, aggregator_from_json
+from unitrack.persistence.batching import UpdateBuffer, is_log_only
+from unitrack.persistence.protocol import Protocol, TrialRef
 from unitrack.persistence.query import Condition, Query, compile_query, normalize_query
 from unitrack.persistence.series import Series, SeriesRequest, downsample
 from unitrack.persistence.structure import (
@@ -57,6 +76,9 @@ from unitrack.persistence.structure import (
 from unitrack.persistence.uri import ParsedURI, as_uri
 
 __all__ = ["SCHEMA_VERSION", "SQLProtocol"]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Version of the tables this module writes (``unitrack_schema_version``).
 SCHEMA_VERSION = 1
@@ -171,6 +193,26 @@ _APPEND_POINTS = (
     "ON CONFLICT (trial_uid, name) DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int "
     "RETURNING 1) "
     "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM p), (SELECT count(*) FROM l)"
+)
+# Points of a stamped update (a batch's usual content), in one statement: lock the trial, record the stamp, and
+# only when it is new append the points and set the latest values. Returns (trial found, stamp new).
+_APPEND_STAMPED = (
+    "WITH t AS (SELECT uid FROM unitrack_trials WHERE uid = %s FOR UPDATE), "
+    "w AS (INSERT INTO unitrack_writers (trial_uid, writer, seq) SELECT t.uid, %s, %s FROM t "
+    "ON CONFLICT (trial_uid, writer) DO UPDATE SET seq = EXCLUDED.seq WHERE unitrack_writers.seq < EXCLUDED.seq "
+    "RETURNING trial_uid), "
+    "p AS (INSERT INTO unitrack_metric_points (trial_uid, name, step, step_is_int, value, value_int) "
+    "SELECT w.trial_uid, p.name, p.step, p.step_is_int, p.value, p.value_int FROM w, "
+    "unnest(%s::text[], %s::float8[], %s::bool[], %s::float8[], %s::numeric[]) WITH ORDINALITY "
+    "AS p(name, step, step_is_int, value, value_int, i) ORDER BY p.i "
+    "ON CONFLICT (trial_uid, name, step) WHERE step IS NOT NULL "
+    "DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int RETURNING 1), "
+    "l AS (INSERT INTO unitrack_metric_latest (trial_uid, name, value, value_int, first_seq) "
+    "SELECT w.trial_uid, l.name, l.value, l.value_int, nextval('unitrack_metric_points_seq_seq') FROM w, "
+    "unnest(%s::text[], %s::float8[], %s::numeric[]) AS l(name, value, value_int) "
+    "ON CONFLICT (trial_uid, name) DO UPDATE SET value = EXCLUDED.value, value_int = EXCLUDED.value_int "
+    "RETURNING 1) "
+    "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM w), (SELECT count(*) FROM p), (SELECT count(*) FROM l)"
 )
 _UPDATE_TRIAL = (
     "UPDATE unitrack_trials SET parameters = parameters || %s, metadata = metadata || %s, tags = tags || %s, "
@@ -464,12 +506,42 @@ def _changes_row(update: TrialUpdate) -> bool:
     )
 
 
+class _Lost(StorageError):
+    """The connection failed under a call (internal: retried, or turned into a StorageError saying why)."""
+
+    def __init__(self, message: str, *, unknown: bool) -> None:
+        super().__init__(message)
+        self.unknown = unknown  # the database may have applied the work (the loss came while committing)
+
+
+#: SQLSTATEs of OperationalErrors that are not about the connection (an operator cancelled the statement).
+_NOT_CONNECTION = (psycopg.errors.QueryCanceled,)
+
+
+def _retried(idempotent: bool) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
+    """A primitive that first writes what is buffered (read-your-writes), and runs again on a lost connection
+    within ``retry_timeout_s`` (see :meth:`SQLProtocol._retry`)."""
+
+    def wrap(method: Callable[..., _T]) -> Callable[..., _T]:
+        @functools.wraps(method)
+        def call(self: SQLProtocol, *args: Any, **kwargs: Any) -> _T:
+            if not getattr(self._retrying, "active", False):
+                self.flush()
+            return self._retry(lambda: method(self, *args, **kwargs), idempotent, method.__name__)
+
+        return call
+
+    return wrap
+
+
 class SQLProtocol(Protocol):
     """Projects, groups and trials in PostgreSQL (or CockroachDB), safe across threads and processes.
 
     Args:
-        uri: ``postgresql://[user[:password]@]host[:port]/db[?schema=name&pool_max_size=4&...]``; other
-            options are passed to libpq (e.g. ``sslmode=require``).
+        uri: ``postgresql://[user[:password]@]host[:port]/db[?schema=name&pool_max_size=4&...]``; unitrack's
+            options: ``schema``, ``pool_max_size``, ``batch_size`` (1000; 1 = every call durable when it returns),
+            ``flush_interval_s`` (0.1), ``max_buffer`` (100000), ``retry_timeout_s`` (60). Other options are
+            passed to libpq (e.g. ``sslmode=require``).
         strict: check that a trial's project and group exist.
 
     Raises:
@@ -487,10 +559,11 @@ class SQLProtocol(Protocol):
             raise ConfigError(
                 f"schema={self.schema!r} in {self.uri} is not a plain SQL name; use letters, digits and '_'."
             )
-        try:
-            max_size = int(options.pop("pool_max_size", "4"))
-        except ValueError as exc:
-            raise ConfigError(f"pool_max_size in {self.uri} must be an int.") from exc
+        max_size = int(self._number(options, "pool_max_size", 4, 1))
+        self.batch_size = int(self._number(options, "batch_size", 1000, 1))
+        self.max_buffer = int(self._number(options, "max_buffer", 100_000, 1))
+        self.flush_interval_s = self._number(options, "flush_interval_s", 0.1, 0.001)
+        self.retry_timeout_s = self._number(options, "retry_timeout_s", 60.0, 0.0)
         params: dict[str, Any] = {
             "host": self.uri.host or None,
             "port": self.uri.port,
@@ -504,6 +577,8 @@ class SQLProtocol(Protocol):
         self._conninfo = make_conninfo("", **{k: v for k, v in params.items() if v is not None})
         self._closed = False
         self._lock = threading.Lock()
+        self._retrying = threading.local()
+        self._known: set[str] = set()
         try:
             self._migrate()
             self._pool = psycopg_pool.ConnectionPool(
@@ -511,11 +586,34 @@ class SQLProtocol(Protocol):
                 min_size=1,
                 max_size=max(1, max_size),
                 open=True,
-                timeout=30.0,
+                timeout=10.0,
                 kwargs={"autocommit": True},
             )
         except psycopg.Error as exc:
             raise StorageError(f"Cannot open {self.uri}: {exc}") from exc
+        self._buffer = UpdateBuffer(
+            self._write_batch,
+            writer_id=uuid.uuid4().hex,
+            batch_size=self.batch_size,
+            flush_interval_s=self.flush_interval_s,
+            max_buffer=self.max_buffer,
+            lock=threading.RLock(),
+            describe=str(self.uri.redacted()),
+        )
+
+    def _number(self, options: dict[str, str], name: str, default: float, least: float) -> float:
+        raw = options.pop(name, None)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = least - 1
+        if not value >= least:
+            raise ConfigError(
+                f"{name}={raw!r} in {self.uri.redacted()} must be a number of at least {least:g}."
+            )
+        return value
 
     # ------------------------------------------------------------------------------------ connections
     def _migrate(self) -> None:
@@ -544,25 +642,92 @@ class SQLProtocol(Protocol):
 
         Connections are in autocommit mode, so ``transaction=False`` runs a single statement (atomic by itself)
         without the extra round trips of BEGIN and COMMIT.
+
+        Raises:
+            _Lost: when the connection failed (``unknown`` when the work may have been applied).
+            SchemaError, StorageError: for what the database refused.
         """
         if self._closed:
             raise StorageError(f"{self.uri} backend is closed; open a new one with get_protocol.")
+        committing = not transaction  # an autocommit statement commits as it runs
         try:
             with self._pool.connection() as conn:
                 if transaction:
-                    with conn.transaction(), conn.cursor() as cur:
-                        yield cur
+                    with conn.transaction():
+                        with conn.cursor() as cur:
+                            yield cur
+                        committing = True  # leaving the block sends COMMIT
                 else:
                     with conn.cursor() as cur:
                         yield cur
         except psycopg.errors.DataError as exc:
             raise SchemaError(f"{self.uri} refused a value: {exc}") from exc
         except psycopg_pool.PoolTimeout as exc:
-            raise StorageError(f"No connection to {self.uri} within 30 s: {exc}") from exc
+            raise _Lost(f"no connection to {self.uri.redacted()}: {exc}", unknown=False) from exc
+        except psycopg.OperationalError as exc:
+            if isinstance(exc, _NOT_CONNECTION):
+                raise StorageError(f"{self.uri} failed: {exc}") from exc
+            raise _Lost(f"{self.uri.redacted()}: {exc}".strip(), unknown=committing) from exc
+        except psycopg.InterfaceError as exc:
+            raise _Lost(f"{self.uri.redacted()}: {exc}", unknown=committing) from exc
         except psycopg.Error as exc:
             raise StorageError(f"{self.uri} failed: {exc}") from exc
 
+    def _retry(self, work: Callable[[], _T], idempotent: bool, what: str) -> _T:
+        """Run ``work``; on a lost connection run it again (backing off) until ``retry_timeout_s`` has passed.
+
+        Work that is not ``idempotent`` runs again only when the database cannot have applied it.
+        """
+        if getattr(self._retrying, "active", False):
+            return work()  # the outermost call retries
+        self._retrying.active = True
+        started = time.monotonic()
+        delay = 0.05
+        warned = False
+        try:
+            while True:
+                try:
+                    result = work()
+                except _Lost as exc:
+                    if exc.unknown and not idempotent:
+                        raise StorageError(
+                            f"The connection to {self.uri.redacted()} failed while committing {what}: it may or "
+                            f"may not have been applied. Check before running it again. ({exc})"
+                        ) from exc
+                    if time.monotonic() + delay > started + self.retry_timeout_s:
+                        raise StorageError(
+                            f"Lost the connection to {self.uri.redacted()} and could not reconnect within "
+                            f"{self.retry_timeout_s:g} s ({exc}); check the database, or raise ?retry_timeout_s=."
+                        ) from exc
+                    if not warned:
+                        warned = True
+                        logger.warning(
+                            "lost the connection to %s (%s); retrying quietly for up to %g s",
+                            self.uri.redacted(),
+                            exc,
+                            self.retry_timeout_s,
+                        )
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if warned:
+                    logger.info(
+                        "connection to %s back after %.1f s", self.uri.redacted(), time.monotonic() - started
+                    )
+                return result
+        finally:
+            self._retrying.active = False
+
+    def flush(self) -> None:
+        """Write every buffered update and wait until it is in the database (acknowledged).
+
+        Raises:
+            UnitrackError: the error of a batch that failed (its updates were not stored).
+        """
+        self._buffer.flush()
+
     # ---------------------------------------------------------------------------------------- inserts
+    @_retried(True)
     def insert_project(self, project: Project) -> Project | None:
         with self._cursor() as cur:
             cur.execute(
@@ -589,6 +754,7 @@ class SQLProtocol(Protocol):
                 f"Project {project_id!r} of {what} does not exist; create it first (new_project)."
             )
 
+    @_retried(True)
     def insert_group(self, group: TrialGroup) -> TrialGroup | None:
         with self._cursor() as cur:
             self._check_project(cur, group.project_id, f"group {group.name!r}")
@@ -608,6 +774,22 @@ class SQLProtocol(Protocol):
         return self.find_groups({"uid": group.uid})[0]
 
     def insert_trial(self, trial: Trial, auto_increment: bool = False) -> Trial | None:
+        self.flush()
+        attempts: list[int] = []
+
+        def work() -> Trial | None:
+            attempts.append(1)
+            return self._insert_trial(trial, auto_increment)
+
+        stored = self._retry(work, not auto_increment, "insert_trial")
+        if stored is None and len(attempts) > 1 and not auto_increment:  # our own first attempt had committed
+            found = self.find_trials({"uid": trial.uid})
+            stored = found[0] if found else None
+        if stored is not None:
+            self._known.add(stored.uid)
+        return stored
+
+    def _insert_trial(self, trial: Trial, auto_increment: bool) -> Trial | None:
         name = f"trial {trial.name!r}"
         row = (
             trial.hash,
@@ -652,6 +834,7 @@ class SQLProtocol(Protocol):
         return self._load_trials(_BY_UID, [uid])[0]
 
     # ------------------------------------------------------------------------------------------ reads
+    @_retried(True)
     def find_projects(self, query: Query) -> list[Project]:
         match = compile_query(query)
         with self._cursor() as cur:
@@ -710,6 +893,7 @@ class SQLProtocol(Protocol):
             for uid, gname, description, project_id, metadata in rows
         ]
 
+    @_retried(True)
     def find_groups(self, query: Query) -> list[TrialGroup]:
         match = compile_query(query)
         with self._cursor() as cur:
@@ -797,18 +981,21 @@ class SQLProtocol(Protocol):
             )
         return out
 
+    @_retried(True)
     def find_trials(self, query: Query) -> list[Trial]:
         where, params, remaining = _plan(query)
         match = _matcher(remaining)
         trials = self._load_trials(where, params)
         return trials if match is None else [t for t in trials if match(t)]
 
+    @_retried(True)
     def find_trial_summaries(self, query: Query) -> list[Trial]:
         where, params, remaining = _plan(query)
         match = _matcher(remaining)
         trials = self._load_trials(where, params, with_series=False)
         return trials if match is None else [t for t in trials if match(t)]
 
+    @_retried(True)
     def find_series(self, request: SeriesRequest) -> list[Series]:
         if not request.uids or not request.metrics:
             return []
@@ -894,6 +1081,39 @@ class SQLProtocol(Protocol):
             self._write_points(cur, uid, update.metrics)
 
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
+        """Buffered when it only logs to a trial this object knows (see the module doc); written at once
+        otherwise, after everything buffered."""
+        if not isinstance(uid, str) or not uid:
+            raise SchemaError(f"Expected a trial uid, not {uid!r}")
+        if not isinstance(update, TrialUpdate):
+            raise SchemaError(f"Expected a TrialUpdate, not {update!r}")
+        if update.writer is not None or uid not in self._known or not is_log_only(update):
+
+            def write() -> None:  # stamped after the buffered updates, so it applies once and in order
+                stamped = update if update.writer is not None else self._buffer.stamp(update)
+                self._retry(lambda: self._write_update(uid, stamped), True, "update_trial")
+
+            self._buffer.write_now(write)
+            self._known.add(uid)
+            return
+        self._buffer.add(uid, update)
+
+    def log_trial_metrics(
+        self,
+        trial: TrialRef,
+        step: Any = None,
+        aggregator: Callable[[], Aggregator] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """As :meth:`Protocol.log_trial_metrics`; points of a known trial go straight to the buffer."""
+        uid = trial.uid if isinstance(trial, Trial) else trial
+        if not isinstance(uid, str) or uid not in self._known:
+            super().log_trial_metrics(trial, step, aggregator, **kwargs)
+            return
+        self._buffer.add(uid, tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
+
+    def _write_update(self, uid: str, update: TrialUpdate) -> None:
+        """Apply one update in its own transaction (stamped: a repeat is skipped)."""
         if update.writer is None and update.metrics and not _changes_row(update):
             with self._cursor(transaction=False) as cur:
                 cur.execute(_APPEND_POINTS, (uid, *_point_arrays(update.metrics)))
@@ -902,13 +1122,41 @@ class SQLProtocol(Protocol):
                 raise NotFoundError(f"No trial with uid {uid!r}; create it with new_trial first.")
             return
         with self._cursor() as cur:
-            # The row lock orders concurrent writers of one trial (chronos read-modify-write, point order).
-            cur.execute("SELECT chronos FROM unitrack_trials WHERE uid = %s FOR UPDATE", (uid,))
-            row = cur.fetchone()
-            if row is None:
-                raise NotFoundError(f"No trial with uid {uid!r}; create it with new_trial first.")
-            self._apply(cur, uid, update, row[0])
+            self._apply_locked(cur, uid, update)
 
+    def _apply_locked(self, cur: psycopg.Cursor[Any], uid: str, update: TrialUpdate) -> None:
+        if (
+            update.writer is not None
+            and update.seq is not None
+            and update.metrics
+            and not _changes_row(update)
+        ):
+            cur.execute(_APPEND_STAMPED, (uid, update.writer, update.seq, *_point_arrays(update.metrics)))
+            found = cur.fetchone()
+            if not found or not found[0]:
+                raise NotFoundError(f"No trial with uid {uid!r}; create it with new_trial first.")
+            return
+        # The row lock orders concurrent writers of one trial (chronos read-modify-write, point order).
+        cur.execute("SELECT chronos FROM unitrack_trials WHERE uid = %s FOR UPDATE", (uid,))
+        row = cur.fetchone()
+        if row is None:
+            raise NotFoundError(f"No trial with uid {uid!r}; create it with new_trial first.")
+        self._apply(cur, uid, update, row[0])
+
+    def _write_batch(self, batch: list[tuple[str, TrialUpdate]]) -> None:
+        """Write one batch of stamped updates in one transaction (trials locked in uid order: no deadlock between
+        writers sharing trials), again on a lost connection."""
+
+        def work() -> None:
+            # One statement is atomic by itself: a batch of one trial's points needs no BEGIN/COMMIT.
+            single = len(batch) == 1 and batch[0][1].metrics and not _changes_row(batch[0][1])
+            with self._cursor(transaction=not single) as cur:
+                for uid, update in sorted(batch, key=lambda item: item[0]):
+                    self._apply_locked(cur, uid, update)
+
+        self._retry(work, True, "a batch of updates")
+
+    @_retried(True)
     def update_group(self, uid: str, update: GroupUpdate) -> None:
         with self._cursor() as cur:
             cur.execute(
@@ -918,6 +1166,7 @@ class SQLProtocol(Protocol):
             if cur.fetchone() is None:
                 raise NotFoundError(f"No group with uid {uid!r}; create it with new_trial_group first.")
 
+    @_retried(False)
     def find_and_update_trial(self, query: Query, update: TrialUpdate) -> Trial | None:
         where, params, remaining = _plan(query)
         match = _matcher(remaining)
@@ -941,6 +1190,7 @@ class SQLProtocol(Protocol):
                 return self._load_trials(_BY_UID, [candidate.uid], cur)[0]
         return None
 
+    @_retried(False)
     def find_and_update_group(self, query: Query, update: GroupUpdate) -> TrialGroup | None:
         match = compile_query(query)
         with self._cursor() as cur:
@@ -956,11 +1206,18 @@ class SQLProtocol(Protocol):
         return None
 
     def commit(self, **kwargs: Any) -> None:
-        """Nothing to do: every call commits its own transaction before returning."""
+        """Write what is buffered (every other call commits its own transaction before returning)."""
+        if not self._closed:
+            self.flush()
 
     def close(self) -> None:
-        """Close the connection pool; further calls raise StorageError."""
+        """Write what is buffered, then close the connection pool; further calls raise StorageError."""
         with self._lock:
-            if not self._closed:
+            if self._closed:
+                return
+            try:
+                self.flush()
+            finally:
                 self._closed = True
+                self._buffer.close()
                 self._pool.close()
