@@ -50,3 +50,22 @@ def pytest_configure(config):
 def _private_unitrack_home(tmp_path_factory, monkeypatch):
     """Roots registered by a test are remembered in a home of its own, never in the user's ~/.unitrack."""
     monkeypatch.setenv("UNITRACK_HOME", str(tmp_path_factory.mktemp("unitrack-home")))
+
+
+@pytest.fixture(autouse=True)
+def _no_signal_handler_leaks():
+    """A test that leaves SIGTERM/SIGUSR1 handled (a run started and never finished) fails here, by name.
+
+    A started TrialLogger or a ``with ex:`` holds the process's SIGTERM handler until its run finishes; one left
+    behind makes later tests that check "nobody else handles SIGTERM" fail far from the cause.
+    """
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    yield
+    leaked = {s: h for s, h in ((s, signal.getsignal(s)) for s in before) if h != before[s]}
+    for s in leaked:
+        signal.signal(s, before[s])
+    if leaked:
+        names = ", ".join(f"{signal.Signals(s).name} -> {h!r}" for s, h in leaked.items())
+        pytest.fail(f"the test left signal handlers installed ({names}); finish the runs it started")

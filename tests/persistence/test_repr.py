@@ -64,3 +64,4 @@ def test_client_and_logger_reprs_name_the_backend_and_the_trial_without_a_passwo
     assert repr(client.logger).startswith("TrialLogger(Trial('run', ") and "backend=ephemeral://" in repr(
         client.logger
     )
+    client.logger.finish()

@@ -389,3 +389,36 @@ def test_a_killed_run_is_lost_and_a_live_one_beats(script: Path, uri: str) -> No
         )
         == "lost"
     )
+
+
+STALE_HANDLER = r"""
+import os, signal, sys, time
+from unitrack import TrackClient
+
+client = TrackClient("ephemeral://")
+log = client.new_trial(name="t", parameters={"a": 1})
+log.start()
+ours = signal.getsignal(signal.SIGTERM)
+framework_saved = signal.signal(signal.SIGTERM, lambda s, f: None)  # a framework stacks its handler on ours
+log.finish()
+signal.signal(signal.SIGTERM, framework_saved)  # ... and puts ours back after our run ended
+assert signal.getsignal(signal.SIGTERM) == ours
+print("ready", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(30)
+"""
+
+
+def test_a_handler_put_back_after_its_run_ended_ends_the_process_as_sigterm_would() -> None:
+    done = subprocess.run([sys.executable, "-c", STALE_HANDLER], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "ready\n", done.stderr
+    assert done.returncode == -signal.SIGTERM and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_logger_that_does_not_catch_sigterm_leaves_the_handler_alone() -> None:
+    client = TrackClient("ephemeral://")
+    log = client.new_trial(name="t", parameters={"a": 1})
+    log.catch_sigterm = False
+    with log:
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert log.refresh().status is Status.Completed

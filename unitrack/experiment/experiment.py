@@ -1024,9 +1024,10 @@ class Experiment(metaclass=ExperimentMeta):
         # Never interrupt a backend write halfway (a lock or a journal line could be left half done):
         # inside message() the signal is noted and raised when the write has completed.
         state = self.__dict__
-        if os.getpid() != state["_handler_pid"]:
-            # A process forked inside the run (e.g. a data-loading worker) is not the experiment: it ends as the
-            # signal would have ended it, and never records a status for the run.
+        if os.getpid() != state["_handler_pid"] or state.get("_status") != "running":
+            # A process forked inside the run (e.g. a data-loading worker) is not the experiment, and a run that
+            # has ended has nothing to record (a framework that stacked its own handler on ours can put ours back
+            # after the run): the process ends as the signal would have ended it.
             previous = (state.get("_previous_handlers") or {}).get(signum)
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
             os.kill(os.getpid(), signum)

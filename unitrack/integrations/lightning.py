@@ -85,6 +85,9 @@ class UnitrackLogger(Logger):
             description=description,
             tags=tags,
             system_metrics=system_metrics,
+            # The trainer installs its own SIGTERM handler for the fit and reports the signal to finalize():
+            # stacking ours under it would leave ours installed after the run (the trainer restores it).
+            catch_sigterm=False,
         )
         if save_dir is None and self.run.experiment is not None:
             save_dir = os.path.dirname(os.path.abspath(str(self.run.experiment.directory)))

@@ -147,6 +147,8 @@ class IntegrationRun:
         name, project, group, description, tags: the new trial's fields (ignored for a given trial).
         system_metrics: sample ``sys/...`` series every so many seconds while the run is open (``True``: 10 s;
             None: ``$UNITRACK_SYSTEM_METRICS``).
+        catch_sigterm: let the run's own trial record SIGTERM as ``stopped`` (False where the framework handles
+            signals itself).
 
     Raises:
         ConfigError: for a target of another type, an unregistered experiment, or a bad ``system_metrics``.
@@ -163,6 +165,7 @@ class IntegrationRun:
         description: str | None = None,
         tags: Mapping[str, Any] | None = None,
         system_metrics: float | bool | None = None,
+        catch_sigterm: bool = True,
     ) -> None:
         if not (
             target is None
@@ -176,6 +179,8 @@ class IntegrationRun:
             )
         self.target = target
         self.framework = framework
+        #: Whether the run's own trial handles SIGTERM (see TrialLogger.catch_sigterm).
+        self.catch_sigterm = catch_sigterm
         self.experiment = target if _is_experiment(target) else None
         if self.experiment is not None and self.experiment.trial_uid is None:
             raise ConfigError(
@@ -252,6 +257,7 @@ class IntegrationRun:
             else:
                 trial_logger = self._trial_logger(params)
                 if not trial_logger._started:
+                    trial_logger.catch_sigterm = self.catch_sigterm
                     trial_logger.start()
             self._open = True
             _OPEN_RUNS.add(self)

@@ -198,6 +198,10 @@ class TrialLogger:
     (:mod:`unitrack.persistence.system`).
     """
 
+    #: Handle SIGTERM while the trial runs (record ``interrupted``, then end as the signal would), when nothing
+    #: else handles it. Integrations with a framework that manages signals itself (Lightning) turn it off.
+    catch_sigterm: bool = True
+
     def __init__(
         self, trial: Trial | None, protocol: Protocol, system_metrics: float | bool | None = None
     ) -> None:
@@ -660,7 +664,7 @@ class TrialLogger:
 
     # ---------------------------------------------------------------------------------------- signals
     def _catch_sigterm(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
+        if not self.catch_sigterm or threading.current_thread() is not threading.main_thread():
             return
         if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
             return  # another handler (the program's, a framework's, another run's) decides
@@ -674,8 +678,10 @@ class TrialLogger:
                 signal.signal(signal.SIGTERM, previous)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self._handler_pid:
-            # A process forked by the run (a data-loading worker) is not the run: it ends as the signal says.
+        if os.getpid() != self._handler_pid or not self._started:
+            # A process forked by the run (a data-loading worker) is not the run, and a run that has finished
+            # has nothing to record (a framework that stacked its own handler on ours puts ours back after our
+            # run ended): the process ends as the signal says.
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
