@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from tests.conftest import wait_until
 from unitrack.errors import ConfigError
 from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.structure import MetricPoint, Trial
@@ -375,3 +376,55 @@ def test_groups_have_the_statistics_of_view_group_by(mixed_root: Path) -> None:
                         assert cell["std"] == (None if std != std else pytest.approx(std))
     finally:
         source.close()
+
+
+def test_the_page_files_are_cached_at_urls_naming_their_content(client: TestClient) -> None:
+    """plotly.js (4.8 MB) and the page's own files are served at URLs naming their content, cached for a year, so
+    a repeat visit fetches none of them; the page itself is revalidated (a new unitrack or plotly is a new URL)."""
+    import hashlib
+
+    from unitrack.ui.app import COMPILE_HINT, plotly_js_path
+
+    page = client.get("/")
+    assert page.headers["cache-control"] == "no-cache"
+    [plotly_url] = [u for u in _urls(page.text) if "plotly-" in u]
+    [script_url] = [u for u in _urls(page.text) if u.startswith("/static/app.") and u.endswith(".js")]
+    wheel = plotly_js_path().read_bytes()
+    version = wheel[:300].decode().split("plotly.js v", 1)[1].split()[0]
+    assert plotly_url.startswith(f"/static/plotly-{version}.")
+    plotly = client.get(plotly_url)
+    assert plotly.status_code == 200 and plotly.content == COMPILE_HINT + wheel
+    assert plotly.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert plotly.headers["etag"] == f'"{hashlib.sha256(plotly.content).hexdigest()}"'
+    again = client.get(plotly_url, headers={"if-none-match": plotly.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    script = client.get(script_url)
+    assert script.headers["cache-control"].endswith("immutable") and "use strict" in script.text
+    assert hashlib.sha256(script.content).hexdigest()[:12] in script_url
+    moved = client.get("/static/plotly.min.js", follow_redirects=False)
+    assert moved.status_code == 307 and moved.headers["location"] == plotly_url
+    assert client.get("/static/nope.js").status_code == 404
+
+
+def test_a_poll_of_an_unchanged_table_gets_304(client: TestClient, root: Path) -> None:
+    first = client.get("/api/runs")
+    tag = first.headers["etag"]
+    assert client.get("/api/runs", headers={"if-none-match": tag}).status_code == 304
+    with get_protocol(f"hdf5://{root}") as db:
+        db.strict = False
+        db.new_trial(Trial(name="new", parameters={"lr": 0.5, "seed": 9}))
+    answers = []
+
+    def changed() -> bool:  # once the listing's reuse window (CATALOG_TTL_S) has passed
+        answers.append(client.get("/api/runs", headers={"if-none-match": tag}))
+        return answers[-1].status_code != 304
+
+    wait_until(changed, what="the new run in /api/runs")
+    assert answers[-1].status_code == 200 and answers[-1].json()["count"] == 4
+    assert answers[-1].headers["etag"] != tag
+
+
+def _urls(html: str) -> list[str]:
+    import re
+
+    return re.findall(r'(?:src|href)="([^"]+)"', html)

@@ -299,3 +299,29 @@ def stored_uid(root: Path, name: str) -> str:
         db.strict = False
         [trial] = [t for t in db.find_trial_summaries(None) if t.name == name]
         return trial.uid
+
+
+def test_a_first_view_asks_each_answer_once_and_a_repeat_visit_fetches_no_file(
+    page: Page, ui: Served
+) -> None:
+    """The table and the first chart are asked for once each, with the page (not one after the other, and not
+    again by the script); a second visit takes plotly.js and the page's files from the browser's cache."""
+    tab = page.page
+    asked: list[tuple[str, str | None]] = []
+    tab.on("request", lambda r: asked.append((r.url, r.headers.get("if-none-match"))))
+    open_ui(page, ui, 8)
+    api = sorted(url.split("/api/", 1)[1] for url, tag in asked if "/api/" in url and tag is None)
+    assert [a for a in api if not a.startswith("sweep")] == [
+        "figure?x=step&smooth=0&log=0&band=std&points=2000&limit=10",
+        "runs",
+    ]
+    files = {url.rsplit("/", 1)[1] for url, _ in asked if "/static/" in url}
+    assert any(f.startswith("plotly-") for f in files) and len(files) == 3
+    open_ui(page, ui, 8)
+    fetched = tab.evaluate(
+        """() => performance.getEntriesByType('resource')
+            .filter(e => e.name.includes('/static/'))
+            .map(e => [e.name.split('/').pop(), e.transferSize])"""
+    )
+    assert len(fetched) == 3 and all(size == 0 for _, size in fetched), fetched  # 0 bytes: from the cache
+    assert not page.errors, page.errors

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from unitrack.errors import ConfigError, NotFoundError, UnitrackError
@@ -108,22 +108,28 @@ def static_text(name: str) -> str:
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
+#: V8's compile hint (Chromium 136+): compile every function of the file while it downloads, off the main
+#: thread, rather than each one on the main thread when first called. plotly.js calls most of its functions
+#: when it loads: its main-thread time on a first visit drops by about a third. Other browsers read a comment.
+COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
+
+
 class Assets:
     """The page and its files. Each file is served at a URL naming its content (``/static/app.<hash>.js``,
     ``/static/plotly-<version>.<hash>.min.js``), cached by the browser for a year: a repeat visit fetches and
     compiles none of them again (Chromium also keeps plotly.js's compiled code). The page itself is always
-    revalidated, so a new version of unitrack or plotly is a new URL in it.
+    revalidated, so a new version of unitrack or plotly is a new URL in it. plotly.js is read once from the
+    ``plotly`` wheel and served from memory, after :data:`COMPILE_HINT`.
 
     Raises:
         MissingDependencyError: when plotly is not installed.
     """
 
     def __init__(self) -> None:
-        self.plotly = plotly_js_path()
-        with open(self.plotly, "rb") as fh:
-            head = fh.read(200).decode("ascii", errors="replace")
+        self.plotly = COMPILE_HINT + plotly_js_path().read_bytes()
+        head = self.plotly[:300].decode("ascii", errors="replace")
         version = re.search(r"plotly\.js v([0-9][0-9A-Za-z.+-]*)", head)
-        plotly_hash = _file_hash(self.plotly)
+        plotly_hash = hashlib.sha256(self.plotly).hexdigest()
         self.files: dict[str, tuple[bytes, str]] = {}
         self.urls: dict[str, str] = {}
         for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
@@ -139,14 +145,6 @@ class Assets:
         for name, url in self.urls.items():
             page = page.replace(f"/static/{name}", url)
         self.index = page.encode("utf-8")
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -245,7 +243,7 @@ class Routes:
             headers = {"Cache-Control": IMMUTABLE, "ETag": assets.plotly_etag}
             if request.headers.get("if-none-match") == assets.plotly_etag:
                 return Response(status_code=304, headers=headers)
-            return FileResponse(assets.plotly, media_type="text/javascript", headers=headers)
+            return Response(assets.plotly, media_type="text/javascript", headers=headers)
         found = assets.files.get(name)
         if found is not None:
             return Response(found[0], media_type=found[1], headers={"Cache-Control": IMMUTABLE})

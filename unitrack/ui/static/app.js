@@ -6,6 +6,8 @@
   const EMBED = document.getElementById("unitrack-data");
   const REPORT = EMBED ? JSON.parse(EMBED.textContent) : null;
   const POLL_MS = 2000;
+  const FIRST_ROWS = 100;
+  const CHUNK_ROWS = 400;
   const DEFAULT_CHARTED = 10;
   const TIME_COLUMNS = new Set(["created", "started", "ended", "last_seen"]);
   const state = {
@@ -46,13 +48,23 @@
     for (const [key, value] of params || []) url.searchParams.append(key, value);
     const headers = { accept: "application/json" };
     if (tag) headers["if-none-match"] = tag;
-    const response = await fetch(url, { headers, cache: "no-store" });
+    // A request the page preloaded (the first table and chart) is made as the preload was, to take its answer.
+    const preloaded = !tag && preloads.delete(url.pathname + url.search);
+    const response = await (preloaded ? fetch(url, { credentials: "same-origin" }) : fetch(url, { headers, cache: "no-store" }));
     if (response.status === 304) return null; // unchanged since `tag`
     const body = await response.json();
     if (!response.ok) throw new Error(body.message || response.statusText);
     if (tag !== undefined) body.etag = response.headers.get("etag");
     return body;
   }
+
+  // The URLs the page preloaded (each taken once).
+  const preloads = new Set(
+    Array.from(document.querySelectorAll('link[rel=preload][as=fetch]')).map((link) => {
+      const url = new URL(link.href);
+      return url.pathname + url.search;
+    })
+  );
 
   function fromReport(path, params) {
     const get = (name) => (params.find(([k]) => k === name) || [])[1];
@@ -173,49 +185,66 @@
       headRow.append(th);
     }
     head.append(headRow);
-    const fragment = document.createDocumentFragment();
-    for (const row of sortedRows()) {
-      const uid = row[0];
-      const tr = el("tr");
-      tr.dataset.uid = uid;
-      if (state.selected.has(uid)) tr.classList.add("selected");
-      const pick = el("td");
-      const box = el("input");
-      box.type = "checkbox";
-      box.className = "select";
-      box.checked = state.selected.has(uid);
-      box.setAttribute("aria-label", "select run");
-      box.addEventListener("change", () => {
-        if (box.checked) state.selected.add(uid);
-        else state.selected.delete(uid);
-        tr.classList.toggle("selected", box.checked);
-        refreshCharts();
-      });
-      pick.append(box);
-      tr.append(pick);
-      for (const name of state.visible) {
-        const value = cellValue(row, name);
-        const td = el("td");
-        td.dataset.column = name;
-        if (name === "name") {
-          if (REPORT) td.textContent = String(value);
-          else {
-            const link = el("a", value);
-            link.href = "#run/" + encodeURIComponent(uid);
-            td.append(link);
-          }
-        } else if (name === "status") {
-          td.append(el("span", value, statusClass(value)));
-        } else {
-          td.textContent = formatValue(name, value);
-          if (typeof value === "number") td.className = "num";
-        }
-        tr.append(td);
-      }
-      fragment.append(tr);
-    }
-    body.append(fragment);
+    const rows = sortedRows();
+    const generation = (state.tableGeneration = (state.tableGeneration || 0) + 1);
+    const addRows = (from, to) => {
+      const fragment = document.createDocumentFragment();
+      for (const row of rows.slice(from, to)) fragment.append(tableRow(row));
+      body.append(fragment);
+    };
+    // The first rows at once; the others in chunks between other work (plotly.js compiling, a chart being
+    // drawn), so a table of thousands of runs never holds up the page.
+    addRows(0, FIRST_ROWS);
+    let at = FIRST_ROWS;
+    const more = () => {
+      if (generation !== state.tableGeneration || at >= rows.length) return;
+      addRows(at, at + CHUNK_ROWS);
+      at += CHUNK_ROWS;
+      window.setTimeout(more, 0);
+    };
+    if (at < rows.length) window.setTimeout(more, 0);
     $("count").textContent = state.runs.count + " run(s)" + (state.selected.size ? ", " + state.selected.size + " selected" : "");
+  }
+
+  function tableRow(row) {
+    const uid = row[0];
+    const tr = el("tr");
+    tr.dataset.uid = uid;
+    if (state.selected.has(uid)) tr.classList.add("selected");
+    const pick = el("td");
+    const box = el("input");
+    box.type = "checkbox";
+    box.className = "select";
+    box.checked = state.selected.has(uid);
+    box.setAttribute("aria-label", "select run");
+    box.addEventListener("change", () => {
+      if (box.checked) state.selected.add(uid);
+      else state.selected.delete(uid);
+      tr.classList.toggle("selected", box.checked);
+      refreshCharts();
+    });
+    pick.append(box);
+    tr.append(pick);
+    for (const name of state.visible) {
+      const value = cellValue(row, name);
+      const td = el("td");
+      td.dataset.column = name;
+      if (name === "name") {
+        if (REPORT) td.textContent = String(value);
+        else {
+          const link = el("a", value);
+          link.href = "#run/" + encodeURIComponent(uid);
+          td.append(link);
+        }
+      } else if (name === "status") {
+        td.append(el("span", value, statusClass(value)));
+      } else {
+        td.textContent = formatValue(name, value);
+        if (typeof value === "number") td.className = "num";
+      }
+      tr.append(td);
+    }
+    return tr;
   }
 
   function filterParams() {
@@ -464,7 +493,8 @@
           watchZoom(div);
         })
       );
-      await Promise.all([renderGroups(uids), renderDiff(), full ? renderSweep() : Promise.resolve()]);
+      if (full) requestSweep();
+      await Promise.all([renderGroups(uids), renderDiff()]);
     } catch (error) {
       notice(String(error.message || error));
     }
@@ -527,6 +557,18 @@
     }
     wrap.hidden = false;
     wrap.dataset.key = key;
+  }
+
+  function requestSweep() {
+    // The sweep view (parallel coordinates of every run: heavy for thousands) is drawn when it is on screen.
+    state.sweepStale = true;
+    maybeSweep();
+  }
+
+  function maybeSweep() {
+    if (!state.sweepStale || !state.sweepVisible) return;
+    state.sweepStale = false;
+    renderSweep().catch((e) => notice(String(e.message || e)));
   }
 
   async function renderSweep() {
@@ -623,7 +665,7 @@
   // ------------------------------------------------------------------------------------------------ start
   function start() {
     $("filter").addEventListener("keydown", (event) => {
-      if (event.key === "Enter") loadRuns(false).then(() => renderSweep().catch((e) => notice(String(e.message || e))));
+      if (event.key === "Enter") loadRuns(false).then(requestSweep);
     });
     $("columns-button").addEventListener("click", () => {
       $("columns-chooser").hidden = !$("columns-chooser").hidden;
@@ -640,6 +682,10 @@
     $("sweep-metric").addEventListener("change", () => renderSweep().catch((e) => notice(String(e.message || e))));
     $("sweep-param").addEventListener("change", () => renderSweep().catch((e) => notice(String(e.message || e))));
     window.addEventListener("hashchange", route);
+    new IntersectionObserver((entries) => {
+      state.sweepVisible = entries.some((entry) => entry.isIntersecting);
+      maybeSweep();
+    }).observe($("sweep-view"));
     if (REPORT) {
       const filter = $("filter");
       filter.placeholder = "report of " + (REPORT.runs.source || "") + (REPORT.settings.filters.length ? " filtered by " + REPORT.settings.filters.join("; ") : "");
