@@ -10,6 +10,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from unitrack.persistence.backends.hdf5 import HDF5Protocol
 from unitrack.persistence.series import SeriesRequest
 from unitrack.persistence.structure import Trial
@@ -125,3 +129,59 @@ def test_a_damaged_journal_hides_only_its_own_series(tmp_path: Path) -> None:
     with HDF5Protocol(f"hdf5://{tmp_path}", strict=False) as db:
         found = db.find_series(SeriesRequest(uids=(bad.uid, good.uid), metrics=("loss",)))
     assert [(s.uid, len(s)) for s in found] == [(good.uid, 100)]
+
+
+_NAMES = ["loss", "acc", "lr", "ü-grad", "a" * 70, "x"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    segments=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(_NAMES), min_size=1, max_size=5, unique=True), st.integers(1, 1500)
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    repeat_step=st.booleans(),
+)
+def test_the_index_holds_exactly_the_journals_points_whatever_the_logging_pattern(
+    tmp_path_factory: pytest.TempPathFactory, segments: list[tuple[list[str], int]], repeat_step: bool
+) -> None:
+    """The writer reads a loop's repeating rows as one fixed-width table and anything else row by row: for any
+    mix of both (metrics added and dropped mid-run, long and non-ASCII names, a step logged twice, groups
+    longer or shorter than a pack), each metric's indexed points are the journal's, point for point."""
+    from unitrack.persistence.backends.hdf5_series import _load_index, _read_full, _read_indexed
+
+    root = tmp_path_factory.mktemp("pattern")
+    db = HDF5Protocol(f"hdf5://{root}?summary_interval_s=0.01", strict=False)
+    trial = db.new_trial(Trial(name="run"))
+    step = 0
+    for names, repeats in segments:
+        for _ in range(repeats):
+            db.log_trial_metrics(trial, step=step, **{n: step * (i + 1) + 0.5 for i, n in enumerate(names)})
+            if repeat_step and step % 97 == 0:
+                db.log_trial_metrics(trial, step=step, **{names[0]: -1.0})  # the same step again
+            step += 1
+    db.close()
+    folder = str(root / "run")
+    index = _load_index(folder)
+    assert index is not None and index["journal"][1] == os.path.getsize(os.path.join(folder, "store.journal"))
+    wanted = set(_NAMES)
+    indexed = _read_indexed(folder, index, wanted)
+    journal = _read_full(folder, wanted)
+    assert indexed is not None and sorted(indexed) == sorted(journal)
+    for name, rows in journal.items():
+        assert indexed[name].tolist() == [list(r) for r in rows], name
+
+
+def test_the_index_of_a_running_trial_follows_its_writer(tmp_path: Path) -> None:
+    """Rows logged since the last pack are read from the journal's tail: a running trial's series is whole."""
+    db = HDF5Protocol(f"hdf5://{tmp_path}?summary_interval_s=0", strict=False)
+    trial = db.new_trial(Trial(name="run"))
+    for step in range(5000):
+        db.log_trial_metrics(trial, step=step, loss=step / 2, acc=-step)
+        if step in (10, 4095, 4999):
+            steps, values = _read(tmp_path, trial.uid)
+            assert steps == tuple(range(step + 1)) and values == tuple(s / 2 for s in range(step + 1))
+    db.close()

@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from tests.conftest import wait_until
 from unitrack.errors import ConfigError
 from unitrack.persistence.registry import get_protocol
 from unitrack.persistence.structure import MetricPoint, Trial
@@ -221,3 +223,208 @@ def test_json_replies_hold_nan_and_huge_ints(tmp_path: Path) -> None:
 
     body = json.loads(_json({"values": ["nan", 1.5], "big": 2**70}).body)
     assert body == {"values": ["nan", 1.5], "big": 2**70}
+
+
+# ------------------------------------------------------------------------------------------------ one catalog
+@pytest.fixture
+def mixed_root(tmp_path: Path) -> Path:
+    """Every kind of run a listing meets: finished runs (two seeds of lr 0.1, one of 0.2), a failed run, a run
+    whose process is gone (lost), a damaged trial.json, an xmen folder with only its params.yml, and one whose
+    params.yml cannot be read."""
+    root = tmp_path / "mixed"
+    with get_protocol(f"hdf5://{root}") as db:
+        db.strict = False
+        for name, lr, seed in (("a", 0.1, 0), ("b", 0.1, 1), ("c", 0.2, 0)):
+            t = db.new_trial(Trial(name=name, parameters={"lr": lr, "seed": seed, "opt": {"m": 0.9}}))
+            assert t is not None
+            db.log_trial_start(t)
+            db.log_trial_metrics(t, step=0, loss=lr * 10 + seed, acc=0.5)
+            db.add_trial_tags(t, notes=["first note", "second"])
+            db.log_trial_finish(t, None, None, None)
+        failed = db.new_trial(Trial(name="failed", parameters={"lr": 0.3, "seed": 0, "opt": {"m": 0.9}}))
+        db.log_trial_start(failed)
+        db.log_trial_metrics(failed, step=0, loss=9.0)
+        try:
+            1 / 0  # noqa: B018 - the failure recorded
+        except ZeroDivisionError as exc:
+            db.log_trial_finish(failed, type(exc), exc, exc.__traceback__)
+        gone = db.new_trial(Trial(name="gone", parameters={"lr": 0.4, "seed": 0, "opt": {"m": 0.9}}))
+        db.log_trial_start(gone)
+        # Its process ran on another host and stopped beating long ago.
+        db.log_trial_metadata(
+            gone, process={"host": "elsewhere", "pid": 4242, "interval_s": 1.0}, heartbeat=1000.0
+        )
+        bad = db.new_trial(Trial(name="bad", parameters={"lr": 0.5}))
+        assert bad is not None
+    summary = root / "bad" / "trial.json"
+    summary.write_bytes(summary.read_bytes().replace(b'"uid"', b'"uie"'))
+    (root / "xmen").mkdir()
+    (root / "xmen" / "params.yml").write_text("lr: 0.6\nseed: 0\n_status: registered\n_name: xmen\n")
+    (root / "xmen-bad").mkdir()
+    (root / "xmen-bad" / "params.yml").write_bytes(b"{a: [unclosed\n")
+    return root
+
+
+def _api_rows(http: TestClient, **params: object) -> dict[str, dict[str, object]]:
+    payload = http.get("/api/runs", params=params).json()
+    return {row[0]: dict(zip(payload["columns"], row, strict=True)) for row in payload["rows"]}
+
+
+def test_the_web_view_lists_the_runs_statuses_and_values_of_the_catalog(mixed_root: Path) -> None:
+    """The web view, ``unitrack.runs`` and ``unitrack view`` show the same runs, status words and values (the web
+    view had its own listing: no xmen folder, no damaged file or reason, its own lost rule, epoch times)."""
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    import unitrack
+
+    frame = unitrack.runs(mixed_root)
+    source = Source(mixed_root)
+    try:
+        with TestClient(create_app(source), base_url="http://127.0.0.1") as http:
+            listed = _api_rows(http)
+            assert sorted(listed) == sorted(frame.index)
+            for uid, expected in frame.to_dict("index").items():
+                row = listed[uid]
+                for column, value in expected.items():
+                    got = row[column]
+                    if not isinstance(value, (list, dict)) and pd.isna(value):  # None, NaN, NaT
+                        assert got is None, (uid, column, got)
+                    elif isinstance(value, datetime):
+                        assert (
+                            datetime.fromisoformat(str(got))
+                            == pd.Timestamp(value).to_pydatetime().astimezone()
+                        ), column
+                    else:
+                        assert got == value, (uid, column, got, value)
+            by_name = {r["name"]: r for r in listed.values()}
+            assert {n: r["status"] for n, r in by_name.items()} == {
+                "a": "finished",
+                "b": "finished",
+                "c": "finished",
+                "failed": "error",
+                "gone": "lost",
+                "bad": "damaged",
+                "xmen": "registered",
+                "xmen-bad": "damaged",
+            }
+            assert by_name["failed"]["error"] == "ZeroDivisionError: division by zero"
+            assert by_name["bad"]["error"] == (
+                f"{mixed_root / 'bad' / 'trial.json'}: its content does not match the sha256 on its first line"
+            )
+            assert str(by_name["xmen-bad"]["error"]).startswith(f"{mixed_root / 'xmen-bad' / 'params.yml'}: ")
+            assert (
+                by_name["a"]["notes"] == ["first note", "second"] and by_name["a"]["parameters.opt.m"] == 0.9
+            )
+            # The same filter and status grammar as view: the same runs, the same errors for mistakes.
+            assert sorted(r["name"] for r in _api_rows(http, filter="lr<0.25").values()) == ["a", "b", "c"]
+            assert sorted(r["name"] for r in _api_rows(http, status="lost,damaged").values()) == [
+                "bad",
+                "gone",
+                "xmen-bad",
+            ]
+            typo = http.get("/api/runs", params={"filter": "lrr<1"})
+            assert typo.status_code == 400 and "Did you mean 'lr'" in typo.json()["message"]
+            assert (
+                "Did you mean 'error'" in http.get("/api/runs", params={"status": "eror"}).json()["message"]
+            )
+            # A damaged run's page names its file and reason.
+            bad = http.get(f"/api/runs/{by_name['bad']['uid']}").json()
+            assert bad["status"] == "damaged" and bad["damage"] == {
+                "file": str(mixed_root / "bad" / "trial.json"),
+                "reason": "its content does not match the sha256 on its first line",
+            }
+            xmen_bad = http.get(f"/api/runs/{by_name['xmen-bad']['uid']}").json()
+            assert xmen_bad["damage"]["file"] == str(mixed_root / "xmen-bad" / "params.yml")
+            assert http.get(f"/api/runs/{by_name['gone']['uid']}").json()["history"][-1]["status"] == "lost"
+    finally:
+        source.close()
+    view = subprocess.run(
+        [sys.executable, "-m", "unitrack", "view", str(mixed_root), "--json", "-c", "name,status,error"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    in_view = {r["name"]: (r["status"], r["error"]) for r in map(json.loads, view.stdout.splitlines())}
+    assert in_view == {r["name"]: (r["status"], r["error"]) for r in by_name.values()}
+
+
+def test_groups_have_the_statistics_of_view_group_by(mixed_root: Path) -> None:
+    """The web view's groups (all but seed, or chosen parameters) give the mean, std and count that ``unitrack
+    view --group-by`` gives for the same runs (the std of a one-run group is none, not 0)."""
+    import unitrack
+    from unitrack.persistence.catalog import aggregate
+
+    frame = unitrack.runs(mixed_root, filters=["lr<0.35"])
+    source = Source(mixed_root)
+    try:
+        with TestClient(create_app(source), base_url="http://127.0.0.1") as http:
+            uids = list(frame.index)
+            for group_by, over in (("*-seed", ["seed"]), ("lr", ["seed", "opt.m"])):
+                got = http.get(
+                    "/api/groups", params={"uid": uids, "group_by": group_by, "metric": ["loss", "acc"]}
+                ).json()
+                expected = aggregate(frame, over)
+                assert got["keys"] == ["lr"]
+                assert [row[0] for row in got["rows"]] == [f"lr={lr}" for lr in expected["parameters.lr"]]
+                for row, (_, want) in zip(got["rows"], expected.iterrows(), strict=True):
+                    assert row[1] == want["n"]
+                    for cell, metric in zip(row[2:], ("loss", "acc"), strict=True):
+                        mean, std = want[f"metrics.{metric}"], want[f"metrics.{metric}.std"]
+                        assert cell["mean"] == (None if mean != mean else pytest.approx(mean))
+                        assert cell["std"] == (None if std != std else pytest.approx(std))
+    finally:
+        source.close()
+
+
+def test_the_page_files_are_cached_at_urls_naming_their_content(client: TestClient) -> None:
+    """plotly.js (4.8 MB) and the page's own files are served at URLs naming their content, cached for a year, so
+    a repeat visit fetches none of them; the page itself is revalidated (a new unitrack or plotly is a new URL)."""
+    import hashlib
+
+    from unitrack.ui.app import COMPILE_HINT, plotly_js_path
+
+    page = client.get("/")
+    assert page.headers["cache-control"] == "no-cache"
+    [plotly_url] = [u for u in _urls(page.text) if "plotly-" in u]
+    [script_url] = [u for u in _urls(page.text) if u.startswith("/static/app.") and u.endswith(".js")]
+    wheel = plotly_js_path().read_bytes()
+    version = wheel[:300].decode().split("plotly.js v", 1)[1].split()[0]
+    assert plotly_url.startswith(f"/static/plotly-{version}.")
+    plotly = client.get(plotly_url)
+    assert plotly.status_code == 200 and plotly.content == COMPILE_HINT + wheel
+    assert plotly.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert plotly.headers["etag"] == f'"{hashlib.sha256(plotly.content).hexdigest()}"'
+    again = client.get(plotly_url, headers={"if-none-match": plotly.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    script = client.get(script_url)
+    assert script.headers["cache-control"].endswith("immutable") and "use strict" in script.text
+    assert hashlib.sha256(script.content).hexdigest()[:12] in script_url
+    moved = client.get("/static/plotly.min.js", follow_redirects=False)
+    assert moved.status_code == 307 and moved.headers["location"] == plotly_url
+    assert client.get("/static/nope.js").status_code == 404
+
+
+def test_a_poll_of_an_unchanged_table_gets_304(client: TestClient, root: Path) -> None:
+    first = client.get("/api/runs")
+    tag = first.headers["etag"]
+    assert client.get("/api/runs", headers={"if-none-match": tag}).status_code == 304
+    with get_protocol(f"hdf5://{root}") as db:
+        db.strict = False
+        db.new_trial(Trial(name="new", parameters={"lr": 0.5, "seed": 9}))
+    answers = []
+
+    def changed() -> bool:  # once the listing's reuse window (CATALOG_TTL_S) has passed
+        answers.append(client.get("/api/runs", headers={"if-none-match": tag}))
+        return answers[-1].status_code != 304
+
+    wait_until(changed, what="the new run in /api/runs")
+    assert answers[-1].status_code == 200 and answers[-1].json()["count"] == 4
+    assert answers[-1].headers["etag"] != tag
+
+
+def _urls(html: str) -> list[str]:
+    import re
+
+    return re.findall(r'(?:src|href)="([^"]+)"', html)

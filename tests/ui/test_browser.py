@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from tests.ui.conftest import XSS_NAME, Page, Served, start_ui, stop, worker
+from tests.ui.run_worker import loss
 from unitrack.persistence.registry import get_protocol
 
 pytestmark = pytest.mark.timeout(180)
@@ -242,3 +243,85 @@ def test_zooming_refetches_the_exact_points_of_the_range(page: Page, tmp_path: P
         assert chart_traces(tab)[0]["x"][-1] == 19_999
     finally:
         stop(served)
+
+
+def test_a_damaged_run_shows_its_file_and_reason_and_breaks_nothing(page: Page, tmp_path: Path) -> None:
+    """A run whose trial.json fails its checksum, and an xmen folder whose params.yml cannot be read, are listed
+    as ``damaged`` with the file and the reason; the other runs' rows and chart are drawn as usual."""
+    root = tmp_path / "damaged"
+    root.mkdir()
+    procs = [worker(root, name, lr, 0, 30, "ok") for name, lr in (("good", 0.1), ("bad", 0.2))]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    summary = root / "bad" / "trial.json"
+    summary.write_bytes(summary.read_bytes().replace(b'"uid"', b'"uie"'))
+    (root / "xmen-bad").mkdir()
+    (root / "xmen-bad" / "params.yml").write_bytes(b"{lr: [unclosed\n")
+    served = start_ui(root)
+    try:
+        tab = open_ui(page, served, 3)
+        rows = dict(
+            tab.eval_on_selector_all(
+                "#runs tbody tr",
+                "rows => rows.map(r => [r.querySelector('td[data-column=name]').textContent, "
+                "[r.querySelector('td[data-column=status]').textContent, "
+                "r.querySelector('td[data-column=error]').textContent]])",
+            )
+        )
+        reason = "its content does not match the sha256 on its first line"
+        assert rows["good"] == ["finished", ""]
+        assert rows["bad"] == ["damaged", f"{summary}: {reason}"]
+        assert rows["xmen-bad"][0] == "damaged" and rows["xmen-bad"][1].startswith(
+            f"{root / 'xmen-bad' / 'params.yml'}: "
+        )
+        good = stored_uid(root, "good")
+        [line] = [t for t in chart_traces(tab) if t["meta"].get("uid") == good]
+        assert line["y"][-1] == loss(0.1, 0, 29) and line["x"][-1] == 29
+        tab.click("#runs a:text-is('bad')")
+        tab.wait_for_selector("#run-damage-wrap:not([hidden])")
+        assert tab.text_content("#run-status") == "damaged"
+        assert tab.text_content("#run-damage-file") == str(summary)
+        assert tab.text_content("#run-damage-reason") == reason
+        tab.go_back()
+        tab.click("#runs a:text-is('xmen-bad')")
+        tab.wait_for_function(
+            "f => document.getElementById('run-damage-file').textContent === f",
+            arg=str(root / "xmen-bad" / "params.yml"),
+        )
+        assert not page.errors, page.errors
+    finally:
+        stop(served)
+
+
+def stored_uid(root: Path, name: str) -> str:
+    with get_protocol(f"hdf5://{root}") as db:
+        db.strict = False
+        [trial] = [t for t in db.find_trial_summaries(None) if t.name == name]
+        return trial.uid
+
+
+def test_a_first_view_asks_each_answer_once_and_a_repeat_visit_fetches_no_file(
+    page: Page, ui: Served
+) -> None:
+    """The table and the first chart are asked for once each, with the page (not one after the other, and not
+    again by the script); a second visit takes plotly.js and the page's files from the browser's cache."""
+    tab = page.page
+    asked: list[tuple[str, str | None]] = []
+    tab.on("request", lambda r: asked.append((r.url, r.headers.get("if-none-match"))))
+    open_ui(page, ui, 8)
+    api = sorted(url.split("/api/", 1)[1] for url, tag in asked if "/api/" in url and tag is None)
+    assert [a for a in api if not a.startswith("sweep")] == [
+        "figure?x=step&smooth=0&log=0&band=std&points=2000&limit=10",
+        "runs",
+    ]
+    files = {url.rsplit("/", 1)[1] for url, _ in asked if "/static/" in url}
+    assert any(f.startswith("plotly-") for f in files) and len(files) == 3
+    open_ui(page, ui, 8)
+    fetched = tab.evaluate(
+        """() => performance.getEntriesByType('resource')
+            .filter(e => e.name.includes('/static/'))
+            .map(e => [e.name.split('/').pop(), e.transferSize])"""
+    )
+    assert len(fetched) == 3 and all(size == 0 for _, size in fetched), fetched  # 0 bytes: from the cache
+    assert not page.errors, page.errors

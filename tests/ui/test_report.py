@@ -86,7 +86,7 @@ def test_report_with_group_by_and_filter(page: Page, ui: Served, tmp_path: Path)
 def test_report_of_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     done = _report(tmp_path / "nope", tmp_path / "r.html")
     assert done.returncode == 2
-    assert "neither a folder of runs nor a backend URI" in done.stderr
+    assert "neither a folder nor a backend URI" in done.stderr
     assert not (tmp_path / "r.html").exists()
 
 
@@ -98,7 +98,7 @@ def test_ui_of_a_missing_folder_or_a_refused_address_is_a_clear_error(tmp_path: 
         timeout=60,
         check=False,
     )
-    assert done.returncode == 2 and "neither a folder of runs nor a backend URI" in done.stderr
+    assert done.returncode == 2 and "neither a folder nor a backend URI" in done.stderr
     refused = subprocess.run(
         [*unitrack_command(), "ui", str(tmp_path), "--host", "0.0.0.0", "--users", str(tmp_path / "u.json")],
         capture_output=True,

@@ -22,11 +22,19 @@ def add_commands(app: typer.Typer) -> None:
         group_by: list[str] = typer.Option(  # noqa: B008 - typer reads it
             None, "--group-by", "-g", help="Group runs by these parameters ('*-seed': all but seeds)."
         ),
+        status: str = typer.Option(
+            None,
+            "--status",
+            "-S",
+            help="Only runs with these statuses, as in 'view --status' (e.g. finished).",
+        ),
         output: str = typer.Option("report.html", "--output", "-o", help="The HTML file to write."),
         points: int = typer.Option(1000, "--points", help="Points per line (downsampled at the backend)."),
     ) -> None:
         """Write the runs table and charts into one HTML file that opens offline."""
         from unitrack.ui.report import write_report
 
-        path = write_report(target, output, filters or [], metrics or None, group_by or None, points=points)
+        path = write_report(
+            target, output, filters or [], metrics or None, group_by or None, points=points, status=status
+        )
         typer.echo(f"report written to {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")

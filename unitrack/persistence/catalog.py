@@ -44,7 +44,7 @@ import logging
 import math
 import os
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -66,12 +66,14 @@ __all__ = [
     "Listing",
     "aggregate",
     "config_path",
+    "group_members",
     "group_rows",
     "known_roots",
     "list_runs",
     "remember_root",
     "run_status",
     "runs",
+    "to_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,9 @@ HOME_ENV = "UNITRACK_HOME"
 _LOCAL_SCHEMES = {"hdf5": "folder", "cox": "folder", "file": "file", "pickled": "file"}
 _INDEX_DIR = ".unitrack"
 _SUMMARY = "trial.json"
+#: Opens the backend of a URI for a listing that keeps it open (a server reading many listings): the listing
+#: reads through it and leaves it open. Without one, each listing opens the backend and closes it.
+Opener = Callable[[str], Protocol]
 
 
 # ------------------------------------------------------------------------------------------------- status
@@ -280,16 +285,21 @@ def _check_local(uri: str) -> None:
         )
 
 
-def _read_trials(uri: str, query: Query) -> tuple[list[Trial], dict[str, str]]:
+def _read_trials(uri: str, query: Query, opener: Opener | None = None) -> tuple[list[Trial], dict[str, str]]:
+    if opener is not None:
+        return _summaries(opener(uri), query)
     from unitrack.persistence.registry import get_protocol
 
-    protocol: Protocol = get_protocol(uri)
+    protocol = get_protocol(uri)
     try:
-        trials = protocol.find_trial_summaries(query)
-        groups = {g.uid: g.name or g.uid for g in protocol.find_groups(None)}
+        return _summaries(protocol, query)
     finally:
         protocol.close()
-    return trials, groups
+
+
+def _summaries(protocol: Protocol, query: Query) -> tuple[list[Trial], dict[str, str]]:
+    trials = protocol.find_trial_summaries(query)
+    return trials, {g.uid: g.name or g.uid for g in protocol.find_groups(None)}
 
 
 def _external_uri(folder: str) -> str | None:
@@ -302,7 +312,7 @@ def _external_uri(folder: str) -> str | None:
     return uri
 
 
-def _list_folder(folder: str, query: Query) -> Listing:
+def _list_folder(folder: str, query: Query, opener: Opener | None = None) -> Listing:
     root = os.path.abspath(folder)
     try:
         entries = sorted(
@@ -317,13 +327,13 @@ def _list_folder(folder: str, query: Query) -> Listing:
     indexed = os.path.isdir(os.path.join(root, _INDEX_DIR))
     groups: dict[str, str] = {}
     if external is not None:
-        trials, groups = _read_trials(external, query)
+        trials, groups = _read_trials(external, query, opener)
         # The backend holds many roots: keep the trials of experiments in this folder (their directory).
         listing.trials = [
             t for t in trials if os.path.dirname(str(_mapping(t.metadata).get("directory") or "")) == root
         ]
     elif indexed or any(os.path.isfile(os.path.join(p, _SUMMARY)) for p in folders.values()):
-        listing.trials, groups = _read_trials(f"hdf5://{root}", query)
+        listing.trials, groups = _read_trials(f"hdf5://{root}", query, opener)
     listing.rows = [row_of(t, groups) for t in listing.trials]
     # A folder whose name is no trial's: an xmen experiment with only its params.yml (or a trial the query left
     # out, which has a summary). Usually none, so a listing stats no file per run.
@@ -340,8 +350,13 @@ def _list_folder(folder: str, query: Query) -> Listing:
     return listing
 
 
-def read_listing(root_or_uri: str | os.PathLike[str] | None = None, query: Query = None) -> Listing:
+def read_listing(
+    root_or_uri: str | os.PathLike[str] | None = None, query: Query = None, *, opener: Opener | None = None
+) -> Listing:
     """Read the runs of a folder or a backend URI (default: ``$UNITRACK_URI``, else ``./runs``).
+
+    ``opener`` gives the open backend of a URI to read through (and leave open), for a caller that lists
+    often (the web view); by default the backend is opened for this listing and closed.
 
     Raises:
         ConfigError: for a folder or backend file that does not exist, or a target that is neither.
@@ -352,15 +367,15 @@ def read_listing(root_or_uri: str | os.PathLike[str] | None = None, query: Query
     target = resolve_uri(None) if root_or_uri is None else os.fspath(root_or_uri)
     if "://" in target:
         _check_local(target)
-        trials, groups = _read_trials(target, query)
+        trials, groups = _read_trials(target, query, opener)
         return Listing(target, target, trials, [row_of(t, groups) for t in trials])
     if not os.path.exists(target):
         raise ConfigError(
             f"{target!r} is neither a folder nor a backend URI (e.g. hdf5://runs, file://db.json)."
         )
     if _is_run(target):
-        return _list_run(target, query)
-    return _list_folder(target, query)
+        return _list_run(target, query, opener)
+    return _list_folder(target, query, opener)
 
 
 def _is_run(folder: str) -> bool:
@@ -370,10 +385,10 @@ def _is_run(folder: str) -> bool:
     )
 
 
-def _list_run(folder: str, query: Query) -> Listing:
+def _list_run(folder: str, query: Query, opener: Opener | None = None) -> Listing:
     """One run's folder: its row in the listing of the folder holding it."""
     run = os.path.abspath(folder)
-    parent = _list_folder(os.path.dirname(run), query)
+    parent = _list_folder(os.path.dirname(run), query, opener)
     name = os.path.basename(run)
     rows = [r for r in parent.rows if r["name"] == name]
     trials = [t for t in parent.trials if t.name == name]
@@ -443,11 +458,17 @@ def runs(
     Raises:
         ConfigError: as :func:`list_runs`.
     """
-    import pandas as pd
-
     listing = read_listing(root_or_uri, query)
     columns = listing.columns()
-    rows = select(listing.rows, columns, filters=filters, status=status)
+    frame = to_frame(select(listing.rows, columns, filters=filters, status=status), columns)
+    frame.attrs["source"] = listing.target  # unitrack.plot(frame, "loss") knows where the runs are
+    return frame
+
+
+def to_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """Catalog rows as :func:`runs` returns them: a DataFrame of ``columns`` indexed by ``uid``."""
+    import pandas as pd
+
     frame = pd.DataFrame.from_records(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
     return frame.set_index("uid")
 
@@ -460,18 +481,11 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def group_rows(
+def group_members(
     rows: Sequence[Mapping[str, Any]], over: Sequence[str], columns: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """One row per combination of the parameters other than ``over``: each metric's mean and standard deviation
-    over the runs of the group (``metrics.<name>`` and ``metrics.<name>.std``), and ``n``, the count of runs.
-
-    What a paper table needs when runs differ only in a seed: ``group_rows(rows, ["seed"])``.
-
-    Args:
-        rows: catalog rows (:func:`list_runs`).
-        over: the parameters to aggregate over (bare or dotted names).
-        columns: the columns of the listing (default: those of ``rows``).
+) -> list[tuple[dict[str, Any], list[Mapping[str, Any]]]]:
+    """The groups of :func:`group_rows`: for each combination of the parameters other than ``over`` (in the order
+    first seen), those parameters' values and the rows holding them.
 
     Raises:
         UnknownKeyError: for a name in ``over`` that is not a parameter (naming the closest ones).
@@ -486,21 +500,49 @@ def group_rows(
             raise ConfigError(f"--group-by takes parameters; {name!r} is the {column!r} column.")
         dropped.add(column)
     params = [c for c in columns if c.startswith("parameters.") and c not in dropped]
-    metrics = [c for c in columns if c.startswith("metrics.")]
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(repr(row.get(p)) for p in params), []).append(row)
+    return [({p: members[0].get(p) for p in params}, members) for members in groups.values()]
+
+
+def group_rows(
+    rows: Sequence[Mapping[str, Any]],
+    over: Sequence[str],
+    columns: Sequence[str] | None = None,
+    *,
+    counts: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per combination of the parameters other than ``over``: each metric's mean and standard deviation
+    over the runs of the group (``metrics.<name>`` and ``metrics.<name>.std``), and ``n``, the count of runs.
+
+    What a paper table needs when runs differ only in a seed: ``group_rows(rows, ["seed"])``.
+
+    Args:
+        rows: catalog rows (:func:`list_runs`).
+        over: the parameters to aggregate over (bare or dotted names).
+        columns: the columns of the listing (default: those of ``rows``).
+        counts: also give ``metrics.<name>.n``, the count of runs of the group that have a number for it.
+
+    Raises:
+        UnknownKeyError: for a name in ``over`` that is not a parameter (naming the closest ones).
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    metrics = [c for c in columns if c.startswith("metrics.")]
     out = []
-    for members in groups.values():
-        grouped: dict[str, Any] = {p: members[0].get(p) for p in params}
+    for values, members in group_members(rows, over, columns):
+        grouped: dict[str, Any] = dict(values)
         grouped["n"] = len(members)
         for metric in metrics:
-            values = [
+            numbers = [
                 float(v)
                 for v in (m.get(metric) for m in members)
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
             ]
-            grouped[metric], grouped[f"{metric}.std"] = _mean_std(values)
+            grouped[metric], grouped[f"{metric}.std"] = _mean_std(numbers)
+            if counts:
+                grouped[f"{metric}.n"] = len(numbers)
         out.append(grouped)
     return out
 

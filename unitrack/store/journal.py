@@ -734,8 +734,8 @@ class JournalWriter:
         elif self.fsync:
             os.fsync(self.fd)
 
-    def append_many(self, payloads: Iterable[bytes]) -> None:
-        """Append several records with one write."""
+    def append_many(self, payloads: Iterable[bytes]) -> bytes:
+        """Append several records with one write; returns the bytes written (their frames, in order)."""
         pack, crc = FRAME.pack, zlib.crc32
         chunks = []
         for payload in payloads:
@@ -747,6 +747,7 @@ class JournalWriter:
             self._write(data[written:])
         elif self.fsync:
             os.fsync(self.fd)
+        return data
 
     def close(self) -> None:
         """Close the file (idempotent)."""

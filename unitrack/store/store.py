@@ -360,15 +360,20 @@ class Store:
             [(tables[name], tables[name]._pack_exact(table_rows)) for name, table_rows in rows.items()]
         )
 
-    def _write_packed(self, packed: list[tuple[Table, list[bytes]]]) -> None:
-        """Write every table's packed rows with one journal write, then hand each table its rows."""
+    def _write_packed(self, packed: list[tuple[Table, list[bytes]]]) -> bytes:
+        """Write every table's packed rows with one journal write, then hand each table its rows.
+
+        Returns:
+            The bytes written: each row's frame, in the order given.
+        """
         everything = [payload for _, payloads in packed for payload in payloads]
         if not everything:
-            return
-        self._journal().append_many(everything)
+            return b""
+        data = self._journal().append_many(everything)
         for table, payloads in packed:
             if payloads:
                 table._accept(payloads)
+        return data
 
     def _journal_batches(self, name: str | None = None) -> Iterator[Any]:
         """The rows of the journal a chunk at a time (for a store that keeps no rows in memory): lists of one

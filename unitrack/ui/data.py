@@ -1,15 +1,10 @@
-"""Everything the web view and the report read, in one place: the run catalog, one run, and series.
+"""Everything the web view, the report and ``unitrack.plot`` read, in one place: the run catalog, one run, series.
 
-The web view never talks to a backend directly: each route asks a :class:`Source`. The run table is the run
-catalog's (``unitrack.runs``: one row per run, index ``uid``, columns ``name``, ``status``, ``project``,
-``group``, ``description``, ``created``, ``started``, ``ended``, ``last_seen``, ``host``, ``pid``, ``error``,
-``notes``, ``tags``, ``version``, ``revision``, ``parameters.<key>``, ``metrics.<name>``). Until the catalog
-module lands, :func:`_catalog` builds the same frame from the backend's trial summaries (never their series);
-switching is a change to that one function. Status words come from :func:`run_status`, the one place that
-turns a stored status into what a listing shows (``lost`` for a running trial whose writer is gone).
-
-Filters use ``unitrack view -f``'s grammar (``lr<0.1``, ``0<=depth<4``, ``loss``) on each run's parameters
-and latest metrics by their short names, and on ``name`` and ``status``.
+The web view never talks to a backend directly: each route asks a :class:`Source`. Runs are the run catalog's
+(:mod:`unitrack.persistence.catalog`, what ``unitrack view`` and ``unitrack.runs()`` read): the same runs, the
+same status words (``lost``, ``damaged``...), the same values, filtered with the same grammar
+(:mod:`unitrack.persistence.filters`). A row maps each catalog column (``uid``, ``name``, ``status``, ...,
+``parameters.<key>``, ``metrics.<name>``) to its value.
 
 Example:
     >>> import tempfile
@@ -21,202 +16,73 @@ Example:
     ...     t = db.new_trial(Trial(name="a", parameters={"lr": 0.1}))
     ...     db.log_trial_metrics(t, step=1, loss=0.5)
     >>> with Source(root) as source:
-    ...     frame = source.runs(["lr<1"])
-    >>> frame[["name", "parameters.lr", "metrics.loss"]].values.tolist()
-    [['a', 0.1, 0.5]]
+    ...     rows, columns = source.rows(["lr<1"])
+    >>> [(r["name"], r["parameters.lr"], r["metrics.loss"]) for r in rows]
+    [('a', 0.1, 0.5)]
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unitrack.errors import ConfigError, NotFoundError
-from unitrack.persistence import lifecycle
+from unitrack.errors import NotFoundError
+from unitrack.persistence import catalog
 from unitrack.persistence.series import Series, SeriesRequest
-from unitrack.persistence.structure import Trial
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from unitrack.persistence.catalog import Listing
     from unitrack.persistence.protocol import Protocol
 
-__all__ = ["FIELDS", "Source", "flatten", "resolve_target", "run_status"]
+__all__ = ["CATALOG_TTL_S", "Row", "Source", "default_target"]
 
-logger = logging.getLogger(__name__)
-
-#: The catalog's columns before ``parameters.*`` and ``metrics.*`` (seam 5 of the catalog).
-FIELDS = (
-    "name",
-    "status",
-    "project",
-    "group",
-    "description",
-    "created",
-    "started",
-    "ended",
-    "last_seen",
-    "host",
-    "pid",
-    "error",
-    "notes",
-    "tags",
-    "version",
-    "revision",
-)
-#: How long one catalog answers the requests of a page (seconds): live updates poll every 2 s.
+#: A catalog row: column -> value.
+Row = Mapping[str, Any]
+#: How long one listing answers the requests of a page (seconds): live updates poll every 2 s.
 CATALOG_TTL_S = 1.0
 #: Bytes of ``run.log`` the run page shows (its end).
 LOG_TAIL_BYTES = 64 * 1024
+_PARAMETERS, _METRICS = "parameters.", "metrics."
 
 
-def resolve_target(target: str | os.PathLike[str] | None) -> str:
-    """The backend URI for a root folder or URI (``hdf5://`` at the folder for a folder; the default is
-    ``$UNITRACK_URI``, then ``./runs``).
-
-    Raises:
-        ConfigError: for a path that is not a folder.
-    """
-    if target is None:
-        target = os.environ.get("UNITRACK_URI") or "runs"
-    text = os.fspath(target)
-    if "://" in text:
-        return text
-    if not os.path.isdir(text):
-        raise ConfigError(f"{text!r} is neither a folder of runs nor a backend URI (e.g. hdf5:///abs/runs).")
-    return f"hdf5://{os.path.abspath(text)}"
-
-
-def run_status(trial: Trial, folder: str | os.PathLike[str] | None = None, now: float | None = None) -> str:
-    """The status word a listing shows for ``trial``: the lifecycle's, with ``lost`` for a running trial whose
-    process is gone.
-
-    Uses ``lifecycle.run_status`` (heartbeats) where it exists; before that, a running trial whose store lock
-    (in ``folder``, the trial's ``hdf5://`` folder) names a dead process of this host is ``lost``.
-    """
-    derive = getattr(lifecycle, "run_status", None)
-    if derive is not None:
-        word: str = derive(trial, now=now)
-        return word
-    word = lifecycle.status_word(trial.status)
-    if word == "running" and folder is not None and _writer_gone(os.fspath(folder)):
-        return "lost"
-    return word
-
-
-def _writer_gone(folder: str) -> bool:
-    """Whether a store's lock names a process of this host that no longer runs (a SIGKILLed writer)."""
-    from unitrack.store.contents import LOCK_NAME, writer_alive
-
-    path = os.path.join(folder, LOCK_NAME)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            words = fh.read().split()
-    except FileNotFoundError:
-        return False
-    return len(words) == 4 and words[0] == "pid" and not writer_alive(folder)
-
-
-def flatten(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """Nested dicts as dotted keys: ``{'opt': {'lr': 1}}`` -> ``{'<prefix>.opt.lr': 1}``."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        path = f"{prefix}.{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, path))
-        else:
-            out[path] = value
-    return out
-
-
-def _when(value: Any) -> float | None:
-    """A time as seconds since the epoch, from an epoch number or an ISO text; None otherwise."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            return parsed.timestamp()  # xmen writes local time without an offset
-        return parsed.timestamp()
-    return None
-
-
-def _error_line(errors: Sequence[str]) -> str | None:
-    for text in reversed(errors):
-        lines = [line for line in str(text).strip().splitlines() if line.strip()]
-        if lines:
-            return lines[-1].strip()
-    return None
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _row(trial: Trial, status: str) -> dict[str, Any]:
-    meta = _mapping(trial.metadata)
-    stamps = _mapping(meta.get("timestamps"))
-    info = _mapping(meta.get("meta"))
-    tags = dict(trial.tags)
-    notes = tags.pop("notes", None)
-    started = _when(stamps.get("start")) or _when(meta.get("start_time"))
-    ended = _when(stamps.get("stopped")) or _when(meta.get("end_time"))
-    created = _when(stamps.get("created")) or _when(stamps.get("registered")) or started
-    row: dict[str, Any] = {
-        "uid": trial.uid,
-        "name": trial.name if trial.name is not None else trial.uid,
-        "status": status,
-        "project": trial.project_id,
-        "group": trial.group_id,
-        "description": trial.description,
-        "created": created,
-        "started": started,
-        "ended": ended,
-        "last_seen": _when(stamps.get("last")) or ended or started,
-        "host": tags.get("host") or info.get("host"),
-        "pid": info.get("pid"),
-        "error": _error_line(trial.errors),
-        "notes": "\n".join(str(n) for n in notes) if isinstance(notes, list) else notes,
-        "tags": tags or None,
-        "version": trial.version,
-        "revision": trial.revision,
-    }
-    row.update(flatten(trial.parameters, "parameters"))
-    row.update({f"metrics.{k}": m.latest for k, m in trial.metrics.items()})
-    return row
+def default_target() -> str:
+    """What ``unitrack view`` lists without a target: ``$UNITRACK_URI``, else the folder ``runs``."""
+    return os.environ.get("UNITRACK_URI") or "runs"
 
 
 class Source:
-    """One backend, opened once, read by the web view's routes (thread-safe: calls are serialized).
+    """A folder of runs or a backend, read by the web view's routes (thread-safe).
+
+    Listings come from :func:`unitrack.persistence.catalog.read_listing` through backends this source keeps
+    open (a backend caches what it read, so the next listing reads only what changed); one listing answers the
+    requests of :data:`CATALOG_TTL_S`.
 
     Args:
-        target: A root folder (read as ``hdf5://``) or a backend URI; default ``$UNITRACK_URI`` then ``./runs``.
+        target: A root folder or a backend URI, as ``unitrack view`` takes it (default: :func:`default_target`).
 
     Raises:
-        ConfigError: for a target that is neither.
+        ConfigError: for a folder or backend file that does not exist, or a target that is neither.
     """
 
     def __init__(self, target: str | os.PathLike[str] | None = None) -> None:
-        from unitrack.persistence.registry import get_protocol
-
-        self.uri = resolve_target(target)
-        self.protocol: Protocol = get_protocol(self.uri)
-        self.protocol.strict = False  # reading only: a trial without its project is still listed
+        self.target = default_target() if target is None else os.fspath(target)
         self._lock = threading.RLock()
-        self._cache: dict[str, tuple[float, pd.DataFrame, dict[str, Trial]]] = {}
+        self._protocols: dict[str, Protocol] = {}
+        self._listing: tuple[float, Listing] | None = None
+        try:
+            self.uri = self.listing().uri or self.target  # reads once: a missing folder is an error here
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> Source:
         return self
@@ -225,109 +91,91 @@ class Source:
         self.close()
 
     def close(self) -> None:
-        """Release the backend (nothing was written)."""
+        """Release the backends (nothing was written)."""
         with self._lock:
-            self.protocol.close()
+            protocols, self._protocols = list(self._protocols.values()), {}
+            for protocol in protocols:
+                protocol.close()
 
     @property
     def label(self) -> str:
         """The target as shown to the user (no password)."""
+        if "://" not in self.target:
+            return self.target
         from unitrack.persistence.uri import as_uri
 
-        return as_uri(self.uri).redacted()
+        return as_uri(self.target).redacted()
 
-    # ------------------------------------------------------------------------------------------ trials
-    def _summaries(self, query: Any = None) -> list[Trial]:
-        """Trials with each metric's latest value and no points (seam 3); the full trials where a backend
-        cannot list without them yet."""
-        find = getattr(self.protocol, "find_trial_summaries", None)
-        if find is not None:
-            found: list[Trial] = find(query)
-            return found
-        from unitrack.persistence.backends.hdf5 import HDF5Protocol
+    def _open(self, uri: str) -> Protocol:
+        """The backend of ``uri``, opened once for this source (reading only)."""
+        with self._lock:
+            protocol = self._protocols.get(uri)
+            if protocol is None:
+                from unitrack.persistence.registry import get_protocol
 
-        if isinstance(self.protocol, HDF5Protocol):
-            # The summaries the hdf5 backend queries (trial.json): every field, latest values, no series.
-            with self.protocol._mutex:
-                return [self.protocol._view(s) for _, _, s in self.protocol._matching(query)]
-        return self.protocol.fetch_trials(query)
+                protocol = get_protocol(uri)
+                protocol.strict = False  # reading only: a trial without its project is still listed
+                self._protocols[uri] = protocol
+            return protocol
 
-    def _folder(self, uid: str) -> Path | None:
+    @property
+    def protocol(self) -> Protocol:
+        """The backend holding the runs (where series are read)."""
+        return self._open(self.uri)
+
+    # ------------------------------------------------------------------------------------------ listing
+    def listing(self, fresh: bool = False) -> Listing:
+        """Every run of the target (:class:`~unitrack.persistence.catalog.Listing`), at most
+        :data:`CATALOG_TTL_S` old unless ``fresh``: a page asks with several requests at once (the table, each
+        chart, the groups, the sweep), and they share one listing."""
+        with self._lock:
+            cached = self._listing
+            if not fresh and cached is not None and time.monotonic() - cached[0] < CATALOG_TTL_S:
+                return cached[1]
+            listing = catalog.read_listing(self.target, opener=self._open)
+            self._listing = (time.monotonic(), listing)
+            return listing
+
+    def rows(
+        self, filters: Sequence[str] = (), status: str | Iterable[str] | None = None
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The runs passing ``filters`` (``view -f``) with one of the ``status`` words, and the columns.
+
+        Raises:
+            ConfigError: for a malformed filter, one that names no key (naming the closest ones), or an
+                unknown status word, as ``unitrack view`` does.
+        """
+        listing = self.listing()
+        columns = listing.columns()
+        texts = [f for f in filters if f.strip()]
+        return catalog.select(listing.rows, columns, filters=texts or None, status=status), columns
+
+    def runs(self, filters: Sequence[str] = (), status: str | Iterable[str] | None = None) -> pd.DataFrame:
+        """:meth:`rows` as ``unitrack.runs()`` returns them: a DataFrame indexed by ``uid``."""
+        rows, columns = self.rows(filters, status)
+        return catalog.to_frame(rows, columns)
+
+    def chosen(self, uids: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+        """The runs named by ``uids``, in that order (unknown uids are left out), and the columns."""
+        listing = self.listing()
+        by_uid = {r["uid"]: r for r in listing.rows}
+        return [by_uid[u] for u in dict.fromkeys(uids) if u in by_uid], listing.columns()
+
+    # ------------------------------------------------------------------------------------------ one run
+    def _folder(self, listing: Listing, row: Row) -> Path | None:
+        """The run's folder (``run.log``, checkpoints), when it has one."""
+        if str(row["uid"]).startswith("params.yml:"):
+            found = listing.folders.get(str(row["name"]))
+            return None if found is None else Path(found)
         folder = getattr(self.protocol, "trial_folder", None)
-        if folder is None:
-            return None
-        try:
-            path: Path = folder(uid)
-        except NotFoundError:
-            return None
-        return path
-
-    def _status(self, trial: Trial, now: float) -> str:
-        running = lifecycle.status_word(trial.status) == "running"
-        return run_status(trial, self._folder(trial.uid) if running else None, now=now)
-
-    def runs(self, filters: Sequence[str] = (), query: Any = None) -> pd.DataFrame:
-        """The run catalog: one row per run (index ``uid``), filtered with ``view -f``'s grammar.
-
-        Raises:
-            RegisterSyntaxError: for a malformed filter (a ConfigError naming the position).
-        """
-        return self.catalog(filters, query)[0]
-
-    def catalog(
-        self, filters: Sequence[str] = (), query: Any = None
-    ) -> tuple[pd.DataFrame, dict[str, Trial]]:
-        """The run catalog and the trial summaries it was built from (by uid).
-
-        A page asks for the catalog with several requests at once (the table, each chart, the groups, the
-        sweep): the same answer is reused for :data:`CATALOG_TTL_S`.
-        """
-        key = json.dumps([list(filters), query], sort_keys=True, default=str)
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None and time.monotonic() - cached[0] < CATALOG_TTL_S:
-                return cached[1], cached[2]
-        frame, kept = self._catalog(filters, query)
-        with self._lock:
-            if len(self._cache) >= 32:
-                self._cache.clear()
-            self._cache[key] = (time.monotonic(), frame, kept)
-        return frame, kept
-
-    def _catalog(self, filters: Sequence[str], query: Any) -> tuple[pd.DataFrame, dict[str, Trial]]:
-        import pandas as pd
-
-        from unitrack.experiment.search import compile_filters
-
-        checks = compile_filters([f for f in filters if f.strip()])
-        now = time.time()
-        with self._lock:
-            trials = self._summaries(query)
-            rows = []
-            kept: dict[str, Trial] = {}
-            for trial in trials:
-                row = _row(trial, self._status(trial, now))
-                if checks.filters and not checks.matches(_filter_view(row)):
-                    continue
-                rows.append(row)
-                kept[trial.uid] = trial
-        columns = ["uid", *FIELDS]
-        extra_params = sorted({k for r in rows for k in r if k.startswith("parameters.")})
-        extra_metrics = sorted({k for r in rows for k in r if k.startswith("metrics.")})
-        frame = pd.DataFrame(rows, columns=[*columns, *extra_params, *extra_metrics])
-        return frame.set_index("uid"), kept
-
-    def trial(self, uid: str) -> Trial:
-        """One run's summary (no series).
-
-        Raises:
-            NotFoundError: when no run has that uid.
-        """
-        with self._lock:
-            found = [t for t in self._summaries({"uid": uid}) if t.uid == uid]
-        if not found:
-            raise NotFoundError(f"No run with uid {uid!r} in {self.label}.")
-        return found[0]
+        if folder is not None:
+            try:
+                path: Path = folder(row["uid"])
+                return path
+            except NotFoundError:
+                pass
+        found = listing.folders.get(str(row["name"]))
+        return None if found is None else Path(found)
 
     def run(self, uid: str) -> dict[str, Any]:
         """Everything the run page shows (plain data; every text is the stored text, unescaped).
@@ -335,35 +183,51 @@ class Source:
         Raises:
             NotFoundError: when no run has that uid.
         """
-        trial = self.trial(uid)
-        meta = _mapping(trial.metadata)
-        row = _row(trial, self._status(trial, time.time()))
-        tags = dict(trial.tags)
-        notes = tags.pop("notes", None)
-        folder = self._folder(uid)
-        history = _history(meta, row)
-        checkpoints = _mapping(meta.get("checkpoints"))
+        listing = self.listing()
+        row = next((r for r in listing.rows if r["uid"] == uid), None)
+        if row is None:
+            listing = self.listing(fresh=True)  # a run started since the last listing
+            row = next((r for r in listing.rows if r["uid"] == uid), None)
+        if row is None:
+            raise NotFoundError(f"No run with uid {uid!r} in {self.label}.")
+        trial = next((t for t in listing.trials if t.uid == uid), None)
+        meta: Mapping[str, Any] = {}
+        parameters: dict[str, Any] = {
+            k[len(_PARAMETERS) :]: v for k, v in row.items() if k.startswith(_PARAMETERS)
+        }
+        errors: list[str] = []
+        if trial is not None:
+            meta = trial.metadata if isinstance(trial.metadata, Mapping) else {}
+            parameters = dict(trial.parameters)
+            errors = [str(e) for e in trial.errors]
+        folder = self._folder(listing, row)
+        tags = {k: v for k, v in dict(row.get("tags") or {}).items() if k != "notes"}
         return {
-            "uid": trial.uid,
+            "uid": uid,
             "name": row["name"],
             "status": row["status"],
-            "description": trial.description,
-            "version": trial.version,
-            "revision": trial.revision,
-            "project": trial.project_id,
-            "group": trial.group_id,
-            "parameters": _plain(dict(trial.parameters)),
-            "metadata": _plain(dict(meta)),
-            "notes": [str(n) for n in notes]
-            if isinstance(notes, list)
-            else ([] if notes is None else [str(notes)]),
-            "tags": _plain(tags),
-            "history": history,
-            "errors": [str(e) for e in trial.errors],
-            "error": row["error"],
+            "description": row.get("description") or "",
+            "version": row.get("version"),
+            "revision": row.get("revision"),
+            "project": row.get("project"),
+            "group": row.get("group"),
+            "created": cell(row.get("created")),
+            "started": cell(row.get("started")),
+            "ended": cell(row.get("ended")),
+            "last_seen": cell(row.get("last_seen")),
+            "host": row.get("host"),
+            "pid": row.get("pid"),
+            "parameters": plain(parameters),
+            "metadata": plain(dict(meta)),
+            "notes": [str(n) for n in row.get("notes") or []],
+            "tags": plain(tags),
+            "history": _history(row),
+            "errors": errors,
+            "error": row.get("error") or None,
+            "damage": _damage(meta, row, folder),
             "log": _log_tail(folder),
-            "checkpoints": _plain(dict(checkpoints)),
-            "metrics": {k: _number(m.latest) for k, m in trial.metrics.items()},
+            "checkpoints": plain(dict(_mapping(meta.get("checkpoints")))),
+            "metrics": {k[len(_METRICS) :]: cell(v) for k, v in row.items() if k.startswith(_METRICS)},
             "folder": None if folder is None else str(folder),
         }
 
@@ -380,44 +244,65 @@ class Source:
     ) -> list[Series]:
         """Points of ``metrics`` of ``uids``, downsampled at the backend (see :class:`SeriesRequest`)."""
         request = SeriesRequest(
-            uids=tuple(uids),
+            uids=tuple(u for u in uids if not str(u).startswith("params.yml:")),
             metrics=tuple(metrics),
             step_min=step_min,
             step_max=step_max,
             max_points=max_points,
             method=method,
         )
+        if not request.uids or not request.metrics:
+            return []
+        protocol = self.protocol
+        from unitrack.persistence.backends.hdf5 import HDF5Protocol
+
+        if isinstance(protocol, HDF5Protocol):
+            # hdf5:// reads series from many threads at once (under its own lock where it must): a long read
+            # does not hold up the table of another request.
+            return protocol.find_series(request)
         with self._lock:
-            return self.protocol.find_series(request)
+            return protocol.find_series(request)
 
 
-def _filter_view(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys ``view -f`` filters see: short parameter and metric names, then name and status."""
-    view: dict[str, Any] = {}
-    for key, value in row.items():
-        if key.startswith("parameters."):
-            view.setdefault(key[len("parameters.") :], value)
-        elif key.startswith("metrics."):
-            view.setdefault(key[len("metrics.") :], value)
-    view.setdefault("name", row.get("name"))
-    view.setdefault("status", row.get("status"))
-    return {k: v for k, v in view.items() if v is not None}
+def frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The catalog rows of a :func:`unitrack.runs` DataFrame (index ``uid``; NaN cells as missing)."""
+    rows = []
+    for uid, record in zip(frame.index.tolist(), frame.to_dict("records"), strict=True):
+        row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+        row["uid"] = uid
+        rows.append(row)
+    return rows
 
 
-def _history(meta: Mapping[str, Any], row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The run's status changes known to the backend, oldest first (``{'status', 'time'}``)."""
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _damage(meta: Mapping[str, Any], row: Row, folder: Path | None) -> dict[str, str] | None:
+    """``{'file', 'reason'}`` of a run whose files cannot be read (None for a readable run)."""
+    if row.get("status") != "damaged":
+        return None
+    damage = _mapping(meta.get("damage"))
+    if damage:
+        return {"file": str(damage.get("file", "?")), "reason": str(damage.get("reason", "cannot be read"))}
+    text = str(row.get("error") or "")
+    path = "" if folder is None else str(folder / "params.yml")
+    if path and text.startswith(path + ": "):
+        return {"file": path, "reason": text[len(path) + 2 :]}
+    return {"file": path or "?", "reason": text or "cannot be read"}
+
+
+def _history(row: Row) -> list[dict[str, Any]]:
+    """The run's status changes the catalog knows, oldest first (``{'status', 'time'}``, ISO times)."""
     events = []
-    stamps = _mapping(meta.get("timestamps"))
-    for key, word in (("created", "created"), ("registered", "registered"), ("start", "running")):
-        when = _when(stamps.get(key))
-        if when is not None:
-            events.append({"status": word, "time": when})
-    if not stamps and row.get("started") is not None:
-        events.append({"status": "running", "time": row["started"]})
+    if row.get("created") is not None:
+        events.append({"status": "created", "time": cell(row["created"])})
+    if row.get("started") is not None:
+        events.append({"status": "running", "time": cell(row["started"])})
     if row.get("ended") is not None and row["status"] not in ("running", "registered"):
-        events.append({"status": row["status"], "time": row["ended"]})
-    elif row["status"] == "lost":
-        events.append({"status": "lost", "time": None})
+        events.append({"status": row["status"], "time": cell(row["ended"])})
+    elif row["status"] in ("lost", "damaged"):
+        events.append({"status": row["status"], "time": cell(row.get("last_seen"))})
     return events
 
 
@@ -439,74 +324,76 @@ def _log_tail(folder: Path | None) -> str | None:
     return text if size <= LOG_TAIL_BYTES else "…" + text[text.find("\n") + 1 :]
 
 
-def _number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    return value
+def _number(value: float) -> Any:
+    return value if math.isfinite(value) else repr(value)
 
 
-def _plain(value: Any, depth: int = 0) -> Any:
-    """Plain JSON data (non-finite floats as text, anything else as its repr), for the API."""
+def plain(value: Any, depth: int = 0) -> Any:
+    """Plain JSON data (non-finite floats as text, times as ISO text, anything else as its repr), for the API."""
     if isinstance(value, Mapping) and depth < 32:
-        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+        return {str(k): plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)) and depth < 32:
-        return [_plain(v, depth + 1) for v in value]
+        return [plain(v, depth + 1) for v in value]
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return _number(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if hasattr(value, "item"):  # a numpy scalar
+        return plain(value.item(), depth)
     return repr(value)
 
 
-def json_cell(value: Any) -> Any:
-    """One table cell as JSON data: numbers and text as they are, missing as null, lists and dicts as text."""
+def iso(when: datetime) -> str:
+    """A catalog time (local, without a zone) as ISO 8601 text with its UTC offset, which any viewer's browser
+    reads as the same instant."""
+    return when.astimezone().isoformat()
+
+
+def cell(value: Any) -> Any:
+    """One catalog value as JSON data: numbers, text, lists (notes) and mappings (tags) as they are, times as
+    ISO text, NaN and missing as null, infinities as text."""
     if value is None:
         return None
     if isinstance(value, float):
         return None if math.isnan(value) else _number(value)
     if isinstance(value, (bool, int, str)):
         return value
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(_plain(value), sort_keys=True)
-    if hasattr(value, "item"):
-        return json_cell(value.item())
-    return str(value)
+    return plain(value)
 
 
-def iso(seconds: float | None) -> str | None:
-    """Seconds since the epoch as ISO text in UTC (what the page shows in the viewer's time zone)."""
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()
+def table(rows: Sequence[Row], columns: Sequence[str]) -> dict[str, Any]:
+    """The runs as the JSON the runs table reads: ``{'columns': [uid, ...], 'rows': [[uid, ...], ...]}``."""
+    return {
+        "columns": list(columns),
+        "rows": [[cell(row.get(c)) for c in columns] for row in rows],
+        "count": len(rows),
+    }
 
 
-def table(frame: pd.DataFrame) -> dict[str, Any]:
-    """The catalog as the JSON the runs table reads: ``{'columns': [...], 'rows': [[uid, ...], ...]}``."""
-    columns = [str(c) for c in frame.columns]
-    rows = []
-    for uid, values in zip(frame.index.tolist(), frame.itertuples(index=False, name=None), strict=True):
-        rows.append([uid, *(json_cell(v) for v in values)])
-    return {"columns": ["uid", *columns], "rows": rows, "count": len(rows)}
-
-
-def parameter_keys(frame: pd.DataFrame) -> list[str]:
+def parameter_keys(columns: Iterable[str]) -> list[str]:
     """The short names of the parameters (``parameters.lr`` -> ``lr``)."""
-    return [c[len("parameters.") :] for c in frame.columns if str(c).startswith("parameters.")]
+    return [c[len(_PARAMETERS) :] for c in columns if c.startswith(_PARAMETERS)]
 
 
-def metric_keys(frame: pd.DataFrame) -> list[str]:
+def metric_keys(columns: Iterable[str]) -> list[str]:
     """The names of the metrics (``metrics.loss`` -> ``loss``)."""
-    return [c[len("metrics.") :] for c in frame.columns if str(c).startswith("metrics.")]
+    return [c[len(_METRICS) :] for c in columns if c.startswith(_METRICS)]
 
 
-def varying(frame: pd.DataFrame, keys: Iterable[str]) -> list[str]:
-    """The parameters whose values differ between runs (all of them for a single run)."""
+def default_metric(columns: Iterable[str]) -> str | None:
+    """The metric a chart shows unless told: the first whose name has ``loss`` in it, else the first."""
+    metrics = metric_keys(columns)
+    return next((m for m in metrics if "loss" in m.lower()), metrics[0] if metrics else None)
+
+
+def varying(rows: Sequence[Row], keys: Iterable[str]) -> list[str]:
+    """The parameters (short names) whose values differ between runs (all of them for a single run)."""
     out = []
     for key in keys:
-        column = frame.get(f"parameters.{key}")
-        if column is None:
-            continue
-        values = {json.dumps(json_cell(v), sort_keys=True) for v in column.tolist()}
-        if len(values) > 1 or len(frame) <= 1:
+        column = _PARAMETERS + key
+        values = {json.dumps(cell(r.get(column)), sort_keys=True) for r in rows}
+        if len(values) > 1 or len(rows) <= 1:
             out.append(key)
     return out

@@ -9,10 +9,14 @@ HTML-like tags in labels, so such text is entity-escaped here (:func:`escape`) a
 literal text it is. Legend format strings (``lr={lr} seed={seed}``) only substitute plain names: no attribute
 or index access, so a format string cannot reach into objects.
 
+Figures of several runs take them as run catalog rows (:mod:`unitrack.persistence.catalog`: ``name``,
+``parameters.<key>``, ``metrics.<name>``...), and group them as ``unitrack view --group-by`` does
+(:func:`unitrack.persistence.catalog.group_members`), so a group's runs, mean and std are the same everywhere.
+
 Example:
     >>> from unitrack.persistence.series import Series
     >>> s = Series("u1", "loss", (0, 1, 2), (1.0, 0.5, 0.25), None, 3)
-    >>> fig = line_figure([s], {"u1": {"name": "<b>run</b>", "params": {"lr": 0.1}}}, "loss", legend="lr={lr}")
+    >>> fig = line_figure([s], {"u1": {"name": "<b>run</b>", "parameters.lr": 0.1}}, "loss", legend="lr={lr}")
     >>> fig["data"][0]["name"], fig["data"][0]["y"]
     ('lr=0.1', [1.0, 0.5, 0.25])
     >>> fig["data"][0]["meta"]["run"]
@@ -29,13 +33,17 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from unitrack.errors import ConfigError
+from unitrack.persistence import catalog
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
-    import pandas as pd
 
     from unitrack.persistence.series import Series
+
+#: A run catalog row: column -> value.
+Row = Mapping[str, Any]
+_PARAMETERS = "parameters."
 
 __all__ = [
     "BANDS",
@@ -45,6 +53,7 @@ __all__ = [
     "group_runs",
     "group_table",
     "legend_label",
+    "legend_values",
     "line_figure",
     "parcoords_figure",
     "scatter_figure",
@@ -171,46 +180,80 @@ def _x_of(series: Series, x: str) -> list[Any] | None:
     return list(series.times)
 
 
-def group_keys(params: Mapping[str, Sequence[Any]], group_by: Sequence[str] | None) -> list[str]:
-    """The parameters to group by: those named, or for ``'*-seed'`` every varying one but seeds.
+def _columns(rows: Sequence[Row]) -> list[str]:
+    return list(dict.fromkeys(k for r in rows for k in r))
 
-    Args:
-        params: Each parameter's values over the runs.
-        group_by: Names, or ``['*-seed']``.
+
+def group_keys(rows: Sequence[Row], group_by: Sequence[str] | None) -> list[str]:
+    """The parameter columns to group by: those named (bare or dotted), or for ``'*-seed'`` every parameter
+    that varies between ``rows`` except seeds.
+
+    Raises:
+        UnknownKeyError: for a name that is no column, naming the closest ones.
+        ConfigError: for a name that is not a parameter.
     """
     if not group_by:
         return []
+    columns = _columns(rows)
     if ALL_BUT_SEED in group_by:
         keys = []
-        for key, values in params.items():
-            if _SEED.search(key):
+        for column in columns:
+            if not column.startswith(_PARAMETERS) or _SEED.search(column[len(_PARAMETERS) :]):
                 continue
-            if len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1:
-                keys.append(key)
+            if len({json.dumps(r.get(column), sort_keys=True, default=str) for r in rows}) > 1:
+                keys.append(column)
         return keys
-    return [k for k in group_by if k]
+    from unitrack.persistence.filters import KeySpace
+
+    space = KeySpace(columns)
+    keys = []
+    for name in group_by:
+        if not name:
+            continue
+        column = space.resolve(name, "group-by key")
+        if not column.startswith(_PARAMETERS):
+            raise ConfigError(f"group by takes parameters; {name!r} is the {column!r} column.")
+        keys.append(column)
+    return list(dict.fromkeys(keys))
 
 
-def group_runs(runs: Mapping[str, Mapping[str, Any]], group_by: Sequence[str] | None) -> dict[str, list[str]]:
-    """Runs grouped by the values of ``group_by`` (see :func:`group_keys`): label -> uids, in run order.
+def _label(values: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return " ".join(f"{k[len(_PARAMETERS) :]}={_cell(values.get(k, '?'))}" for k in keys) or "all runs"
+
+
+def groups_of(rows: Sequence[Row], group_by: Sequence[str] | None) -> list[tuple[str, list[Row]]]:
+    """Runs grouped by the values of ``group_by`` (see :func:`group_keys`): ``(label, rows)`` in run order.
+
+    The groups are ``unitrack view --group-by OTHERS``'s, OTHERS being every other parameter
+    (:func:`unitrack.persistence.catalog.group_members`).
+    """
+    keys = group_keys(rows, group_by)
+    columns = _columns(rows)
+    over = [c for c in columns if c.startswith(_PARAMETERS) and c not in keys]
+    return [(_label(values, keys), members) for values, members in catalog.group_members(rows, over, columns)]
+
+
+def group_runs(runs: Mapping[str, Row], group_by: Sequence[str] | None) -> dict[str, list[str]]:
+    """:func:`groups_of` by uid: label -> uids, in run order.
 
     Args:
-        runs: uid -> ``{'name': ..., 'params': {key: value}}``.
+        runs: uid -> catalog row.
         group_by: parameter names, or ``['*-seed']``.
     """
-    params: dict[str, list[Any]] = {}
-    for run in runs.values():
-        for key, value in (run.get("params") or {}).items():
-            params.setdefault(key, []).append(value)
-    for key in params:
-        params[key] += [None] * (len(runs) - len(params[key]))
-    keys = group_keys(params, group_by)
-    groups: dict[str, list[str]] = {}
-    for uid, run in runs.items():
-        values = run.get("params") or {}
-        label = " ".join(f"{k}={_cell(values.get(k, '?'))}" for k in keys) or "all runs"
-        groups.setdefault(label, []).append(uid)
-    return groups
+    rows = [{**row, "uid": uid} for uid, row in runs.items()]
+    return {label: [str(r["uid"]) for r in members] for label, members in groups_of(rows, group_by)}
+
+
+def legend_values(uid: str, row: Row) -> dict[str, Any]:
+    """What a legend format string may name: the run's parameters by their short (and dotted) names, ``name``
+    and ``uid``."""
+    values: dict[str, Any] = {}
+    for key, value in row.items():
+        if key.startswith(_PARAMETERS):
+            values.setdefault(key[len(_PARAMETERS) :], value)
+            values[key] = value
+    values.update(name=row.get("name", uid), uid=uid)
+    return values
 
 
 def _aligned(
@@ -264,7 +307,8 @@ def line_figure(
 
     Args:
         series: The metric's series (others are ignored), e.g. from ``Protocol.find_series``.
-        runs: uid -> ``{'name': str, 'params': {key: value}}`` for the legend, hover and groups.
+        runs: uid -> the run's catalog row (``name``, ``parameters.<key>``...) for the legend, hover and
+            groups.
         metric: The metric drawn.
         x: ``'step'``, ``'relative'`` (seconds since the run's first point) or ``'wall'`` (time of day).
         smoothing: TensorBoard's smoothing weight in [0, 1).
@@ -293,7 +337,8 @@ def line_figure(
     data: list[dict[str, Any]] = []
     meta: dict[str, Any] = {"metric": metric, "x": x_used}
     if group_by:
-        groups = group_runs({uid: runs[uid] for uid in runs if any(s.uid == uid for s in mine)}, group_by)
+        charted = {s.uid for s in mine}
+        groups = group_runs({uid: runs[uid] for uid in runs if uid in charted}, group_by)
         meta["groups"] = []
         by_uid = {s.uid: s for s in mine}
         for index, (label, uids) in enumerate(groups.items()):
@@ -367,7 +412,7 @@ def line_figure(
     else:
         for index, s in enumerate(mine):
             run = runs[s.uid]
-            values_for_legend = {**(run.get("params") or {}), "name": run.get("name", s.uid), "uid": s.uid}
+            values_for_legend = legend_values(s.uid, run)
             color = COLORS[index % len(COLORS)]
             xs_raw = _x_of(s, x_used) or []
             xs_out = _iso(_np_array(xs_raw)) if x_used == "wall" else xs_raw
@@ -458,52 +503,37 @@ def _np_array(values: Sequence[float]) -> npt.NDArray[np.float64]:
 
 
 def group_table(
-    frame: pd.DataFrame, group_by: Sequence[str] | None, metrics: Sequence[str]
+    rows: Sequence[Row], group_by: Sequence[str] | None, metrics: Sequence[str]
 ) -> dict[str, Any]:
-    """Each group's mean ± std (and count) of each metric's latest value, from the run catalog.
+    """Each group's mean ± std (and count) of each metric's latest value: ``unitrack view --group-by``'s
+    statistics (:func:`unitrack.persistence.catalog.group_rows`) for the groups of :func:`groups_of`.
 
     Returns:
-        ``{'columns': ['group', 'runs', *metrics], 'rows': [[label, n, {'mean': m, 'std': s, 'n': k}, ...]]}``.
+        ``{'columns': ['group', 'runs', *metrics], 'keys': [parameter, ...],
+        'rows': [[label, n, {'mean': m, 'std': s, 'n': k}, ...]]}`` (``std`` None for a single run).
     """
-    import numpy as np
-
-    runs = _runs_of(frame)
-    groups = group_runs(runs, group_by or [ALL_BUT_SEED])
-    rows = []
-    for label, uids in groups.items():
-        row: list[Any] = [label, len(uids)]
+    keys = group_keys(rows, group_by or [ALL_BUT_SEED])
+    columns = _columns(rows)
+    columns += [f"metrics.{m}" for m in metrics if f"metrics.{m}" not in columns]
+    over = [c for c in columns if c.startswith(_PARAMETERS) and c not in keys]
+    out = []
+    for grouped in catalog.group_rows(rows, over, columns, counts=True):
+        row: list[Any] = [_label(grouped, keys), grouped["n"]]
         for metric in metrics:
-            column = frame.get(f"metrics.{metric}")
-            values = np.asarray(
-                [] if column is None else [_float(column.get(u)) for u in uids], dtype=np.float64
-            )
-            values = values[np.isfinite(values)]
-            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            column = f"metrics.{metric}"
             row.append(
-                {"mean": float(np.mean(values)) if len(values) else None, "std": std, "n": len(values)}
+                {"mean": grouped[column], "std": grouped[f"{column}.std"], "n": grouped[f"{column}.n"]}
             )
-        rows.append(row)
-    return {"columns": ["group", "runs", *metrics], "rows": rows}
+        out.append(row)
+    return {
+        "columns": ["group", "runs", *metrics],
+        "keys": [k[len(_PARAMETERS) :] for k in keys],
+        "rows": out,
+    }
 
 
-def _float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    return float(value)
-
-
-def _runs_of(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """uid -> ``{'name', 'params'}`` from the run catalog."""
-    params = [c for c in frame.columns if str(c).startswith("parameters.")]
-    out = {}
-    for uid, name, *values in zip(
-        frame.index.tolist(), frame["name"].tolist(), *(frame[c].tolist() for c in params), strict=True
-    ):
-        out[uid] = {
-            "name": name,
-            "params": {c[len("parameters.") :]: _value(v) for c, v in zip(params, values, strict=True)},
-        }
-    return out
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _value(value: Any) -> Any:
@@ -512,11 +542,6 @@ def _value(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, (list, dict)):
         return value.item()
     return value
-
-
-def runs_of(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """uid -> ``{'name': ..., 'params': {short key: value}}`` from a run catalog frame (for the figures)."""
-    return _runs_of(frame)
 
 
 #: Viridis at six stops (plotly's "Viridis"), interpolated for the parallel coordinates' colours.
@@ -551,26 +576,23 @@ def _axis(label: str, values: list[Any]) -> tuple[list[float], list[tuple[float,
     return [at[_cell(v)] for v in values], [(at[c], c) for c in categories[:20]]
 
 
-def parcoords_figure(frame: pd.DataFrame, metric: str, params: Sequence[str]) -> dict[str, Any]:
+def parcoords_figure(rows: Sequence[Row], metric: str, params: Sequence[str]) -> dict[str, Any]:
     """Parallel coordinates: an axis per parameter and one for ``metric``, a line per run coloured by it.
 
     Drawn as plain SVG lines (no WebGL, so it draws in every browser, headless ones and the offline report
     included); hovering a line's point names the run.
     """
     column = f"metrics.{metric}"
-    if column not in frame.columns:
-        return {"data": [], "layout": {"title": {"text": escape(f"no run has {metric}")}}}
-    kept = frame[frame[column].map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))]
-    names = [escape(n) for n in kept["name"].tolist()]
+    kept = [r for r in rows if _is_number(r.get(column))]
+    names = [escape(r.get("name")) for r in kept]
     axes: list[tuple[str, list[float], list[tuple[float, str]]]] = []
     for key in params:
-        col = kept.get(f"parameters.{key}")
-        if col is None:
+        if not any(f"{_PARAMETERS}{key}" in r for r in kept):
             continue
-        axis = _axis(key, [_value(v) for v in col.tolist()])
+        axis = _axis(key, [_value(r.get(f"{_PARAMETERS}{key}")) for r in kept])
         if axis is not None:
             axes.append((key, *axis))
-    values = [float(v) for v in kept[column].tolist()]
+    values = [float(r[column]) for r in kept]
     if not values:
         return {"data": [], "layout": {"title": {"text": escape(f"no run has {metric}")}}}
     metric_axis = _axis(metric, values)
@@ -662,19 +684,19 @@ def parcoords_figure(frame: pd.DataFrame, metric: str, params: Sequence[str]) ->
     }
 
 
-def scatter_figure(frame: pd.DataFrame, param: str, metric: str) -> dict[str, Any]:
+def scatter_figure(rows: Sequence[Row], param: str, metric: str) -> dict[str, Any]:
     """One point per run: ``param`` against the latest ``metric`` (hover names the run)."""
     pcol, mcol = f"parameters.{param}", f"metrics.{metric}"
-    if pcol not in frame.columns or mcol not in frame.columns:
-        return {"data": [], "layout": {"title": {"text": escape(f"no run has {param} and {metric}")}}}
     xs, ys, names = [], [], []
-    for name, xv, yv in zip(frame["name"].tolist(), frame[pcol].tolist(), frame[mcol].tolist(), strict=True):
-        xv, yv = _value(xv), _value(yv)
-        if xv is None or not isinstance(yv, (int, float)) or not math.isfinite(yv):
+    for row in rows:
+        name, xv, yv = row.get("name"), _value(row.get(pcol)), _value(row.get(mcol))
+        if xv is None or not _is_number(yv):
             continue
         xs.append(xv if isinstance(xv, (int, float)) and not isinstance(xv, bool) else escape(_cell(xv)))
         ys.append(float(yv))
         names.append(escape(name))
+    if not ys:
+        return {"data": [], "layout": {"title": {"text": escape(f"no run has {param} and {metric}")}}}
     return {
         "data": [
             {

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from unitrack.errors import ConfigError
+from unitrack.persistence.catalog import row_of
 from unitrack.persistence.series import SeriesRequest, series_from_trials
 from unitrack.persistence.structure import Trial
 from unitrack.ui import figures
@@ -54,8 +55,8 @@ def plot(
 
     Args:
         runs: A root folder or backend URI (every run in it); a run catalog frame (``unitrack.runs(...)``,
-            index ``uid``; pass ``source`` unless the frame's ``attrs`` name it); Trials (``fetch_trials``
-            output, drawn from the points they hold); or uids with ``source``.
+            index ``uid``, which names its source in ``attrs``; pass ``source`` for another frame); Trials
+            (``fetch_trials`` output, drawn from the points they hold); or uids with ``source``.
         metric: The metric to draw.
         group_by: A parameter name or names to group runs by, or ``'*-seed'`` for all varying parameters but
             seeds.
@@ -93,26 +94,32 @@ def plot(
         and all(isinstance(r, Trial) for r in runs)
     ):
         request = SeriesRequest(uids=tuple(t.uid for t in runs), metrics=(metric,), max_points=max_points)
-        info = {t.uid: {"name": t.name or t.uid, "params": dict(t.parameters)} for t in runs}
-        return go.Figure(figures.line_figure(series_from_trials(runs, request), info, metric, **options))
+        rows = {t.uid: row_of(t) for t in runs}
+        return go.Figure(figures.line_figure(series_from_trials(runs, request), rows, metric, **options))
+    is_frame = hasattr(runs, "index") and hasattr(runs, "columns")
     attrs = getattr(runs, "attrs", None)
     if source is None and isinstance(attrs, dict):
-        source = attrs.get("uri") or attrs.get("source")
+        source = attrs.get("source")
     if source is None:
         raise ConfigError(
             "unitrack.plot needs to know where the runs are: pass source='runs' (a root folder or backend URI), "
             "or Trials from fetch_trials."
         )
-    from unitrack.ui.data import Source
+    from unitrack.ui.data import Source, frame_rows
 
     with Source(source) as reader:
-        frame = reader.runs()
-        if runs is not None:
-            uids = list(runs.index) if hasattr(runs, "index") and hasattr(runs, "columns") else list(runs)
-            unknown = [u for u in uids if u not in frame.index]
+        if is_frame:
+            chosen = frame_rows(
+                runs
+            )  # the frame's own rows (a catalog frame, perhaps filtered by the caller)
+        elif runs is None:
+            chosen = reader.rows()[0]
+        else:
+            uids = [str(u) for u in runs]
+            chosen = reader.chosen(uids)[0]
+            unknown = sorted(set(uids) - {r["uid"] for r in chosen})
             if unknown:
                 raise ConfigError(f"unitrack.plot: no run {unknown[0]!r} in {reader.label}.")
-            frame = frame.loc[uids]
-        info = figures.runs_of(frame)
+        info = {str(r["uid"]): r for r in chosen}
         found = reader.series(list(info), [metric], max_points=max_points)
     return go.Figure(figures.line_figure(found, info, metric, **options))

@@ -26,13 +26,11 @@ import hashlib
 import json
 import os
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unitrack.ui import data as catalog
-from unitrack.ui import figures
+from unitrack.ui import data, figures
 from unitrack.ui.data import Source
 
 __all__ = ["MAX_LINES", "build_report", "write_report"]
@@ -59,31 +57,28 @@ def build_report(
     group_by: Sequence[str] | None = None,
     *,
     points: int = REPORT_POINTS,
+    status: str | None = None,
 ) -> str:
     """The report's HTML text.
 
     Args:
         source: Where the runs are read.
         filters: ``view -f`` filters choosing the runs.
+        status: Keep runs with one of these status words (``"finished,error"``), as ``view --status``.
         metrics: The metrics charted (default: every metric, at most 12).
         group_by: Parameters to group runs by (``*-seed`` for all but seeds): a mean line and band per group.
         points: Points per series.
     """
     from unitrack.ui.app import plotly_js_path, static_text
 
-    frame = source.runs(filters)
-    payload = catalog.table(frame)
-    params = catalog.parameter_keys(frame)
-    all_metrics = catalog.metric_keys(frame)
-    payload.update(
-        parameters=params,
-        metrics=all_metrics,
-        varying=catalog.varying(frame, params),
-        source=source.label,
-        time=time.time(),
-    )
+    rows, columns = source.rows(filters, status)
+    payload = data.table(rows, columns)
+    params = data.parameter_keys(columns)
+    all_metrics = data.metric_keys(columns)
+    varying = data.varying(rows, params)
+    payload.update(parameters=params, metrics=all_metrics, varying=varying, source=source.label)
     chosen = list(metrics) if metrics else all_metrics[:12]
-    runs = figures.runs_of(frame)
+    runs = {str(r["uid"]): r for r in rows}
     charted = list(runs)[: MAX_LINES if not group_by else len(runs)]
     figs: dict[str, Any] = {}
     for metric in chosen:
@@ -91,25 +86,25 @@ def build_report(
         figs[metric] = figures.line_figure(
             found, {u: runs[u] for u in charted}, metric, group_by=list(group_by or []) or None, binary=True
         )
-    varying = catalog.varying(frame, params)
     sweep_metric = chosen[0] if chosen else ""
     sweep = {
-        "parcoords": figures.parcoords_figure(frame, sweep_metric, varying),
-        "scatter": figures.scatter_figure(frame, varying[0] if varying else "", sweep_metric),
+        "parcoords": figures.parcoords_figure(rows, sweep_metric, varying),
+        "scatter": figures.scatter_figure(rows, varying[0] if varying else "", sweep_metric),
     }
     report = {
         "runs": payload,
         "figures": figs,
-        "groups": figures.group_table(frame, list(group_by or []) or None, chosen) if group_by else None,
+        "groups": figures.group_table(rows, list(group_by or []) or None, chosen) if group_by else None,
         "sweep": sweep,
         "settings": {
             "filters": list(filters),
+            "status": status,
             "metrics": chosen,
             "group_by": list(group_by or []),
             "charted": charted,
         },
     }
-    data = json.dumps(report, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")
+    embedded = json.dumps(report, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")
     plotly_js = _script_safe(plotly_js_path().read_text(encoding="utf-8"))
     app_js = _script_safe(static_text("app.js"))
     css = static_text("app.css").replace("</", "<\\/")
@@ -124,7 +119,7 @@ def build_report(
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n'
         "<title>unitrack report</title>\n"
         f"<style>\n{css}\n</style>\n</head>\n<body>{body}"
-        f'<script type="application/json" id="unitrack-data">{data}</script>\n'
+        f'<script type="application/json" id="unitrack-data">{embedded}</script>\n'
         f"<script>{plotly_js}</script>\n<script>{app_js}</script>\n</body>\n</html>\n"
     )
 
@@ -137,6 +132,7 @@ def write_report(
     group_by: Sequence[str] | None = None,
     *,
     points: int = REPORT_POINTS,
+    status: str | None = None,
 ) -> Path:
     """Write the report of the runs at ``target`` (a root folder or a backend URI) to ``output``.
 
@@ -144,7 +140,7 @@ def write_report(
         The file written (atomically: a reader never sees half a report).
     """
     with Source(target) as source:
-        text = build_report(source, filters, metrics, group_by, points=points)
+        text = build_report(source, filters, metrics, group_by, points=points, status=status)
     path = Path(output)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -83,7 +83,7 @@ from unitrack.errors import (
     StoreLockedError,
 )
 from unitrack.persistence.aggregators import Aggregator
-from unitrack.persistence.backends.hdf5_series import SeriesIndexWriter, read_series
+from unitrack.persistence.backends.hdf5_series import FRAME_BYTES, PACK_BYTES, SeriesIndexWriter, read_series
 from unitrack.persistence.integrity import atomic_write, frame, read_frames, seal, unseal
 from unitrack.persistence.lifecycle import DAMAGED
 from unitrack.persistence.memory import Database, _MetricRecord, _TrialRecord
@@ -951,10 +951,25 @@ class HDF5Protocol(Protocol):
             return
         # The rows are (float, str, float, float) with the name checked, and the log row is text: every value has
         # exactly its column's type, so the store packs them without converting.
-        writing.store._append_exact({METRICS: rows} if log is None else {METRICS: rows, LOG: ((log,),)})
+        # Store._append_exact's work, keeping the bytes of the metrics rows' frames for the series index.
+        store = writing.store
+        table = store.tables[METRICS]
+        packed = [(table, table._pack_exact(rows))]
+        tail = 0  # bytes of the log row's frame, written after the metrics rows'
+        if log is not None:
+            log_table = store.tables[LOG]
+            payloads = log_table._pack_exact(((log,),))
+            packed.append((log_table, payloads))
+            tail = FRAME_BYTES + len(payloads[0])
+        data = store._write_packed(packed)
         writing.metric_rows += len(rows)
-        if writing.series is not None:
-            writing.series.add(rows)
+        series = writing.series
+        if series is not None and series.pending is not None and rows:
+            # SeriesIndexWriter.add, inline (a call costs more than the append): the rows' frames, as written.
+            pending = series.pending
+            pending += data[: len(data) - tail] if tail else data
+            if len(pending) >= PACK_BYTES:
+                series.pack()
         if log is not None:
             writing.log_rows += 1
         for step, name, value, _ in rows:

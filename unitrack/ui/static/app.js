@@ -6,6 +6,8 @@
   const EMBED = document.getElementById("unitrack-data");
   const REPORT = EMBED ? JSON.parse(EMBED.textContent) : null;
   const POLL_MS = 2000;
+  const FIRST_ROWS = 100;
+  const CHUNK_ROWS = 400;
   const DEFAULT_CHARTED = 10;
   const TIME_COLUMNS = new Set(["created", "started", "ended", "last_seen"]);
   const state = {
@@ -19,6 +21,8 @@
     zoom: new Map(), // metric -> [step_min, step_max]
     busy: false,
     pending: null,
+    runsTag: null, // the ETag of the last /api/runs answer: a poll with nothing new gets 304 and no body
+    first: null, // the first chart, asked for while the table loads (the first runs of the table)
   };
 
   function el(tag, text, className) {
@@ -38,15 +42,29 @@
   }
 
   // ------------------------------------------------------------------------------------------------ data
-  async function api(path, params) {
+  async function api(path, params, tag) {
     if (REPORT) return fromReport(path, params || []);
     const url = new URL(path, window.location.origin);
     for (const [key, value] of params || []) url.searchParams.append(key, value);
-    const response = await fetch(url, { headers: { accept: "application/json" }, cache: "no-store" });
+    const headers = { accept: "application/json" };
+    if (tag) headers["if-none-match"] = tag;
+    // A request the page preloaded (the first table and chart) is made as the preload was, to take its answer.
+    const preloaded = !tag && preloads.delete(url.pathname + url.search);
+    const response = await (preloaded ? fetch(url, { credentials: "same-origin" }) : fetch(url, { headers, cache: "no-store" }));
+    if (response.status === 304) return null; // unchanged since `tag`
     const body = await response.json();
     if (!response.ok) throw new Error(body.message || response.statusText);
+    if (tag !== undefined) body.etag = response.headers.get("etag");
     return body;
   }
+
+  // The URLs the page preloaded (each taken once).
+  const preloads = new Set(
+    Array.from(document.querySelectorAll('link[rel=preload][as=fetch]')).map((link) => {
+      const url = new URL(link.href);
+      return url.pathname + url.search;
+    })
+  );
 
   function fromReport(path, params) {
     const get = (name) => (params.find(([k]) => k === name) || [])[1];
@@ -76,9 +94,12 @@
   function formatValue(name, value) {
     if (value === null || value === undefined) return "";
     if (TIME_COLUMNS.has(name)) {
+      // ISO 8601 with the offset (the catalog's times): shown in the viewer's time zone.
       const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
       return isNaN(date.getTime()) ? String(value) : date.toLocaleString();
     }
+    if (Array.isArray(value)) return value.map((v) => formatValue("", v)).join("; ");
+    if (typeof value === "object") return Object.keys(value).length ? JSON.stringify(value) : "";
     if (typeof value === "number") {
       if (Number.isInteger(value)) return String(value);
       const text = value.toPrecision(6);
@@ -93,11 +114,17 @@
 
   // ------------------------------------------------------------------------------------------------ runs table
   function defaultColumns(payload) {
+    // As unitrack view: name, status, the parameters that differ, the latest metrics, then the error (a failed
+    // or damaged run's reason) and notes when a run has them.
     const varying = new Set(payload.varying.map((k) => "parameters." + k));
     const metrics = payload.metrics.slice(0, 8).map((k) => "metrics." + k);
     const shown = ["name", "status", "started"];
     for (const name of payload.columns) if (varying.has(name)) shown.push(name);
-    return shown.concat(metrics);
+    const extra = ["error", "notes"].filter((name) => {
+      const at = payload.columns.indexOf(name);
+      return at >= 0 && payload.rows.some((row) => row[at] !== null && row[at] !== "" && !(Array.isArray(row[at]) && !row[at].length));
+    });
+    return shown.concat(metrics, extra);
   }
 
   function sortedRows() {
@@ -112,8 +139,8 @@
       if (x === null || x === undefined) return 1;
       if (y === null || y === undefined) return -1;
       if (typeof x === "number" && typeof y === "number") return (x - y) * direction;
-      const p = String(x);
-      const q = String(y);
+      const p = typeof x === "object" ? formatValue(name, x) : String(x);
+      const q = typeof y === "object" ? formatValue(name, y) : String(y);
       // Natural order ("run2" before "run10"); plain order breaks its ties ("lr0.1" vs "lr0.01").
       return (p.localeCompare(q, undefined, { numeric: true }) || (p < q ? -1 : p > q ? 1 : 0)) * direction;
     });
@@ -158,63 +185,94 @@
       headRow.append(th);
     }
     head.append(headRow);
-    const fragment = document.createDocumentFragment();
-    for (const row of sortedRows()) {
-      const uid = row[0];
-      const tr = el("tr");
-      tr.dataset.uid = uid;
-      if (state.selected.has(uid)) tr.classList.add("selected");
-      const pick = el("td");
-      const box = el("input");
-      box.type = "checkbox";
-      box.className = "select";
-      box.checked = state.selected.has(uid);
-      box.setAttribute("aria-label", "select run");
-      box.addEventListener("change", () => {
-        if (box.checked) state.selected.add(uid);
-        else state.selected.delete(uid);
-        tr.classList.toggle("selected", box.checked);
-        refreshCharts();
-      });
-      pick.append(box);
-      tr.append(pick);
-      for (const name of state.visible) {
-        const value = cellValue(row, name);
-        const td = el("td");
-        td.dataset.column = name;
-        if (name === "name") {
-          if (REPORT) td.textContent = String(value);
-          else {
-            const link = el("a", value);
-            link.href = "#run/" + encodeURIComponent(uid);
-            td.append(link);
-          }
-        } else if (name === "status") {
-          td.append(el("span", value, statusClass(value)));
-        } else {
-          td.textContent = formatValue(name, value);
-          if (typeof value === "number") td.className = "num";
-        }
-        tr.append(td);
-      }
-      fragment.append(tr);
-    }
-    body.append(fragment);
+    const rows = sortedRows();
+    const generation = (state.tableGeneration = (state.tableGeneration || 0) + 1);
+    const addRows = (from, to) => {
+      const fragment = document.createDocumentFragment();
+      for (const row of rows.slice(from, to)) fragment.append(tableRow(row));
+      body.append(fragment);
+    };
+    // The first rows at once; the others in chunks between other work (plotly.js compiling, a chart being
+    // drawn), so a table of thousands of runs never holds up the page.
+    addRows(0, FIRST_ROWS);
+    let at = FIRST_ROWS;
+    const more = () => {
+      if (generation !== state.tableGeneration || at >= rows.length) return;
+      addRows(at, at + CHUNK_ROWS);
+      at += CHUNK_ROWS;
+      window.setTimeout(more, 0);
+    };
+    if (at < rows.length) window.setTimeout(more, 0);
     $("count").textContent = state.runs.count + " run(s)" + (state.selected.size ? ", " + state.selected.size + " selected" : "");
   }
 
-  async function loadRuns(initial) {
+  function tableRow(row) {
+    const uid = row[0];
+    const tr = el("tr");
+    tr.dataset.uid = uid;
+    if (state.selected.has(uid)) tr.classList.add("selected");
+    const pick = el("td");
+    const box = el("input");
+    box.type = "checkbox";
+    box.className = "select";
+    box.checked = state.selected.has(uid);
+    box.setAttribute("aria-label", "select run");
+    box.addEventListener("change", () => {
+      if (box.checked) state.selected.add(uid);
+      else state.selected.delete(uid);
+      tr.classList.toggle("selected", box.checked);
+      refreshCharts();
+    });
+    pick.append(box);
+    tr.append(pick);
+    for (const name of state.visible) {
+      const value = cellValue(row, name);
+      const td = el("td");
+      td.dataset.column = name;
+      if (name === "name") {
+        if (REPORT) td.textContent = String(value);
+        else {
+          const link = el("a", value);
+          link.href = "#run/" + encodeURIComponent(uid);
+          td.append(link);
+        }
+      } else if (name === "status") {
+        td.append(el("span", value, statusClass(value)));
+      } else {
+        td.textContent = formatValue(name, value);
+        if (typeof value === "number") td.className = "num";
+      }
+      tr.append(td);
+    }
+    return tr;
+  }
+
+  function filterParams() {
+    if (REPORT) return [];
     const params = [];
     for (const part of $("filter").value.split(";")) if (part.trim()) params.push(["filter", part.trim()]);
+    return params;
+  }
+
+  async function loadRuns(initial) {
+    const params = filterParams();
+    const key = JSON.stringify(params);
     let payload;
     try {
-      payload = await api("/api/runs", params);
+      // A poll sends the last answer's ETag: when no run changed, the server answers 304 and nothing is parsed.
+      const tag = !initial && state.runs && state.runsKey === key ? state.runsTag : null;
+      payload = await api("/api/runs", params, tag);
       notice("");
     } catch (error) {
       notice(String(error.message || error));
       return;
     }
-    const changed = !state.runs || JSON.stringify(payload.rows) !== JSON.stringify(state.runs.rows) || JSON.stringify(payload.columns) !== JSON.stringify(state.runs.columns);
+    if (payload === null) {
+      if (chartSignature() !== state.chartSignature) refreshCharts();
+      return;
+    }
+    state.runsTag = payload.etag || null;
+    state.runsKey = key;
     state.runs = payload;
     state.byUid = new Map(payload.rows.map((row) => [row[0], row]));
     for (const uid of Array.from(state.selected)) if (!state.byUid.has(uid)) state.selected.delete(uid);
@@ -226,10 +284,8 @@
       state.visible = state.visible.filter((c) => payload.columns.includes(c));
       syncMetricChoices();
     }
-    if (changed || initial) {
-      renderTable();
-      renderColumnsChooser();
-    }
+    renderTable();
+    renderColumnsChooser();
     if (initial) refreshCharts(true);
     else if (chartSignature() !== state.chartSignature) refreshCharts();
   }
@@ -329,16 +385,46 @@
     return new Float64Array(bytes.buffer);
   }
 
-  async function drawFigure(div, params) {
-    const figure = await api("/api/figure", params);
+  function live(uids) {
+    // A running run's points arrive between catalog updates: a chart of one is redrawn on every poll.
+    return uids.some((uid) => state.byUid.has(uid) && cellValue(state.byUid.get(uid), "status") === "running");
+  }
+
+  async function drawFigure(div, params, key, figure) {
+    if (!figure) figure = await api("/api/figure", params);
     for (const trace of figure.data || []) {
       trace.x = typed(trace.x);
       trace.y = typed(trace.y);
     }
     const layout = Object.assign({}, figure.layout);
+    if (!window.Plotly) await state.plotlyReady;
     await window.Plotly.react(div, figure.data, layout, { responsive: true, displaylogo: false });
+    div.dataset.key = key || JSON.stringify(params);
     div.dataset.drawn = String(Number(div.dataset.drawn || 0) + 1);
     return figure;
+  }
+
+  function controls() {
+    // What a chart shows besides its metric and runs (axis, smoothing, legend, groups, zoom).
+    return JSON.stringify(figureParams(null, []).filter(([k]) => k !== "metric"));
+  }
+
+  function firstParams() {
+    // The default view's first chart (no selection: the first runs of the listing), asked for without a metric:
+    // the server charts the default one (the first metric with "loss" in its name, else the first).
+    return figureParams(null, []).filter(([k]) => k !== "metric").concat(filterParams(), [["limit", String(DEFAULT_CHARTED)]]);
+  }
+
+  async function firstFigure(metric, uids) {
+    // The first chart was asked for beside the table: it is drawn when it shows what the table now asks for
+    // (the same metric, runs and controls), so nothing is fetched twice.
+    const first = state.first;
+    state.first = null;
+    if (!first) return null;
+    const figure = await first.figure;
+    const meta = (figure && figure.layout && figure.layout.meta) || {};
+    const same = meta.metric === metric && JSON.stringify(meta.uids || []) === JSON.stringify(uids) && first.controls === controls();
+    return same ? figure : null;
   }
 
   function chartDiv(container, metric, index) {
@@ -369,7 +455,6 @@
 
   async function refreshCharts(full) {
     if (!state.runs) return;
-    if (!window.Plotly) await state.plotlyReady;
     if (state.busy) {
       // One refresh at a time: a request made meanwhile runs once the current one is done.
       state.pending = full || state.pending === "full" ? "full" : "yes";
@@ -393,17 +478,23 @@
     const uids = chartedUids();
     const container = $("charts");
     const metrics = state.metrics;
+    const nonce = live(uids) ? "@" + Date.now() : "";
     for (const div of Array.from(container.children)) if (Number(div.dataset.index) >= metrics.length) div.remove();
     $("chart-note").textContent = uids.length ? (state.selected.size ? "" : "No run selected: charts show the first " + uids.length + " runs of the table.") : "No runs.";
     try {
       await Promise.all(
         metrics.map(async (metric, index) => {
           const div = chartDiv(container, metric, index);
-          await drawFigure(div, figureParams(metric, uids));
+          const params = figureParams(metric, uids);
+          const key = JSON.stringify(params) + nonce;
+          if (div.dataset.key === key) return; // drawn already, and nothing it shows changed
+          const figure = index === 0 ? await firstFigure(metric, uids) : null;
+          await drawFigure(div, params, key, figure);
           watchZoom(div);
         })
       );
-      await Promise.all([renderGroups(uids), renderDiff(), full ? renderSweep() : Promise.resolve()]);
+      if (full) requestSweep();
+      await Promise.all([renderGroups(uids), renderDiff()]);
     } catch (error) {
       notice(String(error.message || error));
     }
@@ -414,9 +505,12 @@
     const wrap = $("groups-wrap");
     if (!keys.length) {
       wrap.hidden = true;
+      wrap.dataset.key = "";
       return;
     }
     const params = keys.map((k) => ["group_by", k]).concat(uids.map((u) => ["uid", u])).concat(state.metrics.map((m) => ["metric", m]));
+    const key = JSON.stringify(params) + state.runsTag; // the latest values change with the catalog
+    if (!REPORT && wrap.dataset.key === key) return;
     const payload = await api("/api/groups", params);
     const table = clear($("groups"));
     const head = el("tr");
@@ -426,21 +520,28 @@
       const tr = el("tr");
       tr.append(el("td", row[0]), el("td", row[1], "num"));
       for (const cell of row.slice(2)) {
-        const text = cell.mean === null ? "" : formatValue("", cell.mean) + " ± " + formatValue("", cell.std) + (cell.n !== row[1] ? " (" + cell.n + ")" : "");
+        // view --group-by's statistics: mean ± std (std only over two runs or more), the count when some lack it.
+        let text = cell.mean === null ? "" : formatValue("", cell.mean);
+        if (cell.mean !== null && cell.std !== null) text += " ± " + formatValue("", cell.std);
+        if (cell.mean !== null && cell.n !== row[1]) text += " (" + cell.n + ")";
         tr.append(el("td", text, "num"));
       }
       table.append(tr);
     }
     wrap.hidden = false;
+    wrap.dataset.key = key;
   }
 
   async function renderDiff() {
     const wrap = $("diff-wrap");
     if (state.selected.size < 2 || REPORT) {
       wrap.hidden = true;
+      wrap.dataset.key = "";
       return;
     }
     const uids = chartedUids();
+    const key = JSON.stringify(uids) + state.runsTag;
+    if (wrap.dataset.key === key) return;
     const payload = await api("/api/diff", uids.map((u) => ["uid", u]));
     const table = clear($("diff"));
     const head = el("tr");
@@ -455,15 +556,31 @@
       table.append(tr);
     }
     wrap.hidden = false;
+    wrap.dataset.key = key;
+  }
+
+  function requestSweep() {
+    // The sweep view (parallel coordinates of every run: heavy for thousands) is drawn when it is on screen.
+    state.sweepStale = true;
+    maybeSweep();
+  }
+
+  function maybeSweep() {
+    if (!state.sweepStale || !state.sweepVisible) return;
+    state.sweepStale = false;
+    renderSweep().catch((e) => notice(String(e.message || e)));
   }
 
   async function renderSweep() {
     if (!state.runs.metrics.length) return;
     const metric = $("sweep-metric").value;
-    const filters = REPORT ? [] : $("filter").value.split(";").filter((p) => p.trim()).map((p) => ["filter", p.trim()]);
-    const parcoords = await api("/api/sweep", [["kind", "parcoords"], ["metric", metric]].concat(filters));
+    const filters = filterParams();
+    const [parcoords, scatter] = await Promise.all([
+      api("/api/sweep", [["kind", "parcoords"], ["metric", metric]].concat(filters)),
+      api("/api/sweep", [["kind", "scatter"], ["metric", metric], ["param", $("sweep-param").value]].concat(filters)),
+    ]);
+    if (!window.Plotly) await state.plotlyReady;
     if (parcoords) await window.Plotly.react($("parcoords"), parcoords.data, parcoords.layout, { responsive: true, displaylogo: false });
-    const scatter = await api("/api/sweep", [["kind", "scatter"], ["metric", metric], ["param", $("sweep-param").value]].concat(filters));
     if (scatter) await window.Plotly.react($("scatter"), scatter.data, scatter.layout, { responsive: true, displaylogo: false });
   }
 
@@ -484,7 +601,6 @@
   }
 
   async function showRun(uid) {
-    if (!window.Plotly) await state.plotlyReady;
     $("main").hidden = true;
     $("run-view").hidden = false;
     let run;
@@ -513,8 +629,13 @@
     const notes = clear($("run-notes"));
     for (const note of run.notes) notes.append(el("li", note));
     if (!run.notes.length) notes.append(el("li", "none", "muted"));
-    $("run-error-wrap").hidden = !run.errors.length;
-    $("run-error").textContent = run.errors.join("\n\n");
+    $("run-damage-wrap").hidden = !run.damage;
+    $("run-damage-file").textContent = run.damage ? run.damage.file : "";
+    $("run-damage-reason").textContent = run.damage ? run.damage.reason : "";
+    // A failed run's traceback (or the last line of its error when no traceback was kept).
+    const errors = run.errors.length ? run.errors : run.error && !run.damage ? [run.error] : [];
+    $("run-error-wrap").hidden = !errors.length;
+    $("run-error").textContent = errors.join("\n\n");
     $("run-log-wrap").hidden = run.log === null;
     $("run-log").textContent = run.log || "(empty)";
     $("run-metadata").textContent = JSON.stringify(run.metadata, null, 2);
@@ -544,7 +665,7 @@
   // ------------------------------------------------------------------------------------------------ start
   function start() {
     $("filter").addEventListener("keydown", (event) => {
-      if (event.key === "Enter") loadRuns(false).then(() => refreshCharts(true));
+      if (event.key === "Enter") loadRuns(false).then(requestSweep);
     });
     $("columns-button").addEventListener("click", () => {
       $("columns-chooser").hidden = !$("columns-chooser").hidden;
@@ -561,10 +682,18 @@
     $("sweep-metric").addEventListener("change", () => renderSweep().catch((e) => notice(String(e.message || e))));
     $("sweep-param").addEventListener("change", () => renderSweep().catch((e) => notice(String(e.message || e))));
     window.addEventListener("hashchange", route);
+    new IntersectionObserver((entries) => {
+      state.sweepVisible = entries.some((entry) => entry.isIntersecting);
+      maybeSweep();
+    }).observe($("sweep-view"));
     if (REPORT) {
       const filter = $("filter");
       filter.placeholder = "report of " + (REPORT.runs.source || "") + (REPORT.settings.filters.length ? " filtered by " + REPORT.settings.filters.join("; ") : "");
       $("group-by").value = "";
+    }
+    if (!REPORT && !window.location.hash.startsWith("#run/")) {
+      // The first chart is asked for at once, beside the table, rather than after it.
+      state.first = { figure: api("/api/figure", firstParams()).catch(() => null), controls: controls() };
     }
     loadRuns(true).then(route);
     if (!REPORT) {
@@ -575,12 +704,15 @@
     }
   }
 
-  // This script runs before plotly.js (both deferred, in that order): the run table is fetched while the
-  // browser is still compiling plotly.js, and charts wait for it.
-  const plotlyReady = new Promise((resolve) => {
-    if (window.Plotly) resolve();
-    else document.addEventListener("DOMContentLoaded", () => resolve());
+  // plotly.js loads asynchronously: the table is fetched and drawn while the browser compiles it (or takes its
+  // compiled code from the cache), and charts wait for it. In a report it is inline, before this script.
+  state.plotlyReady = new Promise((resolve) => {
+    const script = document.getElementById("plotly-js");
+    if (window.Plotly || !script) resolve();
+    else {
+      script.addEventListener("load", () => resolve());
+      script.addEventListener("error", () => notice("plotly.js could not be loaded: charts cannot be drawn"));
+    }
   });
-  state.plotlyReady = plotlyReady;
   start();
 })();
