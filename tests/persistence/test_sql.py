@@ -343,6 +343,60 @@ def test_reopening_keeps_data_and_a_newer_schema_is_refused(uri: str) -> None:
         SQLProtocol(uri)
 
 
+def test_tables_of_version_1_are_migrated_with_their_points_counted(uri: str) -> None:
+    import psycopg
+
+    from unitrack.persistence.backends import sql as sql_backend
+
+    schema = uri.rsplit("schema=", 1)[1]
+    trial = Trial(name="old")
+    with psycopg.connect(uri.split("?")[0], options="-csearch_path=" + schema, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')  # a test-made schema name: letters and digits
+        conn.execute("CREATE TABLE unitrack_schema_version (version integer NOT NULL)")
+        for statement in sql_backend._MIGRATIONS[0]:  # the tables as version 1 made them, with its points
+            conn.execute(statement)
+        conn.execute("INSERT INTO unitrack_schema_version (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO unitrack_trials (uid, hash, revision, name, tags, parameters, metadata, chronos, "
+            "status_name, status_value, status_key, errors) VALUES (%s, %s, 0, 'old', '{}', '{}', '{}', '{}', "
+            "'CreatedGroup', 0, 'createdgroup', '[]')",
+            (trial.uid, trial.hash),
+        )
+        for step, value in [(0, 1.0), (1, 0.5), (None, 7.0), (None, 7.0)]:
+            conn.execute(
+                "INSERT INTO unitrack_metric_points (trial_uid, name, step, step_is_int, value) "
+                "VALUES (%s, 'loss', %s, true, %s)",
+                (trial.uid, step, value),
+            )
+        conn.execute(
+            "INSERT INTO unitrack_metric_latest (trial_uid, name, value, first_seq) VALUES (%s, 'loss', 7.0, 1)",
+            (trial.uid,),
+        )
+    with sql_backend.SQLProtocol(uri) as db:
+        (summary,) = db.find_trial_summaries(None)
+        assert summary.metrics["loss"].logged == 4 and summary.metrics["loss"].latest == 7.0
+        db.log_trial_metrics(summary, step=1, loss=0.25)  # replaces step 1 through the new index
+        db.log_trial_metrics(summary, loss=7.0)  # step-less points never conflict
+        db.commit()
+        (full,) = db.fetch_trials(None)
+        assert list(full.metrics["loss"]) == [(0, 1.0), (1, 0.25), (None, 7.0), (None, 7.0), (None, 7.0)]
+        assert full.metrics["loss"].logged == 6
+    with psycopg.connect(uri.split("?")[0], options="-csearch_path=" + schema) as conn:
+        indexes = {
+            r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))
+        }
+        (version,) = conn.execute("SELECT max(version) FROM unitrack_schema_version").fetchone()  # type: ignore[misc]
+    assert version == sql_backend.SCHEMA_VERSION == 2
+    assert (
+        "unitrack_metric_points_key" in indexes
+        and not {
+            "unitrack_metric_points_step",
+            "unitrack_metric_points_trial",
+        }
+        & indexes
+    )
+
+
 def test_aliases_open_the_sql_backend(uri: str) -> None:
     for scheme in ("postgres", "cockroachdb"):
         with get_protocol(scheme + uri[len("postgresql") :]) as p:
