@@ -12,11 +12,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import wait_until
 from tests.persistence import pg
@@ -395,6 +398,71 @@ def test_tables_of_version_1_are_migrated_with_their_points_counted(uri: str) ->
         }
         & indexes
     )
+
+
+_STEPS = st.one_of(
+    st.none(),
+    st.integers(-(2**60), 2**60),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+)
+_VALUES = st.one_of(
+    st.floats(width=64),  # NaN, infinities and -0.0 included
+    st.integers(-(2**80), 2**80),
+    st.booleans(),  # stored as 0 and 1, as logging stores them
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    points=st.lists(st.tuples(_STEPS, _VALUES), max_size=12), name=st.sampled_from(["loss", "ünï/☃", "a b"])
+)
+def test_a_bulk_copy_stores_every_point_as_logging_does(db: Protocol, points: list[Any], name: str) -> None:
+    from unitrack.persistence.backends.sql import SQLProtocol
+
+    assert isinstance(db, SQLProtocol)
+    db.strict = False
+    key = uuid.uuid4().hex  # every example adds its own trials to the one database
+    logged = db.new_trial(Trial(name=f"logged-{key}"))
+    assert logged is not None
+    db.log_trial_metric_points(logged, [MetricPoint(name, s, v) for s, v in points])
+    db.commit()
+    (reference,) = db.fetch_trials({"uid": logged.uid})
+    copy = Trial(name=f"copied-{key}", metrics=dict(reference.metrics))
+    raw = Trial(name=f"raw-{key}", metrics={name: _metric(name, points)})
+    assert db.insert_trials([copy, raw]) == [True, True]
+    for trial in (copy, raw):  # a read trial copied whole, and a Metric built by hand with repeated steps
+        (stored,) = db.fetch_trials({"uid": trial.uid})
+        got, want = stored.metrics.get(name), reference.metrics.get(name)
+        if want is None:
+            assert got is None
+            continue
+        assert got is not None and _exact(got.steps) == _exact(want.steps)
+        assert _exact(got.values) == _exact(want.values) and _exact([got.latest]) == _exact([want.latest])
+
+
+def _metric(name: str, points: list[Any]) -> Any:
+    from unitrack.persistence.structure import Metric
+
+    return Metric(
+        name, tuple(s for s, _ in points), tuple(v for _, v in points), points[-1][1] if points else None
+    )
+
+
+def _exact(values: Any) -> list[Any]:
+    """Values with their types, NaN comparable, -0.0 told from 0.0."""
+    return [(type(v).__name__, repr(v)) for v in values]
+
+
+def test_a_bulk_copy_refuses_a_value_that_is_not_a_number_and_stores_nothing(db: Protocol) -> None:
+    from unitrack.persistence.structure import Metric
+
+    db.strict = False  # type: ignore[attr-defined]
+    good = Trial(name="good", metrics={"loss": Metric("loss", (0, 1), (0.5, 0.25), 0.25)})
+    bad = Trial(name="bad", metrics={"loss": Metric("loss", (0, 1), (0.5, "0.25"), 0.25)})  # type: ignore[arg-type]
+    with pytest.raises(SchemaError, match="0.25"):
+        db.insert_trials([good, bad])
+    assert db.fetch_trials(None) == []
+    assert db.insert_trials([good]) == [True]
 
 
 def test_aliases_open_the_sql_backend(uri: str) -> None:

@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import re
+import struct
 import threading
 import time
 import uuid
@@ -63,7 +64,6 @@ from unitrack.persistence.protocol import Protocol, TrialRef
 from unitrack.persistence.query import Condition, Query, compile_query, normalize_query
 from unitrack.persistence.series import Series, SeriesRequest, downsample
 from unitrack.persistence.structure import (
-    MAX_METRIC_INT,
     GroupUpdate,
     Metric,
     MetricPoint,
@@ -74,7 +74,6 @@ from unitrack.persistence.structure import (
     TrialUpdate,
     check_metric_name,
     check_number,
-    check_step,
     status_from_json,
 )
 from unitrack.persistence.uri import ParsedURI, as_uri
@@ -233,7 +232,10 @@ _APPEND_STAMPED = (
     "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM w), (SELECT count(*) FROM p), (SELECT count(*) FROM l)"
 )
 # insert_trials: a batch of new trials' points, then their latest values, in the transaction that inserts them.
-_COPY_POINTS = "COPY unitrack_metric_points (trial_uid, name, step, step_is_int, value, value_int) FROM STDIN"
+_COPY_POINTS = (
+    "COPY unitrack_metric_points (trial_uid, name, step, step_is_int, value, value_int) FROM STDIN "
+    "(FORMAT BINARY)"
+)
 _INSERT_LATEST_MANY = (
     "INSERT INTO unitrack_metric_latest (trial_uid, name, value, value_int, first_seq, logged) "
     "SELECT l.uid, l.name, l.value, l.value_int, nextval('unitrack_metric_points_seq_seq'), l.logged "
@@ -520,43 +522,88 @@ def _point_arrays(points: Sequence[MetricPoint]) -> list[list[Any]]:
     return [*columns, list(last), [v for v, _ in latest], [i for _, i in latest], list(logged.values())]
 
 
-def _copy_series(write: Callable[[Sequence[Any]], None], uid: str, name: str, metric: Metric) -> None:
-    """Send one series' points to a COPY into the points table, in order, each checked as logging checks it.
+#: COPY's binary format: the file header, the end-of-data marker, a NULL field.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_NULL = struct.pack(">i", -1)
 
-    A step present twice (a Metric built by hand) keeps its first position and its last value, as logging it
-    would (the unique index on the step admits one row).
+
+def _numeric_binary(n: int) -> bytes:
+    """An int in PostgreSQL's binary ``numeric`` form: base-10000 digits, most significant first."""
+    sign, n = (0x4000, -n) if n < 0 else (0, n)
+    digits: list[int] = []
+    while n:
+        n, digit = divmod(n, 10000)
+        digits.append(digit)
+    digits.reverse()
+    weight = len(digits) - 1 if digits else 0
+    while digits and digits[-1] == 0:  # trailing zero digits are implied by the weight
+        digits.pop()
+    body = struct.pack(f">hhhh{len(digits)}h", len(digits), weight, sign, 0, *digits)
+    return struct.pack(">i", len(body)) + body
+
+
+def _binary_series(uid: str, name: str, metric: Metric) -> bytes:
+    """One series' points as rows of a binary COPY into the points table, in order, each checked as logging
+    checks it: ``(trial_uid, name, step, step_is_int, value, value_int)``.
+
+    The usual series (every step a number, each once, every value a float) is laid out by numpy in one pass;
+    others row by row. A step present twice (a Metric built by hand) keeps its first position and its last
+    value, as logging it would (the unique index on the step admits one row).
 
     Raises:
         SchemaError: for a value or step that is not a number (nothing of the batch is then stored).
     """
+    import numpy as np
+
     check_metric_name(name)
     steps, values = metric.steps, metric.values
     if len(steps) != len(values):
         raise SchemaError(f"metric {name!r}: {len(steps)} steps but {len(values)} values")
-    stepped = [s for s in steps if s is not None]
-    try:
-        repeated = len(set(stepped)) != len(stepped)
-    except TypeError:  # an unhashable step: MetricPoint says what is wrong with it
-        repeated = True
-    if repeated:
-        points = [MetricPoint(name, s, v) for s, v in zip(steps, values, strict=True)]
-        _, at, is_int, floats, ints, *_ = _point_arrays(points)
-        for row in zip(at, is_int, floats, ints, strict=True):
-            write((uid, name, *row))
-        return
-    where = f"metric {name!r}"
-    for step, value in zip(steps, values, strict=True):
-        if type(value) is float:
-            number, exact = value, None
-        else:
-            number, exact = _value_columns(check_number(where, value))
-        if step is None:
-            write((uid, name, None, False, number, exact))
-        elif type(step) is int and -MAX_METRIC_INT <= step <= MAX_METRIC_INT:
-            write((uid, name, float(step), True, number, exact))
-        else:
-            checked = check_step(step)
-            write((uid, name, float(checked), type(checked) is int, number, exact))  # type: ignore[arg-type]
+    if not values:
+        return b""
+    uid_b, name_b = uid.encode("utf-8"), name.encode("utf-8")
+    limit = 2**53  # ints beyond are not exact as float8
+    int_steps = [type(s) is int and -limit <= s <= limit for s in steps]
+    float_steps = all(
+        ok or (type(s) is float and math.isfinite(s)) for ok, s in zip(int_steps, steps, strict=True)
+    )
+    if float_steps and all(type(v) is float for v in values) and len(set(steps)) == len(steps):
+        layout = np.dtype(
+            [
+                ("fields", ">i2"),
+                ("uid_len", ">i4"),
+                ("uid", f"S{len(uid_b)}"),
+                ("name_len", ">i4"),
+                ("name", f"S{len(name_b)}"),
+                ("step_len", ">i4"),
+                ("step", ">f8"),
+                ("is_int_len", ">i4"),
+                ("is_int", "u1"),
+                ("value_len", ">i4"),
+                ("value", ">f8"),
+                ("int_len", ">i4"),
+            ]
+        )
+        rows = np.empty(len(values), dtype=layout)
+        rows["fields"], rows["uid_len"], rows["uid"] = 6, len(uid_b), uid_b
+        rows["name_len"], rows["name"] = len(name_b), name_b
+        rows["step_len"], rows["step"] = 8, np.asarray(steps, dtype=np.float64)
+        rows["is_int_len"], rows["is_int"] = 1, np.asarray(int_steps, dtype=np.uint8)
+        rows["value_len"], rows["value"] = 8, np.asarray(values, dtype=np.float64)
+        rows["int_len"] = -1
+        return rows.tobytes()
+    points = [MetricPoint(name, s, v) for s, v in zip(steps, values, strict=True)]  # checks each point
+    _, at, is_int, floats, ints, *_ = _point_arrays(points)
+    head = struct.pack(">hi", 6, len(uid_b)) + uid_b + struct.pack(">i", len(name_b)) + name_b
+    out = bytearray()
+    for step, step_int, number, exact in zip(at, is_int, floats, ints, strict=True):
+        out += head
+        out += _NULL if step is None else struct.pack(">id", 8, step)
+        out += struct.pack(">ib", 1, step_int)
+        out += struct.pack(">id", 8, number)
+        out += _NULL if exact is None else _numeric_binary(int(exact))
+    return bytes(out)
 
 
 def _changes_row(update: TrialUpdate) -> bool:
@@ -887,9 +934,11 @@ class SQLProtocol(Protocol):
                 new = [t for uid, t in first.items() if uid in stored]
                 if any(len(m) for t in new for m in t.metrics.values()):
                     with cur.copy(_COPY_POINTS) as copy:
+                        copy.write(_COPY_HEADER)
                         for trial in new:
                             for name, metric in trial.metrics.items():
-                                _copy_series(copy.write_row, trial.uid, name, metric)
+                                copy.write(_binary_series(trial.uid, name, metric))
+                        copy.write(_COPY_TRAILER)
                 latest: list[list[Any]] = [[], [], [], [], []]
                 for trial in new:
                     for name, metric in trial.metrics.items():
