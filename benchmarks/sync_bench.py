@@ -5,16 +5,21 @@ Prints, for each destination:
   values/s over the whole sync (reading the source included). Target >= 100,000 values/s.
 - second sync: the same again with nothing new; seconds. Target <= 2 s.
 
+Each is measured ``--repeat`` times (a fresh destination schema each time) and the median printed with every run,
+beside the load average (the figures are only comparable on a quiet machine).
+
 The destinations: a private PostgreSQL server (``initdb``/``pg_ctl`` from Debian's ``postgresql`` package, as the
 tests use), and a ``unitrack serve`` process in front of another schema of it (``socket://``). Without the
 PostgreSQL binaries only the server in front of ``ephemeral://`` is measured.
 
-Usage: python benchmarks/sync_bench.py [--runs 1000] [--points 1000]
+Usage: python benchmarks/sync_bench.py [--runs 1000] [--points 1000] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,21 +62,31 @@ def make_source(root: Path, runs: int, points: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(label: str, src_uri: str, dst_uri: str, runs: int, points: int) -> None:
-    with get_protocol(src_uri) as src, get_protocol(dst_uri) as dst:
-        first = sync(src, dst)
-        assert first.points == runs * points and not first.failed, first
-        second = sync(src, dst)
-        assert second.points == 0 and second.trials_unchanged == runs, second
-    rate = first.points / first.seconds
+def measure(label: str, src_uri: str, dst_uris: list[str], runs: int, points: int) -> None:
+    """Sync into each of ``dst_uris`` (empty) twice; print every run and the medians."""
+    rates, seconds = [], []
+    for dst_uri in dst_uris:
+        with get_protocol(src_uri) as src, get_protocol(dst_uri) as dst:
+            first = sync(src, dst)
+            assert first.points == runs * points and not first.failed, first
+            second = sync(src, dst)
+            assert second.points == 0 and second.trials_unchanged == runs, second
+        rates.append(first.points / first.seconds)
+        seconds.append(second.seconds)
+        print(
+            f"  {label}: first {first.points:,} values in {first.seconds:.2f} s = {rates[-1]:,.0f} values/s; "
+            f"second {second.seconds:.2f} s (load average {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
     print(
-        f"{label}: first sync {first.points:,} values in {first.seconds:.2f} s = {rate:,.0f} values/s (target >= 100,000)"
+        f"{label}: first sync median {statistics.median(rates):,.0f} values/s (target >= 100,000); "
+        f"second sync with nothing new median {statistics.median(seconds):.2f} s (target <= 2 s)",
+        flush=True,
     )
-    print(f"{label}: second sync with nothing new {second.seconds:.2f} s (target <= 2 s)")
 
 
 def serve(stack: ExitStack, backend: str, folder: Path) -> str:
-    users = UserStore(folder / "users.json")
+    users = UserStore(folder / f"users-{len(list(folder.glob('users-*.json')))}.json")
     users.add("bench", PASSWORD, role="admin")
     proc = subprocess.Popen(
         [
@@ -106,7 +121,9 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--points", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="syncs into fresh destinations per figure")
     args = parser.parse_args()
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp)
         made = make_source(folder / "runs", args.runs, args.points)
@@ -117,18 +134,15 @@ def main() -> None:
             print(
                 f"no PostgreSQL binaries ({pg.ENABLE_HINT}); measuring unitrack serve in front of ephemeral://"
             )
-            measure(
-                "unitrack serve (ephemeral://)",
-                src,
-                serve(stack, "ephemeral://", folder),
-                args.runs,
-                args.points,
-            )
+            served = [serve(stack, "ephemeral://", folder) for _ in range(args.repeat)]
+            measure("unitrack serve (ephemeral://)", src, served, args.runs, args.points)
             return
         base = stack.enter_context(pg.postgres_server(bin_dir))
-        measure("postgresql://", src, pg.schema_uri(base, "sync_direct"), args.runs, args.points)
-        behind = pg.schema_uri(base, "sync_served")
-        measure("unitrack serve (postgresql://)", src, serve(stack, behind, folder), args.runs, args.points)
+        direct = [pg.schema_uri(base, f"sync_direct_{i}") for i in range(args.repeat)]
+        measure("postgresql://", src, direct, args.runs, args.points)
+        served = [serve(stack, pg.schema_uri(base, f"sync_served_{i}"), folder) for i in range(args.repeat)]
+        measure("unitrack serve (postgresql://)", src, served, args.runs, args.points)
+    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

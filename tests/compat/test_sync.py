@@ -28,7 +28,7 @@ from unitrack.persistence.sync import STAMP_KEY, sync
 from .conftest import ROOT, run_cli
 
 
-def fill(db: Protocol, runs: int = 3, points: int = 50) -> None:
+def fill(db: Protocol, runs: int = 3, points: int = 50, *, artifacts: bool = True) -> None:
     """Runs with stepped and step-less series, fields of every kind, a failed one, timers and an artifact."""
     project = db.new_project(Project(name="vision", description="image models", metadata={"owner": "ada"}))
     group = db.new_trial_group(TrialGroup(name="sweep", project_id=project.uid))
@@ -53,7 +53,8 @@ def fill(db: Protocol, runs: int = 3, points: int = 50) -> None:
             db.log_trial_metrics(trial, accuracy=v)  # no step: duplicates are real points
         db.log_trial_chrono_start(trial, "epoch")
         db.log_trial_chrono_finish(trial, "epoch", None, None, None)
-        log_artifacts(db, trial, {"code/train.py": f"print({i})\n".encode()})
+        if artifacts:
+            log_artifacts(db, trial, {"code/train.py": f"print({i})\n".encode()})
         if i == runs - 1:
             db.log_trial_finish(trial, RuntimeError, RuntimeError("diverged"), None)
         else:
@@ -153,6 +154,24 @@ def test_sync_sends_only_what_is_new(tmp_path: Path) -> None:
         assert (full.points, full.trials_unchanged) == (0, 2)
 
 
+def test_a_change_that_keeps_every_latest_value_is_synced(tmp_path: Path, destination) -> None:
+    with get_protocol(f"hdf5://{tmp_path}/src") as src:
+        fill(src, runs=2)
+        sync(src, destination)
+        (trial,) = src.fetch_trials({"name": "run-0"})
+        assert trial.metrics["loss"].latest == 1 / 50 and trial.metrics["accuracy"].latest == 0.25
+        src.log_trial_metrics(trial, step=50, loss=1 / 50)  # a new step, the same latest value
+        src.log_trial_metrics(trial, accuracy=0.25)  # a step-less point equal to the latest one
+        src.log_trial_metrics(trial, step=10, loss=5.0)  # a past point replaced
+        src.log_trial_metrics(trial, step=50, loss=1 / 50)  # ... and the latest logged again as it was
+        (changed,) = src.find_trial_summaries({"name": "run-0"})
+        assert (changed.metrics["loss"].latest, changed.metrics["accuracy"].latest) == (1 / 50, 0.25)
+        report = sync(src, destination)
+        assert (report.points, report.trials_updated, report.trials_unchanged) == (3, 1, 1)
+        assert content(destination) == content(src)
+        assert sync(src, destination).trials_unchanged == 2
+
+
 def _dst_trials(root: Path) -> int:
     return len(list(root.glob("*/trial.json")))
 
@@ -208,4 +227,58 @@ def test_follow_copies_a_run_while_it_is_written_until_it_ends(tmp_path: Path) -
     with get_protocol(src_uri) as src, get_protocol(dst_uri) as dst:
         (trial,) = dst.fetch_trials(None)
         assert trial.status == Status.Completed and trial.metrics["loss"].steps == tuple(range(200))
+        assert content(dst) == content(src)
+
+
+def _pg_count(uri: str, sql: str) -> int:
+    import psycopg
+
+    from unitrack.persistence.backends.sql import SQLProtocol
+
+    db = SQLProtocol(uri)  # for the connection string with the schema's search_path
+    try:
+        with psycopg.connect(db._conninfo, autocommit=True) as conn:
+            row = conn.execute(sql).fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        db.close()
+
+
+def test_a_sync_to_postgresql_killed_mid_copy_resumes_and_duplicates_nothing(
+    tmp_path: Path, postgres_uri: str
+) -> None:
+    from tests.persistence import pg
+
+    src_root = tmp_path / "src"
+    with get_protocol(f"hdf5://{src_root}") as src:
+        fill(src, runs=80, points=4000, artifacts=False)  # batches of about 50 whole trials, one COPY each
+        wanted = sum(len(m) for t in src.fetch_trials(None) for m in t.metrics.values())
+    uri = pg.schema_uri(postgres_uri, f"sync-kill-{tmp_path}")
+    _pg_count(uri, "SELECT 1")  # the tables exist before the sync starts
+    copying = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY unitrack_metric_points%'"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(
+        [sys.executable, "-m", "unitrack", "sync", str(src_root), uri, "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as proc:
+        wait_until(lambda: _pg_count(uri, copying) > 0 or proc.poll() is not None, 120, "a COPY of points")
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(60) == -signal.SIGKILL, (
+            "the sync ended before it could be killed; the test proved nothing"
+        )
+    wait_until(lambda: _pg_count(uri, copying) == 0, 60, "the killed COPY to be rolled back")
+    with get_protocol(uri) as dst, get_protocol(f"hdf5://{src_root}") as src:
+        by_uid = {t.uid: t for t in src.fetch_trials(None)}
+        copied = dst.fetch_trials(None)
+        assert len(copied) < 80, "every trial was copied before the kill"
+        for trial in copied:  # a trial is there with every point, or not at all
+            assert trial.metrics["loss"].values == by_uid[trial.uid].metrics["loss"].values
+    resumed = run_cli("sync", str(src_root), uri, "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    again = run_cli("sync", str(src_root), uri, "--no-progress")
+    assert again.returncode == 0 and "0 point(s)" in again.stdout and "80 unchanged" in again.stdout
+    assert _pg_count(uri, "SELECT count(*) FROM unitrack_metric_points") == wanted  # no point twice
+    with get_protocol(f"hdf5://{src_root}") as src, get_protocol(uri) as dst:
         assert content(dst) == content(src)

@@ -15,6 +15,7 @@ from unitrack.persistence.protocol import PRIMITIVES, Protocol
 from unitrack.persistence.registry import known_schemes
 from unitrack.persistence.structure import (
     CustomStatus,
+    Metric,
     MetricPoint,
     Project,
     Status,
@@ -415,6 +416,76 @@ def test_find_trial_summaries_hold_every_field_and_only_the_latest_value(
     assert [s.name for s in protocol.find_trial_summaries({"metrics.loss": {"$gt": 1}})] == ["o"]
     assert sorted(s.name for s in protocol.find_trial_summaries(None)) == ["o", "s"]
     assert "find_trial_summaries" in PRIMITIVES
+
+
+def test_summaries_count_the_points_logged_so_a_change_keeping_the_latest_value_shows(
+    protocol: Protocol, trial: Trial
+) -> None:
+    def logged() -> tuple[int | None, int | None]:
+        (summary,) = protocol.find_trial_summaries({"uid": trial.uid})
+        (full,) = protocol.fetch_trials({"uid": trial.uid})
+        return summary.metrics["loss"].logged, full.metrics["loss"].logged
+
+    protocol.log_trial_metrics(trial, step=1, loss=0.5)
+    protocol.log_trial_metrics(trial, step=2, loss=0.25)
+    first = logged()
+    assert first[0] is not None and first[0] == first[1]
+    protocol.log_trial_metrics(trial, step=3, loss=0.25)  # the latest value stays 0.25
+    second = logged()
+    assert second[0] == second[1] and second[0] > first[0]  # type: ignore[operator]
+    protocol.log_trial_metrics(
+        trial, step=1, loss=0.75
+    )  # a past point replaced: still 3 points, same latest?
+    protocol.log_trial_metrics(trial, step=3, loss=0.25)
+    third = logged()
+    assert third[0] == third[1] and third[0] > second[0]  # type: ignore[operator]
+    (full,) = protocol.fetch_trials({"uid": trial.uid})
+    assert full.metrics["loss"].values == (0.75, 0.25, 0.25)
+
+
+def test_insert_trials_stores_complete_trials_once(protocol: Protocol, project: Project) -> None:
+    loss = Metric("loss", (0, 1, None, 2.5), (1.0, 0.5, 7, math.nan), latest=math.nan)
+    a = Trial(
+        name="a",
+        project_id="proj",
+        parameters={"lr": 0.1},
+        tags={"k": [1, 2]},
+        metadata={"host": "n1"},
+        metrics={"loss": loss, "acc": Metric("acc", (None, None), (0.5, 0.5), latest=0.5)},
+        chronos={"epoch": {"kind": "value", "val": 1.5}},
+        status=Status.Exception,
+        errors=("Traceback...\nValueError: boom",),
+    )
+    b = Trial(name="b", project_id="proj", description="empty")
+    assert protocol.insert_trials([a, b, a]) == [True, True, False]
+    assert protocol.insert_trials([a]) == [False]
+    assert protocol.insert_trials([]) == []
+    got = {t.name: t for t in protocol.fetch_trials(None)}
+    assert sorted(got) == ["a", "b"]
+    ga = got["a"]
+    assert ga.uid == a.uid and ga.status == Status.Exception and tuple(ga.errors) == tuple(a.errors)
+    assert list(ga.metrics) == ["loss", "acc"]
+    assert ga.metrics["loss"].steps == (0, 1, None, 2.5) and ga.metrics["loss"].values[:3] == (1.0, 0.5, 7)
+    assert math.isnan(ga.metrics["loss"].values[3]) and math.isnan(ga.metrics["loss"].latest)  # type: ignore[arg-type]
+    assert ga.metrics["acc"].values == (0.5, 0.5) and ga.metrics["acc"].steps == (None, None)
+    assert (ga.parameters, ga.tags, ga.metadata, ga.chronos) == (
+        {"lr": 0.1},
+        {"k": [1, 2]},
+        {"host": "n1"},
+        {"epoch": {"kind": "value", "val": 1.5}},
+    )
+    assert got["b"].description == "empty" and not got["b"].metrics
+    (summary,) = protocol.find_trial_summaries({"name": "a"})
+    assert summary.metrics["acc"].latest == 0.5 and summary.metrics["acc"].values == ()
+    protocol.log_trial_metrics(ga, step=3, loss=0.125)  # an inserted trial takes points like any other
+    assert protocol.fetch_trials({"name": "a"})[0].metrics["loss"].values[-1] == 0.125
+
+
+def test_insert_trials_checks_projects_and_groups(make_protocol: Any) -> None:
+    protocol = make_protocol(strict=True)
+    with pytest.raises(NotFoundError, match="ghost"):
+        protocol.insert_trials([Trial(name="c", project_id="ghost")])
+    assert protocol.fetch_trials(None) == []
 
 
 def test_fetch_and_update_trial_reserves_distinct_trials(protocol: Protocol, project: Project) -> None:

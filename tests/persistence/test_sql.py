@@ -12,11 +12,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import wait_until
 from tests.persistence import pg
@@ -341,6 +344,125 @@ def test_reopening_keeps_data_and_a_newer_schema_is_refused(uri: str) -> None:
         conn.execute("INSERT INTO unitrack_schema_version (version) VALUES (99)")
     with pytest.raises(StorageError, match="version 99"):
         SQLProtocol(uri)
+
+
+def test_tables_of_version_1_are_migrated_with_their_points_counted(uri: str) -> None:
+    import psycopg
+
+    from unitrack.persistence.backends import sql as sql_backend
+
+    schema = uri.rsplit("schema=", 1)[1]
+    trial = Trial(name="old")
+    with psycopg.connect(uri.split("?")[0], options="-csearch_path=" + schema, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')  # a test-made schema name: letters and digits
+        conn.execute("CREATE TABLE unitrack_schema_version (version integer NOT NULL)")
+        for statement in sql_backend._MIGRATIONS[0]:  # the tables as version 1 made them, with its points
+            conn.execute(statement)
+        conn.execute("INSERT INTO unitrack_schema_version (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO unitrack_trials (uid, hash, revision, name, tags, parameters, metadata, chronos, "
+            "status_name, status_value, status_key, errors) VALUES (%s, %s, 0, 'old', '{}', '{}', '{}', '{}', "
+            "'CreatedGroup', 0, 'createdgroup', '[]')",
+            (trial.uid, trial.hash),
+        )
+        for step, value in [(0, 1.0), (1, 0.5), (None, 7.0), (None, 7.0)]:
+            conn.execute(
+                "INSERT INTO unitrack_metric_points (trial_uid, name, step, step_is_int, value) "
+                "VALUES (%s, 'loss', %s, true, %s)",
+                (trial.uid, step, value),
+            )
+        conn.execute(
+            "INSERT INTO unitrack_metric_latest (trial_uid, name, value, first_seq) VALUES (%s, 'loss', 7.0, 1)",
+            (trial.uid,),
+        )
+    with sql_backend.SQLProtocol(uri) as db:
+        (summary,) = db.find_trial_summaries(None)
+        assert summary.metrics["loss"].logged == 4 and summary.metrics["loss"].latest == 7.0
+        db.log_trial_metrics(summary, step=1, loss=0.25)  # replaces step 1 through the new index
+        db.log_trial_metrics(summary, loss=7.0)  # step-less points never conflict
+        db.commit()
+        (full,) = db.fetch_trials(None)
+        assert list(full.metrics["loss"]) == [(0, 1.0), (1, 0.25), (None, 7.0), (None, 7.0), (None, 7.0)]
+        assert full.metrics["loss"].logged == 6
+    with psycopg.connect(uri.split("?")[0], options="-csearch_path=" + schema) as conn:
+        indexes = {
+            r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))
+        }
+        (version,) = conn.execute("SELECT max(version) FROM unitrack_schema_version").fetchone()  # type: ignore[misc]
+    assert version == sql_backend.SCHEMA_VERSION == 2
+    assert (
+        "unitrack_metric_points_key" in indexes
+        and not {
+            "unitrack_metric_points_step",
+            "unitrack_metric_points_trial",
+        }
+        & indexes
+    )
+
+
+_STEPS = st.one_of(
+    st.none(),
+    st.integers(-(2**60), 2**60),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+)
+_VALUES = st.one_of(
+    st.floats(width=64),  # NaN, infinities and -0.0 included
+    st.integers(-(2**80), 2**80),
+    st.booleans(),  # stored as 0 and 1, as logging stores them
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    points=st.lists(st.tuples(_STEPS, _VALUES), max_size=12), name=st.sampled_from(["loss", "ünï/☃", "a b"])
+)
+def test_a_bulk_copy_stores_every_point_as_logging_does(db: Protocol, points: list[Any], name: str) -> None:
+    from unitrack.persistence.backends.sql import SQLProtocol
+
+    assert isinstance(db, SQLProtocol)
+    db.strict = False
+    key = uuid.uuid4().hex  # every example adds its own trials to the one database
+    logged = db.new_trial(Trial(name=f"logged-{key}"))
+    assert logged is not None
+    db.log_trial_metric_points(logged, [MetricPoint(name, s, v) for s, v in points])
+    db.commit()
+    (reference,) = db.fetch_trials({"uid": logged.uid})
+    copy = Trial(name=f"copied-{key}", metrics=dict(reference.metrics))
+    raw = Trial(name=f"raw-{key}", metrics={name: _metric(name, points)})
+    assert db.insert_trials([copy, raw]) == [True, True]
+    for trial in (copy, raw):  # a read trial copied whole, and a Metric built by hand with repeated steps
+        (stored,) = db.fetch_trials({"uid": trial.uid})
+        got, want = stored.metrics.get(name), reference.metrics.get(name)
+        if want is None:
+            assert got is None
+            continue
+        assert got is not None and _exact(got.steps) == _exact(want.steps)
+        assert _exact(got.values) == _exact(want.values) and _exact([got.latest]) == _exact([want.latest])
+
+
+def _metric(name: str, points: list[Any]) -> Any:
+    from unitrack.persistence.structure import Metric
+
+    return Metric(
+        name, tuple(s for s, _ in points), tuple(v for _, v in points), points[-1][1] if points else None
+    )
+
+
+def _exact(values: Any) -> list[Any]:
+    """Values with their types, NaN comparable, -0.0 told from 0.0."""
+    return [(type(v).__name__, repr(v)) for v in values]
+
+
+def test_a_bulk_copy_refuses_a_value_that_is_not_a_number_and_stores_nothing(db: Protocol) -> None:
+    from unitrack.persistence.structure import Metric
+
+    db.strict = False  # type: ignore[attr-defined]
+    good = Trial(name="good", metrics={"loss": Metric("loss", (0, 1), (0.5, 0.25), 0.25)})
+    bad = Trial(name="bad", metrics={"loss": Metric("loss", (0, 1), (0.5, "0.25"), 0.25)})  # type: ignore[arg-type]
+    with pytest.raises(SchemaError, match="0.25"):
+        db.insert_trials([good, bad])
+    assert db.fetch_trials(None) == []
+    assert db.insert_trials([good]) == [True]
 
 
 def test_aliases_open_the_sql_backend(uri: str) -> None:

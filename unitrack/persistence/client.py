@@ -46,7 +46,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,6 +95,8 @@ PASSWORD_ENV = "UNITRACK_PASSWORD"  # noqa: S105 - the name of a variable, not a
 HOME_ENV = "UNITRACK_HOME"
 #: About how many points one find_series reply carries (a reply must fit in one frame).
 SERIES_POINTS_PER_CALL = 100_000
+#: About how many metric points one insert_trials call carries (a request must fit in one frame).
+INSERT_POINTS_PER_CALL = 100_000
 _RESERVED_FIELDS = frozenset({"message", "fields", "kind", "args", "with_traceback", "add_note"})
 
 
@@ -498,6 +500,40 @@ class SocketProtocol(Protocol):
         if stored is not None:
             self._known.add(stored.uid)
         return stored
+
+    def insert_trials(self, trials: Sequence[Trial]) -> list[bool]:
+        """One call per :data:`INSERT_POINTS_PER_CALL` points or so (halved when a frame would be too large); the
+        server stores each call's trials with one call to its backend."""
+        out: list[bool] = []
+        group: list[Trial] = []
+        points = 0
+        for trial in trials:
+            size = sum(len(m) for m in trial.metrics.values()) + 1
+            if group and points + size > INSERT_POINTS_PER_CALL:
+                out += self._insert_group(group)
+                group, points = [], 0
+            group.append(trial)
+            points += size
+        if group:
+            out += self._insert_group(group)
+        return out
+
+    def _insert_group(self, trials: list[Trial]) -> list[bool]:
+        try:
+            result, _ = self._call("insert_trials", [to_json(t) for t in trials])
+        except FrameError as exc:
+            if "limit" not in exc.fields or len(trials) < 2:
+                raise
+            half = len(trials) // 2
+            return self._insert_group(trials[:half]) + self._insert_group(trials[half:])
+        if (
+            not isinstance(result, list)
+            or len(result) != len(trials)
+            or not all(isinstance(r, bool) for r in result)
+        ):
+            raise FrameError(f"server returned {result!r:.80}, expected {len(trials)} true/false values")
+        self._known.update(t.uid for t, stored in zip(trials, result, strict=True) if stored)
+        return result
 
     def find_projects(self, query: Query) -> list[Project]:
         return self._many(self._call("find_projects", self._plain_query(query))[0], Project)

@@ -87,15 +87,17 @@ def _plain_copy(value: Any) -> Any:
 
 
 class _MetricRecord:
-    __slots__ = ("index", "latest", "steps", "values")
+    __slots__ = ("index", "latest", "logged", "steps", "values")
 
     def __init__(self) -> None:
         self.steps: list[Any] = []
         self.values: list[Any] = []
         self.index: dict[Any, int] = {}
         self.latest: Any = None
+        self.logged = 0  # points ever added, replaced ones included (Metric.logged)
 
     def add(self, step: Any, value: Any) -> None:
+        self.logged += 1
         if step is not None:
             at = self.index.get(step)
             if at is not None:
@@ -108,7 +110,11 @@ class _MetricRecord:
         self.latest = value
 
     def snapshot(self, name: str) -> Metric:
-        return Metric(name, tuple(self.steps), tuple(self.values), self.latest)
+        return Metric(name, tuple(self.steps), tuple(self.values), self.latest, self.logged)
+
+    def summary(self, name: str) -> Metric:
+        """The latest value and the count of points logged, no points."""
+        return Metric(name, (), (), self.latest, self.logged)
 
     @classmethod
     def from_metric(cls, metric: Metric) -> _MetricRecord:
@@ -116,6 +122,8 @@ class _MetricRecord:
         for step, value in metric:
             rec.add(step, value)
         rec.latest = metric.latest
+        if metric.logged is not None and metric.logged > rec.logged:
+            rec.logged = metric.logged
         return rec
 
 
@@ -227,7 +235,7 @@ class _TrialRecord:
             project_id=self.project_id,
             parameters=self.parameters,
             metadata=_plain_copy(self.metadata),
-            metrics={k: Metric(k, (), (), m.latest) for k, m in self.metrics.items()},
+            metrics={k: m.summary(k) for k, m in self.metrics.items()},
             chronos=_plain_copy(self.chronos),
             status=self.status,
             errors=tuple(self.errors),
@@ -642,7 +650,7 @@ class _QueryView:
         if name == "uid":
             return rec.uid
         if name == "metrics":
-            return {k: Metric(k, (), (), m.latest) for k, m in rec.metrics.items()}
+            return {k: m.summary(k) for k, m in rec.metrics.items()}
         if name in _TrialRecord.__slots__ and name != "writers":
             return getattr(rec, name)
         raise AttributeError(name)

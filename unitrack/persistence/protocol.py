@@ -89,7 +89,7 @@ def summary_of(trial: Trial) -> Trial:
     """``trial`` with each metric reduced to its latest value (no points), as ``find_trial_summaries`` returns."""
     if not any(m.values for m in trial.metrics.values()):
         return trial
-    metrics = {k: Metric(k, (), (), m.latest) for k, m in trial.metrics.items()}
+    metrics = {k: Metric(k, (), (), m.latest, m.logged) for k, m in trial.metrics.items()}
     return replace(trial, metrics=metrics)
 
 
@@ -160,6 +160,37 @@ class Protocol(abc.ABC):
         Raises:
             NotFoundError: when ``strict`` and its project or group does not exist.
         """
+
+    def insert_trials(self, trials: Sequence[Trial]) -> list[bool]:
+        """Store many complete trials (fields, metric points, status) at once: what copying runs between
+        backends writes (``unitrack sync``).
+
+        Each trial is stored as :meth:`insert_trial` would store it, or not at all when its uid exists. A backend
+        may write them all in one transaction (``postgresql://`` does, with a bulk copy of the points), so a
+        reader never sees a trial without its points. This default inserts them one at a time.
+
+        Returns:
+            For each trial, whether this call stored it. False when its uid existed, or, after a lost
+            connection that was retried, possibly because the first attempt stored it: check before relying on
+            False.
+
+        Raises:
+            NotFoundError: when ``strict`` and a project or group does not exist.
+            SchemaError: for a trial the backend cannot store (a backend writing in one transaction then
+                stores none of them).
+        """
+        return [self.insert_trial(trial) is not None for trial in trials]
+
+    def update_trials(self, items: Sequence[tuple[str, TrialUpdate]]) -> None:
+        """Apply many updates, in order, as :meth:`update_trial` applies each (a server applies a client's
+        batch with one call). A backend may apply them in one transaction, all or none; this default applies
+        them one at a time.
+
+        Raises:
+            NotFoundError: when a trial does not exist.
+        """
+        for uid, update in items:
+            self.update_trial(uid, update)
 
     @abc.abstractmethod
     def find_projects(self, query: Query) -> list[Project]:
@@ -558,6 +589,9 @@ class Protocol(abc.ABC):
         return (ChronoObservation(name, time.perf_counter() - t0, spec),)
 
 
-#: Names of the storage primitives: the only methods a server calls on a backend. ``find_trial_summaries`` has a
-#: correct default (a backend that does not override it reads its full trials), so it is not abstract.
-PRIMITIVES: frozenset[str] = frozenset(Protocol.__abstractmethods__) | {"find_trial_summaries"}
+#: Names of the storage primitives: the only methods a server calls on a backend. ``find_trial_summaries`` and
+#: ``insert_trials`` have correct defaults (full reads; one insert at a time), so they are not abstract.
+PRIMITIVES: frozenset[str] = frozenset(Protocol.__abstractmethods__) | {
+    "find_trial_summaries",
+    "insert_trials",
+}

@@ -65,8 +65,11 @@ def compact_json_encoder() -> Callable[[Any], str]:
 
 
 def metric_to_json(metric: Metric) -> dict[str, Any]:
-    """Columnar form ``{'steps': [...], 'values': [...], 'latest': v}``."""
-    return {"steps": list(metric.steps), "values": list(metric.values), "latest": metric.latest}
+    """Columnar form ``{'steps': [...], 'values': [...], 'latest': v}`` (and ``'logged': n`` when known)."""
+    data = {"steps": list(metric.steps), "values": list(metric.values), "latest": metric.latest}
+    if metric.logged is not None:
+        data["logged"] = metric.logged
+    return data
 
 
 def metric_from_json(name: str, data: Any) -> Metric:
@@ -77,7 +80,10 @@ def metric_from_json(name: str, data: Any) -> Metric:
         if len(steps) != len(values):
             raise SchemaError(f"metric {name!r}: {len(steps)} steps but {len(values)} values")
         latest = data.get("latest", values[-1] if values else None)
-        return Metric(name, steps, values, latest)
+        logged = data.get("logged")
+        if logged is not None and (type(logged) is not int or logged < 0):
+            raise SchemaError(f"metric {name!r}: logged = {logged!r} is not a count")
+        return Metric(name, steps, values, latest, logged)
     if isinstance(data, Mapping):  # track: {step: value}, steps became strings in JSON
         steps_list: list[Any] = []
         for key in data:

@@ -234,7 +234,15 @@ _READS = PRIMITIVES - _WRITES
 ROLE_METHODS: Mapping[str, frozenset[str]] = {
     "reader": _READS,
     "writer": _READS
-    | {"insert_project", "insert_group", "insert_trial", "update_trial", "find_and_update_trial", "commit"},
+    | {
+        "insert_project",
+        "insert_group",
+        "insert_trial",
+        "insert_trials",
+        "update_trial",
+        "find_and_update_trial",
+        "commit",
+    },
     "admin": PRIMITIVES,
 }
 
@@ -800,6 +808,10 @@ class SocketServer:
         if is_writer and method == "insert_trial":
             trial: Trial = args["trial"]
             args["trial"] = dataclasses.replace(trial, tags={**trial.tags, OWNER_TAG: session.user})
+        if is_writer and method == "insert_trials":
+            args["trials"] = [
+                dataclasses.replace(t, tags={**t.tags, OWNER_TAG: session.user}) for t in args["trials"]
+            ]
         if is_writer and method == "find_and_update_trial":
             query = args["query"]
             pairs = list(query.items()) if isinstance(query, dict) else list(query or [])
@@ -813,6 +825,8 @@ class SocketServer:
             session.written.add(args["uid"])
         elif method in ("insert_trial", "find_and_update_trial") and isinstance(result, Trial):
             session.written.add(result.uid)
+        elif method == "insert_trials":
+            session.written.update(t.uid for t, stored in zip(args["trials"], result, strict=True) if stored)
         return result_to_json(result)
 
     def _commit(self, session: Session) -> None:
@@ -851,9 +865,8 @@ class SocketServer:
         if session.role == "writer":
             for uid, _ in items:
                 self._check_owner(session, uid)
-        for uid, update in items:
-            self.backend.update_trial(uid, update)
-            session.written.add(uid)
+        self.backend.update_trials(items)  # one call: a backend may write the batch in one transaction
+        session.written.update(uid for uid, _ in items)
         return len(items)
 
 

@@ -382,12 +382,18 @@ class Metric:
 
     A point logged again at a step that already has a value replaces it (a resumed run re-logging steps
     keeps one clean series); points without a step always append.
+
+    ``logged`` counts the points ever logged to the series, including those that replaced a point at their
+    step, so it grows with every change: a summary (``find_trial_summaries``, which carries no points) tells a
+    changed series from an unchanged one by it, even when the latest value stayed the same. None when the
+    backend does not know; not part of equality.
     """
 
     name: str
     steps: tuple[Step, ...] = ()
     values: tuple[Number, ...] = ()
     latest: Number | None = None
+    logged: int | None = field(default=None, compare=False)
 
     def __iter__(self) -> Iterator[tuple[Step, Number]]:
         return iter(zip(self.steps, self.values, strict=True))

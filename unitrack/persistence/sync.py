@@ -5,7 +5,11 @@ are copied to ``unitrack serve`` or PostgreSQL. :func:`sync` compares each sourc
 copy (same uid) and sends only the difference:
 
 - a trial the destination lacks is created with the same uid (hash and revision), project and group, fields,
-  timers, and then its metric points;
+  timers, metric points and status. Where the destination writes many trials at once
+  (:meth:`~unitrack.persistence.protocol.Protocol.insert_trials`: ``postgresql://`` in one transaction with a
+  bulk copy of the points, ``socket://`` in one call per batch) whole trials go in batches; elsewhere, and for
+  trials with artifacts or more than :data:`WHOLE_TRIAL_POINTS` points, the trial is created, its points
+  follow in chunks, and its status comes last;
 - of a trial it has: the metric points it lacks (a point is identified by its step: a step the destination lacks,
   or whose value differs, is sent; points without a step are sent past the ones it already holds), parameters,
   metadata and tags whose values differ, errors it has not recorded, a new description or status;
@@ -14,15 +18,18 @@ copy (same uid) and sends only the difference:
 
 Every step is idempotent, so a sync killed at any moment (SIGKILL included) is resumed by running it again, and a
 second run with nothing new sends nothing. When a trial is complete in the destination, its copy's metadata
-records ``synced_from: {<source>: <fingerprint>}``, the fingerprint of the source trial's summary (every field and
-each metric's latest value, not the points): a later sync skips, without reading their points, the trials whose
-summary has not changed since (``full=True`` compares every point instead, e.g. after editing past points). The
-summaries come from the backends' ``find_trial_summaries`` where they have it (no series read), else from full
-reads. A copied trial's status is set last, after its points: a reader of the
-destination never sees a finished run with half its points. Timers (chronos) are copied when the trial is first
-copied, and a timer the copy lacks (such as ``runtime``, which appears when a run ends) is rebuilt exactly;
-observations added to a timer both copies already hold cannot be merged into the other backend's aggregate
-and are left.
+records ``synced_from: {<source>: <fingerprint>}``, the fingerprint of the source trial's summary as listed
+before it was read (every field, and each metric's latest value and count of points logged,
+:attr:`~unitrack.persistence.structure.Metric.logged`): a later sync lists both sides' summaries
+(``find_trial_summaries``, which read no points) and reads the series of only the trials whose summary changed
+since, including a change that leaves a metric's latest value as it was (``full=True`` compares every point of
+every trial instead). A copied trial's status is set last, after its points (or with them, in one
+transaction): a reader of the destination never sees a finished run with half its points. Timers (chronos) are
+copied when the trial is first copied, and a timer the copy lacks (such as ``runtime``, which appears when a
+run ends) is rebuilt exactly; observations added to a timer both copies already hold cannot be merged into the
+other backend's aggregate and are left.
+
+The source is read one batch of trials ahead, in a thread, while the previous batch is written.
 
 Example:
     >>> from unitrack.persistence.backends.ephemeral import EphemeralProtocol
@@ -44,6 +51,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -67,10 +75,17 @@ __all__ = ["STAMP_KEY", "SyncReport", "fingerprint", "source_id", "sync", "trial
 
 logger = logging.getLogger(__name__)
 
-#: Points per write: large enough to amortise a round trip, small enough for a server frame (8 MiB).
+#: Points per write of a trial copied in chunks: large enough to amortise a round trip, small enough for a
+#: server frame (8 MiB).
 CHUNK_POINTS = 20_000
-#: Trials read with one query.
+#: Trials read with one query (and written with one ``insert_trials``) at most.
 BATCH_TRIALS = 100
+#: About how many points one batch of trials holds (read ahead in memory, then written at once).
+BATCH_POINTS = 200_000
+#: Trials with more points than this are copied in chunks (created, points, status) rather than whole.
+WHOLE_TRIAL_POINTS = 50_000
+#: Trials whose summaries are read with one query.
+LIST_TRIALS = 1000
 #: The metadata key of a copied trial recording what it was copied from: ``{source id: fingerprint}``.
 STAMP_KEY = "synced_from"
 
@@ -85,9 +100,10 @@ def source_id(protocol: Protocol) -> str:
 
 
 def fingerprint(trial: Trial) -> str:
-    """sha256 of a trial's summary: every field, each metric's latest value (not its points), no sync stamp."""
+    """sha256 of a trial's summary: every field, each metric's latest value and count of points logged (not its
+    points), no sync stamp."""
     data = to_json(trial)
-    data["metrics"] = {name: metric.latest for name, metric in sorted(trial.metrics.items())}
+    data["metrics"] = {name: [metric.latest, metric.logged] for name, metric in sorted(trial.metrics.items())}
     data["metadata"] = {k: v for k, v in data["metadata"].items() if k != STAMP_KEY}
     text = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -298,25 +314,43 @@ def _ensure_projects_and_groups(src: Protocol, dst: Protocol, report: SyncReport
             report.groups += 1
 
 
-def _summaries(protocol: Protocol, query: Query) -> tuple[list[Trial], bool]:
-    """The trials matching ``query``, as summaries when the backend can list them without their points.
-
-    Returns:
-        The trials, and whether they are full (with their points).
-    """
-    find = getattr(protocol, "find_trial_summaries", None)
-    if callable(find):
-        return list(find(query)), False
-    return protocol.fetch_trials(query), True
-
-
 def _by_uid(protocol: Protocol, uids: list[str], summaries: bool) -> dict[str, Trial]:
     found: dict[str, Trial] = {}
-    for start in range(0, len(uids), BATCH_TRIALS):
-        query = {"uid": {"$in": uids[start : start + BATCH_TRIALS]}}
-        trials = _summaries(protocol, query)[0] if summaries else protocol.fetch_trials(query)
+    per_query = LIST_TRIALS if summaries else BATCH_TRIALS
+    for start in range(0, len(uids), per_query):
+        query = {"uid": {"$in": uids[start : start + per_query]}}
+        trials = protocol.find_trial_summaries(query) if summaries else protocol.find_trials(query)
         found.update((t.uid, t) for t in trials)
     return found
+
+
+def _points_of(trial: Trial) -> int:
+    return sum(len(m) for m in trial.metrics.values())
+
+
+def _batches(todo: list[Trial]) -> list[list[Trial]]:
+    """Groups of at most :data:`BATCH_TRIALS` trials and about :data:`BATCH_POINTS` points (as their summaries
+    count them), in order."""
+    out: list[list[Trial]] = []
+    batch: list[Trial] = []
+    points = 0
+    for summary in todo:
+        size = sum(m.logged or 0 for m in summary.metrics.values())
+        if batch and (len(batch) >= BATCH_TRIALS or points + size > BATCH_POINTS):
+            out.append(batch)
+            batch, points = [], 0
+        batch.append(summary)
+        points += size
+    if batch:
+        out.append(batch)
+    return out
+
+
+def _whole_copy(trial: Trial, stamp: dict[str, str]) -> Trial:
+    """The destination's copy of a trial it lacks: every field and point, and the sync stamp."""
+    metadata = {k: v for k, v in trial.metadata.items() if k not in (METADATA_KEY, STAMP_KEY)}
+    metadata[STAMP_KEY] = stamp
+    return replace(trial, metadata=metadata)
 
 
 def _copy_trial(
@@ -372,8 +406,8 @@ def sync(
         query: Only these trials (a trial query, e.g. ``{"status": "completed"}``); their projects and groups
             are always copied.
         full: Compare every point of every trial, also of trials whose summary is unchanged since the last sync.
-        progress: Called as ``progress(trials done, trials in all, points sent so far)`` after each trial.
-        chunk_points: Points per write.
+        progress: Called as ``progress(trials done, trials in all, points sent so far)`` as trials are done.
+        chunk_points: Points per write of a trial copied in chunks.
         source_name: How the copies' ``synced_from`` stamp names the source (default: its URI).
 
     Returns:
@@ -386,9 +420,8 @@ def sync(
     report = SyncReport()
     _ensure_projects_and_groups(src, dst, report)
     name = source_name or source_id(src)
-    listed, listed_full = _summaries(src, query)
-    uids = [t.uid for t in listed]
-    copies = _by_uid(dst, uids, summaries=True)
+    listed = src.find_trial_summaries(query)
+    copies = _by_uid(dst, [t.uid for t in listed], summaries=True)
     todo: list[Trial] = []
     for trial in listed:
         copy = copies.get(trial.uid)
@@ -397,28 +430,70 @@ def sync(
             report.trials_unchanged += 1
         else:
             todo.append(trial)
-    done = report.trials_unchanged
     total = len(listed)
+    done = report.trials_unchanged
     if progress is not None and done:
         progress(done, total, 0)
-    for start in range(0, len(todo), BATCH_TRIALS):
-        batch = todo[start : start + BATCH_TRIALS]
-        batch_uids = [t.uid for t in batch]
-        sources = {t.uid: t for t in batch} if listed_full else _by_uid(src, batch_uids, summaries=False)
-        targets = _by_uid(dst, [u for u in batch_uids if u in copies], summaries=False)
-        for summary in batch:
-            source = sources.get(summary.uid)
-            done += 1
-            if source is None:  # deleted from the source while syncing
-                continue
-            try:
-                stamp = {name: fingerprint(source)}
-                _copy_trial(src, dst, source, targets.get(source.uid), stamp, report, chunk_points)
-            except UnitrackError as exc:  # one run that cannot be copied must not stop the others
-                report.failed[source.uid] = str(exc)
-                logger.error("trial %s (%s) was not copied: %s", source.uid, source.name, exc)
-            if progress is not None:
-                progress(done, total, report.points)
+    # Whole trials in batches where the destination writes many at once (one transaction, one call).
+    bulk = type(dst).insert_trials is not Protocol.insert_trials
+    batches = _batches(todo)
+
+    def read(batch: list[Trial]) -> dict[str, Trial]:
+        return _by_uid(src, [t.uid for t in batch], summaries=False)
+
+    # One thread reads the next batch from the source while this one is written to the destination.
+    with ThreadPoolExecutor(1, "unitrack-sync-read") as reader:
+        ahead = reader.submit(read, batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            assert ahead is not None  # noqa: S101 - submitted for every batch
+            sources = ahead.result()
+            ahead = reader.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
+            stamps = {t.uid: {name: fingerprint(t)} for t in batch}
+            present = [t for t in batch if t.uid in sources]
+            done += len(batch) - len(present)  # deleted from the source while syncing
+            whole = [
+                sources[t.uid]
+                for t in present
+                if bulk
+                and t.uid not in copies
+                and _points_of(sources[t.uid]) <= WHOLE_TRIAL_POINTS
+                and not artifact_entries(sources[t.uid])
+            ]
+            taken = {t.uid for t in whole}
+            rest = [sources[t.uid] for t in present if t.uid not in taken]
+            if whole:
+                try:
+                    stored = dst.insert_trials([_whole_copy(t, stamps[t.uid]) for t in whole])
+                except UnitrackError as exc:
+                    # e.g. one trial the destination refuses (nothing of the batch was stored): each alone below
+                    logger.warning(
+                        "a batch of %d trials was not copied at once (%s); copying one by one",
+                        len(whole),
+                        exc,
+                    )
+                    stored = [False] * len(whole)
+                for trial, ok in zip(whole, stored, strict=True):
+                    if ok:
+                        report.trials_created += 1
+                        report.points += _points_of(trial)
+                        done += 1
+                    else:  # the destination has it after all (or refused the batch): compared below
+                        rest.append(trial)
+                if progress is not None:
+                    progress(done, total, report.points)
+            held = [t.uid for t in rest if t.uid in copies or t.uid in taken]
+            targets = _by_uid(dst, held, summaries=False) if held else {}
+            for source in rest:
+                done += 1
+                try:
+                    _copy_trial(
+                        src, dst, source, targets.get(source.uid), stamps[source.uid], report, chunk_points
+                    )
+                except UnitrackError as exc:  # one run that cannot be copied must not stop the others
+                    report.failed[source.uid] = str(exc)
+                    logger.error("trial %s (%s) was not copied: %s", source.uid, source.name, exc)
+                if progress is not None:
+                    progress(done, total, report.points)
     dst.commit()
     report.seconds = time.perf_counter() - started
     return report

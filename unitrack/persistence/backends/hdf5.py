@@ -186,6 +186,8 @@ class _Writing:
     #: Rows in the store's ``metrics`` table: recorded in the summary, so a reader can tell a store that lost
     #: rows (a truncated or emptied journal) from one that holds what was written.
     metric_rows: int = 0
+    #: Rows of each metric (``Metric.logged`` in the summary: it changes whenever the series does).
+    logged: dict[str, int] = field(default_factory=dict)
     #: Each metric's points in a file of its own, for charts (appended when the summary is written).
     series: SeriesIndexWriter | None = None
 
@@ -512,10 +514,18 @@ class HDF5Protocol(Protocol):
     # --------------------------------------------------------------------------------------- summaries
     @staticmethod
     def _summary_data(
-        record: _TrialRecord, latest: dict[str, float], log_rows: int, created: int, metric_rows: int = 0
+        record: _TrialRecord,
+        latest: dict[str, float],
+        log_rows: int,
+        created: int,
+        metric_rows: int = 0,
+        logged: Mapping[str, int | None] | None = None,
     ) -> dict[str, Any]:
         data = record.to_json()
         data["metrics"] = {name: {"steps": [], "values": [], "latest": v} for name, v in latest.items()}
+        for name, count in (logged or {}).items():
+            if name in data["metrics"] and count is not None:
+                data["metrics"][name]["logged"] = count
         data["log_rows"] = log_rows
         data["metric_rows"] = metric_rows
         data["created"] = created
@@ -526,7 +536,12 @@ class HDF5Protocol(Protocol):
 
     def _write_summary(self, writing: _Writing) -> None:
         data = self._summary_data(
-            writing.record, writing.latest, writing.log_rows, writing.created, writing.metric_rows
+            writing.record,
+            writing.latest,
+            writing.log_rows,
+            writing.created,
+            writing.metric_rows,
+            writing.logged,
         )
         if writing.series is not None:
             writing.series.flush()  # before the summary: a reader of the summary finds the points indexed
@@ -691,7 +706,8 @@ class HDF5Protocol(Protocol):
         try:
             record, log_rows = self._load(summary, store)
             self._ensure_tables(store, record)
-            latest = {name: rec.latest for name, rec in self._metric_records(store).items()}
+            records = self._metric_records(store)
+            latest = {name: rec.latest for name, rec in records.items()}
             self._check_rows(summary, store, folder)
         except BaseException:
             store.close()
@@ -705,6 +721,7 @@ class HDF5Protocol(Protocol):
             latest,
             summary_at=time.monotonic(),
             metric_rows=store[METRICS].nrows,
+            logged={name: rec.logged for name, rec in records.items()},
         )
         writing.series = SeriesIndexWriter(str(self.root / folder), store._codecs)
         writing.series.open()
@@ -793,7 +810,9 @@ class HDF5Protocol(Protocol):
                 except OSError as exc:
                     raise StorageError(f"Cannot create {self.root / folder}: {exc.strerror or exc}") from exc
             rows = sum(len(m) for m in stored.metrics.values())
-            self._write_summary_file(folder, self._summary_data(record, latest, 0, time.time_ns(), rows))
+            logged = {name: len(m) for name, m in stored.metrics.items()}
+            data = self._summary_data(record, latest, 0, time.time_ns(), rows, logged)
+            self._write_summary_file(folder, data)
             self._record_known(stored.uid, folder)
             return stored
 
@@ -929,8 +948,10 @@ class HDF5Protocol(Protocol):
             summary = self._read_summary(folder)
             record = _TrialRecord.from_json({**summary, "metrics": {}})
             if record.apply(update):
-                latest = {k: v["latest"] for k, v in (summary.get("metrics") or {}).items()}
-                data = self._summary_data(record, latest, 0, int(summary.get("created", 0)))
+                metrics = summary.get("metrics") or {}
+                latest = {k: v["latest"] for k, v in metrics.items()}
+                logged = {k: v.get("logged") for k, v in metrics.items()}
+                data = self._summary_data(record, latest, 0, int(summary.get("created", 0)), 0, logged)
                 self._write_summary_file(folder, data)
             if _opens_store(update.status):
                 self._writer(uid)  # reads the summary just written: the store starts from it
@@ -972,9 +993,11 @@ class HDF5Protocol(Protocol):
                 series.pack()
         if log is not None:
             writing.log_rows += 1
+        logged = writing.logged
         for step, name, value, _ in rows:
             latest[name] = value
             steps[name] = step
+            logged[name] = logged.get(name, 0) + 1
 
     def _touched(self, writing: _Writing, status_changed: bool = False) -> None:
         writing.dirty = True
