@@ -30,10 +30,15 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any
 
-from unitrack.integrations.run import IntegrationRun, env_rank, finish_open_runs_on_crash, plain_parameters
+from unitrack.integrations.run import (
+    IntegrationRun,
+    RunCallback,
+    env_rank,
+    finish_open_runs_on_crash,
+    plain_parameters,
+)
 
 __all__ = ["UnitrackCallback"]  # noqa: F822 - made on first use (module __getattr__)
 
@@ -42,7 +47,7 @@ logger = logging.getLogger(__name__)
 _CLASS: type | None = None
 
 
-class _Mixin:
+class _Mixin(RunCallback):
     """The callback's behaviour; the class is ``(_Mixin, keras.callbacks.Callback)``, made on first use."""
 
     model: Any
@@ -159,20 +164,6 @@ class _Mixin:
                 if os.path.exists(path):
                     self.run.record_checkpoints({"latest": os.path.abspath(path)})
                     break
-
-    # ------------------------------------------------------------------------------------------ context
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """End an open run with the exception that left the block (error, or stopped for Ctrl-C)."""
-        if self.run.is_open:
-            self.run.finish("error" if exc_type is not None else "finished", (exc_type, exc, tb))
-
-    def __repr__(self) -> str:
-        return f"UnitrackCallback({self.run!r})"
 
 
 def _model_config(model: Any) -> Any:

@@ -44,7 +44,7 @@ from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.system import SystemSampler, start_trial_sampler, system_metrics_interval
 from unitrack.persistence.track import PROJECT_ENV, TrackClient, TrialLogger
 
-__all__ = ["IntegrationRun", "env_rank", "finish_open_runs_on_crash", "plain_parameters"]
+__all__ = ["IntegrationRun", "RunCallback", "env_rank", "finish_open_runs_on_crash", "plain_parameters"]
 
 logger = logging.getLogger(__name__)
 
@@ -427,6 +427,26 @@ class IntegrationRun:
         else:
             where = "no trial yet"
         return f"IntegrationRun({self.framework}, {self.name!r}, {state}, {where})"
+
+
+class RunCallback:
+    """What a framework callback owning an :class:`IntegrationRun` (``self.run``) shares: used as a context
+    manager, it ends the run when the block does (an exception: ``error``, or ``stopped`` for Ctrl-C)."""
+
+    run: IntegrationRun
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """End an open run with the exception that left the block (error, or stopped for Ctrl-C)."""
+        if self.run.is_open:
+            self.run.finish("error" if exc_type is not None else "finished", (exc_type, exc, tb))
+
+    def __repr__(self) -> str:
+        return f"UnitrackCallback({self.run!r})"
 
 
 def _numbers(values: Mapping[str, Any]) -> dict[str, float | int]:

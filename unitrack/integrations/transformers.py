@@ -24,12 +24,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 from transformers import TrainerCallback
 
-from unitrack.integrations.run import IntegrationRun, finish_open_runs_on_crash
+from unitrack.integrations.run import IntegrationRun, RunCallback, finish_open_runs_on_crash
 
 __all__ = ["UnitrackCallback"]
 
@@ -41,7 +40,7 @@ _SKIPPED_ARGS = frozenset(
 )
 
 
-class UnitrackCallback(TrainerCallback):
+class UnitrackCallback(RunCallback, TrainerCallback):
     """Record a ``transformers.Trainer`` run as a unitrack trial (see the module docstring).
 
     Args:
@@ -122,17 +121,3 @@ class UnitrackCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self.run.finish("finished")
-
-    # ------------------------------------------------------------------------------------------ context
-    def __enter__(self) -> UnitrackCallback:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """End an open run with the exception that left the block (error, or stopped for Ctrl-C)."""
-        if self.run.is_open:
-            self.run.finish("error" if exc_type is not None else "finished", (exc_type, exc, tb))
-
-    def __repr__(self) -> str:
-        return f"UnitrackCallback({self.run!r})"
