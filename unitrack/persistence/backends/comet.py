@@ -22,26 +22,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from typing import Any
 
 from unitrack.errors import ConfigError, MissingDependencyError
+from unitrack.persistence.backends.ephemeral import EphemeralProtocol
 from unitrack.persistence.lifecycle import status_word
-from unitrack.persistence.memory import Database
-from unitrack.persistence.protocol import Protocol
 from unitrack.persistence.query import Query
-from unitrack.persistence.series import Series, SeriesRequest
 from unitrack.persistence.structure import (
-    GroupUpdate,
     MetricPoint,
-    Project,
     Status,
     StatusLike,
     Trial,
-    TrialGroup,
     TrialUpdate,
 )
-from unitrack.persistence.uri import ParsedURI, as_uri
+from unitrack.persistence.uri import ParsedURI
 
 __all__ = ["CometMLProtocol"]
 
@@ -80,7 +74,7 @@ def _final(status: StatusLike | None) -> bool:
     return isinstance(value, int) and value >= Status.ErrorGroup.value
 
 
-class CometMLProtocol(Protocol):
+class CometMLProtocol(EphemeralProtocol):
     """Forward every trial to a Comet experiment (see the module docstring).
 
     Args:
@@ -94,8 +88,7 @@ class CometMLProtocol(Protocol):
     """
 
     def __init__(self, uri: str | ParsedURI, strict: bool = True) -> None:
-        super().__init__()
-        self.uri = as_uri(uri)
+        super().__init__(uri, strict)
         parts = [p for p in (self.uri.host + self.uri.path).split("/") if p]
         if len(parts) != 2:
             raise ConfigError(
@@ -110,9 +103,6 @@ class CometMLProtocol(Protocol):
         except ImportError as exc:
             raise MissingDependencyError("cometml://", "comet", "comet_ml") from exc
         self._comet = comet_ml
-        self.strict = strict
-        self._db = Database(strict)
-        self._lock = threading.RLock()
         #: The open Comet experiment of each trial uid.
         self.experiments: dict[str, Any] = {}
         #: Each trial's experiment key (also after it ended): the offline archive's name in offline mode.
@@ -169,15 +159,7 @@ class CometMLProtocol(Protocol):
         if experiment is not None:
             experiment.end()
 
-    # --------------------------------------------------------------------------------------- primitives
-    def insert_project(self, project: Project) -> Project | None:
-        with self._lock:
-            return self._db.insert_project(project)
-
-    def insert_group(self, group: TrialGroup) -> TrialGroup | None:
-        with self._lock:
-            return self._db.insert_group(group)
-
+    # ------------------------------------------- primitives (the in-memory database's, forwarding writes)
     def insert_trial(self, trial: Trial, auto_increment: bool = False) -> Trial | None:
         with self._lock:
             stored = self._db.insert_trial(trial, auto_increment)
@@ -203,30 +185,10 @@ class CometMLProtocol(Protocol):
             )
             return stored
 
-    def find_projects(self, query: Query) -> list[Project]:
-        with self._lock:
-            return self._db.find_projects(query)
-
-    def find_groups(self, query: Query) -> list[TrialGroup]:
-        with self._lock:
-            return self._db.find_groups(query)
-
-    def find_trials(self, query: Query) -> list[Trial]:
-        with self._lock:
-            return self._db.find_trials(query)
-
-    def find_series(self, request: SeriesRequest) -> list[Series]:
-        with self._lock:
-            return self._db.find_series(request)
-
     def update_trial(self, uid: str, update: TrialUpdate) -> None:
         with self._lock:
             self._db.update_trial(uid, update)
             self._forward(uid, update)
-
-    def update_group(self, uid: str, update: GroupUpdate) -> None:
-        with self._lock:
-            self._db.update_group(uid, update)
 
     def find_and_update_trial(self, query: Query, update: TrialUpdate) -> Trial | None:
         with self._lock:
@@ -236,17 +198,6 @@ class CometMLProtocol(Protocol):
             rec.apply(update)
             self._forward(rec.uid, update)
             return rec.snapshot()
-
-    def find_and_update_group(self, query: Query, update: GroupUpdate) -> TrialGroup | None:
-        with self._lock:
-            rec = self._db.first_group(query)
-            if rec is None:
-                return None
-            self._db.update_group(rec.uid, update)
-            return self._db.find_groups({"uid": rec.uid})[0]
-
-    def commit(self, **kwargs: Any) -> None:
-        """Comet sends as it goes; nothing to do."""
 
     def close(self) -> None:
         """End every open experiment (writing its archive in offline mode)."""
