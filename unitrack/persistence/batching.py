@@ -15,16 +15,19 @@ while writing a batch in the background is logged and raised by the next call.
 
 from __future__ import annotations
 
+import abc
 import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from unitrack.errors import UnitrackError
-from unitrack.persistence.structure import MetricPoint, TrialUpdate
+from unitrack.errors import SchemaError, UnitrackError
+from unitrack.persistence.aggregators import Aggregator
+from unitrack.persistence.protocol import Protocol, TrialRef
+from unitrack.persistence.structure import MetricPoint, Trial, TrialUpdate
 
-__all__ = ["UPDATE_FIELDS", "UpdateBuffer", "is_log_only", "merge_updates"]
+__all__ = ["UPDATE_FIELDS", "BufferedProtocol", "UpdateBuffer", "is_log_only", "merge_updates"]
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +237,51 @@ class UpdateBuffer:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class BufferedProtocol(Protocol):
+    """A protocol whose log-only updates of trials it knows wait in an :class:`UpdateBuffer` (``_buffer``);
+    every other update is written at once, after everything buffered, by :meth:`_write_update_now`.
+
+    Subclasses set ``_buffer`` and add each trial they insert or write to ``_known``.
+    """
+
+    _buffer: UpdateBuffer
+    _known: set[str]
+
+    @abc.abstractmethod
+    def _write_update_now(self, uid: str, update: TrialUpdate) -> None:
+        """Write one stamped update before returning (called with the buffer's lock held)."""
+
+    def update_trial(self, uid: str, update: TrialUpdate) -> None:
+        """Buffered when it only logs to a trial this object knows; written at once otherwise, after everything
+        buffered."""
+        if not isinstance(uid, str) or not uid:
+            raise SchemaError(f"Expected a trial uid, not {uid!r}")
+        if not isinstance(update, TrialUpdate):
+            raise SchemaError(f"Expected a TrialUpdate, not {update!r}")
+        if update.writer is not None or uid not in self._known or not is_log_only(update):
+
+            def write() -> None:  # stamped after the buffered updates, so it applies once and in order
+                self._write_update_now(
+                    uid, update if update.writer is not None else self._buffer.stamp(update)
+                )
+
+            self._buffer.write_now(write)
+            self._known.add(uid)
+            return
+        self._buffer.add(uid, update)
+
+    def log_trial_metrics(
+        self,
+        trial: TrialRef,
+        step: Any = None,
+        aggregator: Callable[[], Aggregator] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """As :meth:`Protocol.log_trial_metrics`; points of a known trial go straight to the buffer."""
+        uid = trial.uid if isinstance(trial, Trial) else trial
+        if not isinstance(uid, str) or uid not in self._known:
+            super().log_trial_metrics(trial, step, aggregator, **kwargs)
+            return
+        self._buffer.add(uid, tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))

@@ -56,18 +56,16 @@ from unitrack.errors import (
     ConnectionLostError,
     FrameError,
     ProtocolMismatchError,
-    SchemaError,
     ServerBusyError,
     UnitrackError,
     error_from_wire,
 )
-from unitrack.persistence.aggregators import Aggregator
-from unitrack.persistence.batching import UpdateBuffer, is_log_only, merge_updates
-from unitrack.persistence.protocol import PRIMITIVES, Protocol, TrialRef
+from unitrack.persistence.batching import BufferedProtocol, UpdateBuffer, merge_updates
+from unitrack.persistence.protocol import PRIMITIVES
 from unitrack.persistence.query import Query, normalize_query
 from unitrack.persistence.serialization import from_json, to_json
 from unitrack.persistence.series import Series, SeriesRequest, request_to_json, series_from_json
-from unitrack.persistence.structure import GroupUpdate, MetricPoint, Project, Trial, TrialGroup, TrialUpdate
+from unitrack.persistence.structure import GroupUpdate, Project, Trial, TrialGroup, TrialUpdate
 from unitrack.persistence.uri import ParsedURI, as_uri, option_flag, option_float
 from unitrack.persistence.wire import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -143,7 +141,7 @@ def _int_option(uri: ParsedURI, name: str, default: int) -> int:
     return value
 
 
-class SocketProtocol(Protocol):
+class SocketProtocol(BufferedProtocol):
     """A Protocol whose primitives run on a ``unitrack serve`` server.
 
     Args:
@@ -561,35 +559,8 @@ class SocketProtocol(Protocol):
             out.extend(series_from_json(r) for r in result)
         return out
 
-    def update_trial(self, uid: str, update: TrialUpdate) -> None:
-        if not isinstance(uid, str) or not uid:
-            raise SchemaError(f"Expected a trial uid, not {uid!r}")
-        if not isinstance(update, TrialUpdate):
-            raise SchemaError(f"Expected a TrialUpdate, not {update!r}")
-        if update.writer is not None or uid not in self._known or not is_log_only(update):
-
-            def send() -> None:  # after every buffered update, stamped after theirs: applied once, in order
-                stamped = update if update.writer is not None else self._buffer.stamp(update)
-                self._request(Call(method="update_trial", args=[uid, to_json(stamped)], id=next(self._ids)))
-
-            self._buffer.write_now(send)
-            self._known.add(uid)
-            return
-        self._buffer.add(uid, update)
-
-    def log_trial_metrics(
-        self,
-        trial: TrialRef,
-        step: Any = None,
-        aggregator: Callable[[], Aggregator] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """As :meth:`Protocol.log_trial_metrics`; points of a known trial go straight to the buffer."""
-        uid = trial.uid if isinstance(trial, Trial) else trial
-        if not isinstance(uid, str) or uid not in self._known:
-            super().log_trial_metrics(trial, step, aggregator, **kwargs)
-            return
-        self._buffer.add(uid, tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
+    def _write_update_now(self, uid: str, update: TrialUpdate) -> None:
+        self._request(Call(method="update_trial", args=[uid, to_json(update)], id=next(self._ids)))
 
     def update_group(self, uid: str, update: GroupUpdate) -> None:
         self._call("update_group", uid, to_json(update))

@@ -58,9 +58,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from unitrack.errors import ConfigError, NotFoundError, SchemaError, StorageError
-from unitrack.persistence.aggregators import Aggregator, aggregator_from_json
-from unitrack.persistence.batching import UpdateBuffer, is_log_only
-from unitrack.persistence.protocol import Protocol, TrialRef
+from unitrack.persistence.aggregators import aggregator_from_json
+from unitrack.persistence.batching import BufferedProtocol, UpdateBuffer
 from unitrack.persistence.query import Condition, Query, compile_query, normalize_query
 from unitrack.persistence.series import Series, SeriesRequest, downsample
 from unitrack.persistence.structure import (
@@ -649,7 +648,7 @@ def _retried(idempotent: bool) -> Callable[[Callable[..., _T]], Callable[..., _T
     return wrap
 
 
-class SQLProtocol(Protocol):
+class SQLProtocol(BufferedProtocol):
     """Projects, groups and trials in PostgreSQL (or CockroachDB), safe across threads and processes.
 
     Args:
@@ -1287,23 +1286,8 @@ class SQLProtocol(Protocol):
         if update.metrics:
             self._write_points(cur, uid, update.metrics)
 
-    def update_trial(self, uid: str, update: TrialUpdate) -> None:
-        """Buffered when it only logs to a trial this object knows (see the module doc); written at once
-        otherwise, after everything buffered."""
-        if not isinstance(uid, str) or not uid:
-            raise SchemaError(f"Expected a trial uid, not {uid!r}")
-        if not isinstance(update, TrialUpdate):
-            raise SchemaError(f"Expected a TrialUpdate, not {update!r}")
-        if update.writer is not None or uid not in self._known or not is_log_only(update):
-
-            def write() -> None:  # stamped after the buffered updates, so it applies once and in order
-                stamped = update if update.writer is not None else self._buffer.stamp(update)
-                self._retry(lambda: self._write_update(uid, stamped), True, "update_trial")
-
-            self._buffer.write_now(write)
-            self._known.add(uid)
-            return
-        self._buffer.add(uid, update)
+    def _write_update_now(self, uid: str, update: TrialUpdate) -> None:
+        self._retry(lambda: self._write_update(uid, update), True, "update_trial")
 
     def update_trials(self, items: Sequence[tuple[str, TrialUpdate]]) -> None:
         """Stamped updates (a client's batch through the server) in one transaction, all or none, after everything
@@ -1317,20 +1301,6 @@ class SQLProtocol(Protocol):
             return
         self._buffer.write_now(lambda: self._write_batch(items))
         self._known.update(uid for uid, _ in items)
-
-    def log_trial_metrics(
-        self,
-        trial: TrialRef,
-        step: Any = None,
-        aggregator: Callable[[], Aggregator] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """As :meth:`Protocol.log_trial_metrics`; points of a known trial go straight to the buffer."""
-        uid = trial.uid if isinstance(trial, Trial) else trial
-        if not isinstance(uid, str) or uid not in self._known:
-            super().log_trial_metrics(trial, step, aggregator, **kwargs)
-            return
-        self._buffer.add(uid, tuple(MetricPoint(k, step, v) for k, v in kwargs.items()))
 
     def _write_update(self, uid: str, update: TrialUpdate) -> None:
         """Apply one update in its own transaction (stamped: a repeat is skipped)."""
