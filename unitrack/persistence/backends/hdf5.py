@@ -220,9 +220,9 @@ def _parameter_row(parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     return schema, row
 
 
-def _check_summary(path: str, summary: Any) -> None:
-    """Raise CorruptStoreError unless ``summary`` is a trial summary a reader can use (issue #12 item 14: a
-    damaged one gave ``KeyError: 'uid'``)."""
+def _check_summary(path: str, summary: Any) -> Trial:
+    """The trial ``summary`` describes; CorruptStoreError unless it is a trial summary a reader can use (issue #12
+    item 14: a damaged one gave ``KeyError: 'uid'``)."""
     if not isinstance(summary, dict) or summary.get("dtype") != "trial":
         raise CorruptStoreError(path, 0, "not a trial summary")
     uid = summary.get("uid")
@@ -234,6 +234,7 @@ def _check_summary(path: str, summary: Any) -> None:
         raise CorruptStoreError(path, 0, f"not a readable trial ({exc})") from exc
     if not isinstance(trial, Trial) or trial.uid != uid:
         raise CorruptStoreError(path, 0, f"its uid {uid!r} is not the uid of the trial it describes")
+    return trial
 
 
 def _opens_store(status: StatusLike | None) -> bool:
@@ -298,6 +299,9 @@ class HDF5Protocol(Protocol):
         self._releasing: set[str] = set()  # trials a commit is letting go of, outside the mutex
         self._released = threading.Condition(self._mutex)
         self._summaries: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        # The trial each summary read since its last view describes, built while checking it: the next view of
+        # that folder takes it (nobody else holds it) instead of building it again (a listing reads each once).
+        self._unviewed: dict[str, Trial] = {}
         # .unitrack/trials.jnl: one frame per trial, appended under the index lock, so inserts and writes find
         # a trial without scanning every folder.
         self._trials_index = index_dir / TRIALS_INDEX
@@ -507,7 +511,7 @@ class HDF5Protocol(Protocol):
                 raise CorruptStoreError(path, getattr(exc, "pos", 0), "summary is not valid JSON") from exc
         else:
             summary, _ = unseal(raw, path, (SUMMARY_FORMAT,))
-        _check_summary(path, summary)
+        self._unviewed[folder] = _check_summary(path, summary)
         self._summaries[folder] = (key, summary)
         return cast(dict[str, Any], summary)  # checked by _check_summary
 
@@ -611,6 +615,11 @@ class HDF5Protocol(Protocol):
         trial = from_json(summary)
         assert isinstance(trial, Trial)  # the summary's dtype is 'trial' (checked when read)
         return trial
+
+    def _view_of(self, folder: str, summary: dict[str, Any]) -> Trial:
+        """:meth:`_view` of ``folder``'s summary from :meth:`_scan`, taking the trial built when it was read."""
+        trial = self._unviewed.pop(folder, None)
+        return trial if trial is not None and not summary.get("damaged") else self._view(summary)
 
     # ------------------------------------------------------------------------------------ full reads
     @staticmethod
@@ -862,7 +871,7 @@ class HDF5Protocol(Protocol):
     def _matching(self, query: Query) -> Iterator[tuple[str, str, dict[str, Any]]]:
         match = compile_query(query)
         for uid, (folder, summary) in self._scan().items():
-            if match(self._view(summary)):
+            if match(self._view_of(folder, summary)):
                 yield uid, folder, summary
 
     def find_trials(self, query: Query) -> list[Trial]:
@@ -879,7 +888,7 @@ class HDF5Protocol(Protocol):
         match = compile_query(query)
         with self._mutex:
             self._check_open()
-            views = (self._view(summary) for _, summary in self._scan().values())
+            views = (self._view_of(folder, summary) for folder, summary in self._scan().values())
             return [view for view in views if match(view)]
 
     def find_series(self, request: SeriesRequest) -> list[Series]:
