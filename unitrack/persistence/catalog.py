@@ -311,14 +311,13 @@ def store_row(folder: str) -> dict[str, Any]:
     row["last_seen"] = _time(max(stamps)) if stamps else None
     if not os.path.isfile(h5):
         return row  # a journal only: a unitrack store being created
+    reason: str | None = None
     try:
         tables = read_store_h5(h5, pick=_pick_rows)
     except ForeignStoreError as exc:
         reason = f"node /{exc.fields['node']} cannot be read safely: {exc.fields['reason']}"
     except CorruptStoreError as exc:
         reason = str(exc.fields["reason"])
-    else:
-        reason = None
     if reason is not None:
         logger.warning("%s cannot be read (%s); listed as damaged", h5, reason)
         row.update(status="damaged", error=f"{h5}: {reason}")

@@ -68,6 +68,7 @@ def check(out: str) -> None:
                 "model": Store.PYTORCH_STATE,
             }, store["objects"].schema
             assert store["result"].nrows == 3
+            assert store["metadata"].df["name"].tolist() == [name]
             assert store["result"].df["mx^2"].tolist() == squares
             row = store["objects"].df.iloc[0]
             assert store["objects"].get_object(row["config"]) == {"slope": slope, "layers": [2, 1]}
