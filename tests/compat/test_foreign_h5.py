@@ -122,3 +122,12 @@ def poison_h5_fixed(path: Path, marker_dir: Path) -> list[Path]:
     with tables.open_file(str(path), "a") as h5:
         h5.get_node("/t")._v_attrs.evil = RunsCode(marker)
     return [marker]
+
+
+def test_unitrack_view_of_cox_stores_runs_no_code(crafted_cox) -> None:
+    out, markers = crafted_cox
+    result = run_cli("view", str(out), "--json", "-c", "name,status,metrics.result.mx^2")
+    _nothing_ran(markers)
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert rows["evil"]["status"] == "unknown" and rows["evil"]["result.mx^2"] == 4.0

@@ -428,3 +428,35 @@ def _urls(html: str) -> list[str]:
     import re
 
     return re.findall(r'(?:src|href)="([^"]+)"', html)
+
+
+def test_the_web_view_lists_a_folder_of_cox_stores(tmp_path: Path) -> None:
+    """A cox out-dir (stores written by cox 0.2 itself): the web view lists each store as ``unitrack view`` does,
+    a damaged one with its file and reason, and reading it writes nothing into the folder."""
+    import shutil
+
+    import unitrack
+
+    out = tmp_path / "out"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "cox" / "out", out)
+    (out / "slope-3" / "store.h5").write_bytes(b"\0" * 64)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    source = Source(out)
+    try:
+        with TestClient(create_app(source), base_url="http://127.0.0.1") as http:
+            listed = _api_rows(http)
+            assert set(listed) == set(unitrack.runs(out).index) == {"slope-1", "slope-3"}
+            assert (
+                listed["slope-1"]["status"] == "unknown" and listed["slope-1"]["metrics.result.mx^2"] == 4.0
+            )
+            assert sorted(_api_rows(http, status="unknown")) == ["slope-1"]
+            page = http.get("/api/runs/slope-1").json()
+            assert page["folder"] == str(out / "slope-1") and page["parameters"]["slope"] == 1.0
+            bad = http.get("/api/runs/slope-3").json()
+            assert bad["status"] == "damaged" and bad["damage"]["file"] == str(out / "slope-3" / "store.h5")
+            series = http.get("/api/series", params={"uid": ["slope-1"], "metric": "result.mx^2"})
+            assert series.status_code == 200 and series.json()["series"] == []
+            assert http.get("/api/figure", params={"uid": ["slope-1"]}).status_code == 200
+    finally:
+        source.close()
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

@@ -7,7 +7,9 @@ scripts all list runs through this module, so they agree on which runs exist and
   sub-folder), or, when ``$UNITRACK_URI`` names another backend and the folder has none of its own, the trials
   that backend holds for experiments in this folder. Experiment folders with a ``params.yml`` but no trial (an
   xmen folder, or one registered with ``--backend ephemeral://``) are listed from that file, and one whose
-  ``params.yml`` cannot be read is listed as ``damaged`` with the file and the reason. ``FOLDER`` and
+  ``params.yml`` cannot be read is listed as ``damaged`` with the file and the reason. A folder holding a store
+  and no trial (``FOLDER/<exp_id>/store.h5`` written by cox, or by :class:`unitrack.store.Store`) is listed as a
+  run too (see :func:`store_row`), so ``unitrack view`` on a cox out-dir shows its experiments. ``FOLDER`` and
   ``hdf5://FOLDER`` list the same runs.
 - **A URI** lists every trial of that backend.
 - Runs are read with :meth:`~unitrack.persistence.protocol.Protocol.find_trial_summaries`: a listing never reads
@@ -56,6 +58,7 @@ from unitrack.persistence.filters import FIELDS, KeySpace, compile_filters
 from unitrack.persistence.lifecycle import DAMAGED, parse_status_words
 from unitrack.persistence.protocol import Protocol, Query
 from unitrack.persistence.structure import Trial
+from unitrack.store.contents import H5_NAME, JOURNAL_NAME, is_store_dir, writer_alive
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,6 +76,7 @@ __all__ = [
     "remember_root",
     "run_status",
     "runs",
+    "store_row",
     "to_frame",
 ]
 
@@ -244,6 +248,94 @@ def _yaml_row(folder: str) -> dict[str, Any]:
     return row
 
 
+# ------------------------------------------------------------------------------------------ cox stores
+#: The table cox's walkthroughs (and ``cox-tensorboard --metadata-table``) keep a run's hyper-parameters in.
+_METADATA_TABLE = "metadata"
+_SCALAR_KINDS = ("float", "int", "bool", "str")
+_NUMBER_KINDS = ("float", "int")
+
+
+def _pick_rows(table: str, nrows: int) -> slice:
+    """The rows a listing reads of a store's table: the first of ``metadata``, the last of the others."""
+    return slice(0, min(nrows, 1)) if table == _METADATA_TABLE else slice(max(nrows - 1, 0), nrows)
+
+
+def _created_from_events(folder: str) -> datetime | None:
+    """When the store's TensorBoard writer was first opened: the time tensorboardX writes into the name of each
+    event file (``events.out.tfevents.<epoch seconds>.<host>``) when the store opens it for writing."""
+    times = []
+    try:
+        with os.scandir(os.path.join(folder, "tensorboard")) as entries:
+            for entry in entries:
+                parts = entry.name.split(".")
+                if entry.name.startswith("events.out.tfevents.") and len(parts) > 3 and parts[3].isdigit():
+                    times.append(int(parts[3]))
+    except OSError:  # no tensorboard folder (a store opened read-only only, or written by another tool)
+        return None
+    return _time(min(times)) if times else None
+
+
+def store_row(folder: str) -> dict[str, Any]:
+    """The catalog row of a folder holding a store and no trial: ``<exp_id>/store.h5`` written by cox 0.2 (or by
+    :class:`unitrack.store.Store`).
+
+    - ``uid`` and ``name``: the folder's name (cox's ``exp_id``).
+    - ``status``: ``unknown`` (cox records no state: nothing says whether the run finished, failed or is still
+      writing), ``running`` for a unitrack store whose writer holds its lock on this host, ``damaged`` (with the
+      file and the reason in ``error``) when ``store.h5`` cannot be read.
+    - ``created``: when the store's TensorBoard writer was first opened (the time in its event file's name);
+      ``last_seen``: the last write of ``store.h5`` or the journal (their mtime). ``started`` and ``ended`` stay
+      empty: no file records them.
+    - ``tags["tables"]``: each table's row count; ``parameters.<column>``: the first row of the ``metadata``
+      table (where cox's walkthroughs and ``cox-tensorboard`` keep hyper-parameters); ``metrics.<table>.<column>``:
+      the last row of every other table's int and float columns. Serialized cells (OBJECT, PICKLE,
+      PYTORCH_STATE) are not shown.
+
+    ``store.h5`` is read by :func:`unitrack.store.h5read.read_store_h5`, one or two rows per table whatever their
+    length, and nothing in it is unpickled beyond plain data or executed. When unitrack's writer is between
+    rebuilds of ``store.h5``, its newest rows are in the journal only and show at the next rebuild.
+    """
+    from unitrack.errors import CorruptStoreError, ForeignStoreError
+    from unitrack.store.h5read import read_store_h5
+
+    name = os.path.basename(folder)
+    h5 = os.path.join(folder, H5_NAME)
+    row: dict[str, Any] = dict.fromkeys(FIELDS)
+    row.update(uid=name, name=name, notes=[], tags={}, error="", description="")
+    row["status"] = "running" if writer_alive(folder) else lifecycle.UNKNOWN
+    row["created"] = _created_from_events(folder)
+    stamps = []
+    for file in (h5, os.path.join(folder, JOURNAL_NAME)):
+        with contextlib.suppress(OSError):
+            stamps.append(os.stat(file).st_mtime)
+    row["last_seen"] = _time(max(stamps)) if stamps else None
+    if not os.path.isfile(h5):
+        return row  # a journal only: a unitrack store being created
+    reason: str | None = None
+    try:
+        tables = read_store_h5(h5, pick=_pick_rows)
+    except ForeignStoreError as exc:
+        reason = f"node /{exc.fields['node']} cannot be read safely: {exc.fields['reason']}"
+    except CorruptStoreError as exc:
+        reason = str(exc.fields["reason"])
+    if reason is not None:
+        logger.warning("%s cannot be read (%s); listed as damaged", h5, reason)
+        row.update(status="damaged", error=f"{h5}: {reason}")
+        return row
+    row["tags"] = {"tables": {t: tables[t].nrows for t in sorted(tables)}}
+    for table_name in sorted(tables):
+        table = tables[table_name]
+        metadata = table_name == _METADATA_TABLE
+        for column, kind, values in zip(table.columns, table.kinds, table.values, strict=True):
+            if not values or kind.value not in (_SCALAR_KINDS if metadata else _NUMBER_KINDS):
+                continue
+            if metadata:
+                row[f"parameters.{column}"] = values[0]
+            else:
+                row[f"metrics.{table_name}.{column}"] = values[-1]
+    return row
+
+
 # ---------------------------------------------------------------------------------------------- listing
 @dataclass
 class Listing:
@@ -255,6 +347,8 @@ class Listing:
     rows: list[dict[str, Any]] = field(default_factory=list)
     #: name -> folder of each experiment folder (a folder listing only).
     folders: dict[str, str] = field(default_factory=dict)
+    #: uid -> folder of each run listed from a store with no trial (:func:`store_row`): no backend holds it.
+    stores: dict[str, str] = field(default_factory=dict)
 
     def columns(self) -> list[str]:
         """The fields, then every parameter and metric column in the order first seen."""
@@ -343,10 +437,15 @@ def _list_folder(folder: str, query: Query, opener: Opener | None = None) -> Lis
             continue
         if os.path.isfile(os.path.join(path, "params.yml")):
             row = _yaml_row(path)
-            if query is None or row["status"] == "damaged":
-                listing.rows.append(row)
-            else:
-                logger.debug("%s has no trial; not listed under a query", path)
+        elif is_store_dir(path):  # a store with no trial: cox's own, or unitrack.store.Store's
+            row = store_row(path)
+            listing.stores[row["uid"]] = path
+        else:
+            continue
+        if query is None or row["status"] == "damaged":
+            listing.rows.append(row)
+        else:
+            logger.debug("%s has no trial; not listed under a query", path)
     return listing
 
 
@@ -379,9 +478,11 @@ def read_listing(
 
 
 def _is_run(folder: str) -> bool:
-    """Whether ``folder`` is one run (its own params.yml or trial summary), not a folder of runs."""
-    return os.path.isfile(os.path.join(folder, "params.yml")) or os.path.isfile(
-        os.path.join(folder, _SUMMARY)
+    """Whether ``folder`` is one run (its own params.yml, trial summary or store), not a folder of runs."""
+    return (
+        os.path.isfile(os.path.join(folder, "params.yml"))
+        or os.path.isfile(os.path.join(folder, _SUMMARY))
+        or is_store_dir(folder)
     )
 
 
@@ -394,7 +495,10 @@ def _list_run(folder: str, query: Query, opener: Opener | None = None) -> Listin
     trials = [t for t in parent.trials if t.name == name]
     if not rows and os.path.isfile(os.path.join(run, "params.yml")):
         rows = [_yaml_row(run)]
-    return Listing(folder, parent.uri, trials, rows, {name: run})
+    elif not rows and is_store_dir(run):
+        rows = [store_row(run)]
+    stores = {r["uid"]: run for r in rows if not trials}
+    return Listing(folder, parent.uri, trials, rows, {name: run}, stores)
 
 
 def list_runs(

@@ -21,9 +21,10 @@ requeue       ``CustomStatus('requeue', 205)``
 deleted       ``CustomStatus('deleted', 303)``
 ============  ==============================================  ========================================
 
-Two more words are never stored; a reader derives them: ``lost`` (a ``running`` trial whose process is gone)
-and ``damaged`` (a run whose files cannot be read). A custom status outside the table shows as its own name,
-lowercased.
+Three more words are never stored; a reader derives them: ``lost`` (a ``running`` trial whose process is gone),
+``damaged`` (a run whose files cannot be read) and ``unknown`` (a run whose state was never recorded: a folder of
+stores written by cox, which records tables but no status; nothing says whether it finished, failed or is still
+writing). A custom status outside the table shows as its own name, lowercased.
 
 **Liveness.** A process running a trial records, when the run starts, its host, pid and the pid's start time
 in ``metadata["process"]``, then beats: ``metadata["heartbeat"]`` (epoch seconds, track's key) is refreshed
@@ -59,6 +60,7 @@ from unitrack.persistence.structure import CustomStatus, Status, StatusLike, Tri
 __all__ = [
     "DAMAGED",
     "DERIVED_WORDS",
+    "UNKNOWN",
     "HEARTBEAT_KEY",
     "PROCESS_KEY",
     "STATUS_WORDS",
@@ -94,7 +96,10 @@ _STORED: dict[str, StatusLike] = {
 }
 
 #: Words a reader derives and never stores.
-DERIVED_WORDS: tuple[str, ...] = ("lost", "damaged")
+DERIVED_WORDS: tuple[str, ...] = ("lost", "damaged", "unknown")
+
+#: The word for a run whose state was never recorded (a plain cox store: tables, no status).
+UNKNOWN = "unknown"
 
 #: The status a backend gives a run it lists but cannot read (never stored; the trial's
 #: ``metadata["damage"]`` says which file and why).

@@ -33,6 +33,7 @@ import json
 import logging
 import pickle  # noqa: S403 - only the restricted _PlainUnpickler below is used, which builds plain data
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ import numpy as np
 from unitrack.errors import CorruptStoreError, ForeignStoreError
 from unitrack.store.schema import ColumnKind, kind_of
 
-__all__ = ["H5Table", "UnsafePickleError", "plain_loads", "read_store_h5"]
+__all__ = ["H5Table", "RowPicker", "UnsafePickleError", "plain_loads", "read_store_h5"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +116,16 @@ def plain_loads(data: bytes) -> Any:
         raise pickle.UnpicklingError(f"not a readable pickle: {exc!r}") from exc
 
 
+#: Given a table's name and its number of rows, the rows to read (``slice(n - 1, n)``: only the last one).
+RowPicker = Callable[[str, int], slice]
+
+
 @dataclass
 class H5Table:
-    """One table read from a ``store.h5``: column names, kinds, and each column's values (Python lists)."""
+    """One table read from a ``store.h5``: column names, kinds, and each column's values (Python lists).
+
+    ``nrows`` counts every row of the table, also when only some were read (``values`` holds those).
+    """
 
     name: str
     columns: list[str]
@@ -203,7 +211,9 @@ def _column(values: np.ndarray, kind: ColumnKind, encoding: str) -> list[Any]:
     return [str(v) for v in values.tolist()]
 
 
-def _read_table(path: str, name: str, group: Any, own_schema: dict[str, Any]) -> H5Table:
+def _read_table(
+    path: str, name: str, group: Any, own_schema: dict[str, Any], pick: RowPicker | None = None
+) -> H5Table:
     attrs = group.attrs
     pandas_type = _text(_raw(attrs, "pandas_type"))
     if pandas_type != "frame_table" or "table" not in group:
@@ -214,7 +224,8 @@ def _read_table(path: str, name: str, group: Any, own_schema: dict[str, Any]) ->
         )
     table = group["table"]
     try:
-        data = table[()]
+        total = int(table.shape[0]) if table.shape else 0
+        data = table[()] if pick is None else table[pick(name, total)]
     except (OSError, TypeError, ValueError) as exc:
         raise CorruptStoreError(path, 0, f"table /{name} cannot be read ({exc})") from exc
     if data.dtype.names is None:
@@ -261,14 +272,16 @@ def _read_table(path: str, name: str, group: Any, own_schema: dict[str, Any]) ->
             raise ForeignStoreError(path, name, f"column {column!r} has an unsupported type {raw.dtype}")
         kinds.append(kind)
         values.append(_column(raw, kind, encoding))
-    return H5Table(name, order, kinds, values, len(data))
+    return H5Table(name, order, kinds, values, total)
 
 
-def read_store_h5(path: str) -> dict[str, H5Table]:
+def read_store_h5(path: str, *, pick: RowPicker | None = None) -> dict[str, H5Table]:
     """Read every table of ``path`` without unpickling anything but plain data (see the module docstring).
 
     Args:
         path: A ``store.h5``.
+        pick: Read only these rows of each table (given its name and row count, a slice); default all. A
+            listing reads the last row of each table this way, whatever the tables' length.
 
     Returns:
         ``{table name: H5Table}``.
@@ -302,7 +315,7 @@ def read_store_h5(path: str) -> dict[str, H5Table]:
                 raise CorruptStoreError(path, 0, f"node /{name} cannot be opened ({exc})") from exc
             if not hasattr(group, "keys"):
                 raise ForeignStoreError(path, name, "it is a bare array, not a pandas table")
-            tables[name] = _read_table(path, name, group, own_schema)
+            tables[name] = _read_table(path, name, group, own_schema, pick)
         for name, schema in own_schema.items():  # unitrack keeps tables without rows in its schema only
             if name not in tables:
                 kinds = _schema_kinds(path, name, schema)

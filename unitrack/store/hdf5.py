@@ -6,7 +6,9 @@ cox tooling read it. The file is written into a temporary file in the same folde
 partial one. The journal stays the source of truth; this file is rebuilt from it.
 
 The root node carries ``unitrack_schema``, a JSON text attribute with every table's columns and kinds (also of
-tables without rows, which pandas cannot write), and ``unitrack_rows``, the row count of each table.
+tables without rows, which pandas cannot write), and ``unitrack_rows``, the row count of each table. Each table's
+group also carries ``COX_DATA`` (``{'schema': {column: type}, 'name': table}``, pickled by PyTables as cox 0.2
+writes it), so the original cox finds the tables; unitrack itself reads ``unitrack_schema``.
 """
 
 from __future__ import annotations
@@ -244,6 +246,13 @@ class _Layout:
         attrs.non_index_axes = [(1, cols)]
         attrs.data_columns = [name for name, _, block in self.slots if not block]
         attrs.levels = 1
+        # cox's own schema attribute, as cox 0.2 writes it (``Table._initialize_nonempty_table``): the original
+        # cox lists only the tables that carry it. PyTables pickles this dict of plain builtins (protocol 0),
+        # byte for byte as it does for cox; unitrack reads it back with an allow-list unpickler (h5read).
+        attrs.COX_DATA = {
+            "schema": {c: k.schema_type for c, k in zip(cols, t.kinds, strict=True)},
+            "name": t.name,
+        }
         node = h5.create_table(group, "table", self.dtype, expectedrows=max(t.nrows, 1), track_times=False)
         tattrs = node.attrs
         tattrs.index_kind = "integer"

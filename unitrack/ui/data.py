@@ -167,6 +167,8 @@ class Source:
         if str(row["uid"]).startswith("params.yml:"):
             found = listing.folders.get(str(row["name"]))
             return None if found is None else Path(found)
+        if row["uid"] in listing.stores:  # a store with no trial (cox's): no backend holds it
+            return Path(listing.stores[row["uid"]])
         folder = getattr(self.protocol, "trial_folder", None)
         if folder is not None:
             try:
@@ -243,8 +245,9 @@ class Source:
         method: str = "minmax",
     ) -> list[Series]:
         """Points of ``metrics`` of ``uids``, downsampled at the backend (see :class:`SeriesRequest`)."""
+        stores = self.listing().stores  # runs no backend holds: an xmen folder's, a cox store's
         request = SeriesRequest(
-            uids=tuple(u for u in uids if not str(u).startswith("params.yml:")),
+            uids=tuple(u for u in uids if not str(u).startswith("params.yml:") and u not in stores),
             metrics=tuple(metrics),
             step_min=step_min,
             step_max=step_max,
@@ -286,9 +289,11 @@ def _damage(meta: Mapping[str, Any], row: Row, folder: Path | None) -> dict[str,
     if damage:
         return {"file": str(damage.get("file", "?")), "reason": str(damage.get("reason", "cannot be read"))}
     text = str(row.get("error") or "")
+    for name in ("params.yml", "store.h5"):  # an xmen folder's file, a cox store's
+        path = "" if folder is None else str(folder / name)
+        if path and text.startswith(path + ": "):
+            return {"file": path, "reason": text[len(path) + 2 :]}
     path = "" if folder is None else str(folder / "params.yml")
-    if path and text.startswith(path + ": "):
-        return {"file": path, "reason": text[len(path) + 2 :]}
     return {"file": path or "?", "reason": text or "cannot be read"}
 
 
