@@ -61,7 +61,7 @@ from unitrack.errors import (
     error_from_wire,
 )
 from unitrack.persistence.batching import BufferedProtocol, UpdateBuffer, merge_updates
-from unitrack.persistence.protocol import PRIMITIVES
+from unitrack.persistence.protocol import PRIMITIVES, Protocol
 from unitrack.persistence.query import Query, normalize_query
 from unitrack.persistence.serialization import from_json, to_json
 from unitrack.persistence.series import Series, SeriesRequest, request_to_json, series_from_json
@@ -685,6 +685,9 @@ def _remote_primitive(name: str) -> Callable[..., Any]:
 
 # A primitive declared in Protocol without a method above is called generically, so the server's new
 # primitives work through socket:// at once (a method written here can then give it typed results).
-for _name in sorted(PRIMITIVES - set(vars(SocketProtocol))):
+_WRITTEN = {
+    name for cls in SocketProtocol.__mro__[: SocketProtocol.__mro__.index(Protocol)] for name in vars(cls)
+}
+for _name in sorted(PRIMITIVES - _WRITTEN):  # (update_trial is BufferedProtocol's)
     setattr(SocketProtocol, _name, _remote_primitive(_name))
 abc.update_abstractmethods(SocketProtocol)
