@@ -189,12 +189,29 @@ def test_torn_tail_is_dropped_with_warning_and_writer_continues(closed_store):
         fh.truncate(size - 5)
     with pytest.warns(RuntimeWarning, match=r"store.journal: dropped a torn tail of \d+ bytes at byte \d+"):
         store = Store(out_dir, "good")
-    assert store["u"].nrows == 9
+    # The torn row is taken back from the store.h5 the last close built (the journal is a prefix of it).
+    assert store["u"].nrows == 10
     store["u"].append_row({"y": 1.5})
     store.close()
     with Store(out_dir, "good", mode="r") as s:  # no warning now: the tail was cut before appending
-        assert s["u"].df["y"].tolist()[-2:] == [8e300, 1.5]
+        assert s["u"].df["y"].tolist()[-3:] == [8.0 * 1e300, 9.0 * 1e300, 1.5]
         assert s["t"].nrows == 40
+
+
+def test_a_torn_tail_with_no_store_h5_behind_it_is_dropped(closed_store):
+    """Without a store.h5 holding it, the torn row is gone: the writer continues after the valid prefix."""
+    out_dir, _ = closed_store
+    journal = os.path.join(out_dir, "good", "store.journal")
+    os.unlink(os.path.join(out_dir, "good", "store.h5"))
+    with open(journal, "r+b") as fh:
+        fh.truncate(os.path.getsize(journal) - 5)
+    with pytest.warns(RuntimeWarning, match=r"dropped a torn tail"):
+        store = Store(out_dir, "good")
+    assert store["u"].nrows == 9
+    store["u"].append_row({"y": 1.5})
+    store.close()
+    with Store(out_dir, "good", mode="r") as s:
+        assert s["u"].df["y"].tolist()[-2:] == [8e300, 1.5]
 
 
 def test_corrupt_middle_frame_raises_with_offset(closed_store):

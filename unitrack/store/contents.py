@@ -10,10 +10,19 @@ import logging
 import os
 import socket
 
+from unitrack.errors import StorageError
 from unitrack.store.h5read import H5Table, read_store_h5
-from unitrack.store.journal import JournalContents, JournalTable, RowCodec, read_journal
+from unitrack.store.journal import JournalContents, JournalTable, RowCodec, read_journal, schema_payload
 
-__all__ = ["H5_NAME", "JOURNAL_NAME", "LOCK_NAME", "OBJECTS_DIR", "is_store_dir", "load_contents"]
+__all__ = [
+    "H5_NAME",
+    "JOURNAL_NAME",
+    "LOCK_NAME",
+    "OBJECTS_DIR",
+    "h5_only_rows",
+    "is_store_dir",
+    "load_contents",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +109,54 @@ def _contents_from_h5(read: dict[str, H5Table]) -> JournalContents:
         table.take(payloads)  # the payloads, their count and text widths
         tables[name] = table
     return JournalContents(tables, 0, None)
+
+
+def h5_only_rows(path: str, contents: JournalContents) -> list[bytes]:
+    """The journal records (schemas, then rows) of what ``store.h5`` holds beyond the journal ``contents``.
+
+    unitrack rebuilds ``store.h5`` from its journal; a tool that appends to ``store.h5`` itself (cox's
+    ``Table.flush_row`` does ``HDFStore.append``) adds rows, and tables, the journal never saw, which that rebuild
+    would drop. The writer calls this when it opens an existing store and appends the records to its journal, so
+    those rows are kept, after the journal's, in the order ``store.h5`` holds them; so are rows a torn journal
+    tail lost that the last build of ``store.h5`` holds. Only the rows past each table's journal count are read
+    (a ``store.h5`` holding fewer is an older build, to be rebuilt).
+
+    Raises:
+        StorageError: ``store.h5`` cannot be read safely, or a table's columns there differ from the journal's:
+            its extra rows cannot be taken (the caller keeps the file aside).
+    """
+    h5 = os.path.join(path, H5_NAME)
+    if not os.path.isfile(h5):
+        return []
+    counts = {name: table.nrows for name, table in contents.tables.items()}
+    read = read_store_h5(h5, pick=lambda name, total: slice(min(counts.get(name, 0), total), total))
+    if contents.damaged and any(h5table.nrows > counts.get(name, 0) for name, h5table in read.items()):
+        # Rows skipped inside the journal: its rows are no longer store.h5's first ones, so which of store.h5's
+        # rows it lacks is unknown (a torn tail is different: the journal is then a prefix of store.h5).
+        raise StorageError(f"{h5} holds rows the damaged journal lost; they cannot be matched up")
+    records: list[bytes] = []
+    next_id = max((t.codec.table_id for t in contents.tables.values()), default=-1) + 1
+    for name in sorted(read):
+        h5table = read[name]
+        known = contents.tables.get(name)
+        if h5table.nrows <= counts.get(name, 0) and known is not None:
+            continue
+        if known is None:
+            codec = RowCodec(next_id, list(h5table.columns), list(h5table.kinds))
+            next_id += 1
+            records.append(schema_payload(name, codec.table_id, codec.columns, codec.kinds))
+        else:
+            codec = known.codec
+            if list(h5table.columns) != list(codec.columns):
+                raise StorageError(
+                    f"table {name!r} of {h5} has columns {list(h5table.columns)}, its journal "
+                    f"{list(codec.columns)}: its {h5table.nrows - known.nrows} extra row(s) cannot be taken"
+                )
+        rows = (
+            zip(*h5table.values, strict=True) if h5table.columns else ([] for _ in range(len(h5table.values)))
+        )
+        try:
+            records.extend(codec.pack(list(row)) for row in rows)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise StorageError(f"rows of table {name!r} of {h5} do not fit its schema ({exc})") from exc
+    return records

@@ -35,6 +35,7 @@ from unitrack.store.contents import (
     JOURNAL_NAME,
     LOCK_NAME,
     OBJECTS_DIR,
+    h5_only_rows,
     load_contents,
 )
 from unitrack.store.hdf5 import Chunk, H5TableSpec, write_empty_h5, write_h5
@@ -254,6 +255,10 @@ class Store:
                 )
         else:
             self._writer = JournalWriter(self._journal_path, contents.valid_end, fsync=self.fsync)
+            if not created and self._mode is not Mode.WRITE and self._take_h5_only_rows(contents):
+                contents = load_contents(
+                    self.path, holds_lock=True, skip_damaged=self._skip_damaged, keep_payloads=self._keep_rows
+                )
         self._load(contents)
         total = sum(t.nrows for t in self.tables.values())
         self._h5_due = max(self._h5_every_rows, total)
@@ -262,6 +267,26 @@ class Store:
             write_empty_h5(self._h5_path)
         # An existing store.h5 may predate rows in the journal (a writer killed before closing): rebuild it.
         self._tables_since_h5 = not created
+
+    def _take_h5_only_rows(self, contents: Any) -> bool:
+        """Append to the journal the rows another tool (cox) appended to ``store.h5`` (see
+        :func:`~unitrack.store.contents.h5_only_rows`); a ``store.h5`` whose rows cannot be taken is kept aside as
+        ``store.h5.kept-<n>`` (with a warning) before it is rebuilt. Returns whether the journal grew."""
+        try:
+            records = h5_only_rows(self.path, contents)
+        except StorageError as exc:
+            n = 1
+            while os.path.exists(f"{self._h5_path}.kept-{n}"):
+                n += 1
+            os.replace(self._h5_path, f"{self._h5_path}.kept-{n}")
+            logger.warning("%s; kept as %s.kept-%d, store.h5 is rebuilt from the journal", exc, H5_NAME, n)
+            return False
+        if not records:
+            return False
+        assert self._writer is not None  # opened just before
+        self._writer.append_many(records)
+        logger.info("%s: took %d record(s) appended to store.h5 by another tool", self.path, len(records))
+        return True
 
     def _reset_journal(self) -> None:
         tmp = self._journal_path + ".tmp"
