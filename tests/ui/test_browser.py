@@ -245,6 +245,27 @@ def test_zooming_refetches_the_exact_points_of_the_range(page: Page, tmp_path: P
         stop(served)
 
 
+def test_a_table_longer_than_its_first_rows_lists_every_run_once_the_chart_is_drawn(
+    page: Page, tmp_path: Path
+) -> None:
+    """The first rows show at once and the others once the first chart is drawn: all of them, once each."""
+    from unitrack.persistence.structure import Trial
+
+    with get_protocol(f"hdf5://{tmp_path}") as db:
+        db.strict = False
+        for i in range(650):  # more than the first rows and a chunk
+            trial = db.new_trial(Trial(name=f"r{i:03d}", parameters={"i": i}))
+            assert trial is not None
+            db.log_trial_metrics(trial, step=0, loss=i / 650)
+    served = start_ui(tmp_path)
+    try:
+        tab = open_ui(page, served, 650)
+        assert sorted(names_in_table(tab)) == [f"r{i:03d}" for i in range(650)]
+        assert not page.errors, page.errors
+    finally:
+        stop(served)
+
+
 def test_a_damaged_run_shows_its_file_and_reason_and_breaks_nothing(page: Page, tmp_path: Path) -> None:
     """A run whose trial.json fails its checksum, and an xmen folder whose params.yml cannot be read, are listed
     as ``damaged`` with the file and the reason; the other runs' rows and chart are drawn as usual."""

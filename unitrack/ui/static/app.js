@@ -8,6 +8,7 @@
   const POLL_MS = 2000;
   const FIRST_ROWS = 100;
   const CHUNK_ROWS = 400;
+  const FIRST_CHARTS_WAIT_MS = 3000;
   const DEFAULT_CHARTED = 10;
   const TIME_COLUMNS = new Set(["created", "started", "ended", "last_seen"]);
   const state = {
@@ -192,17 +193,19 @@
       for (const row of rows.slice(from, to)) fragment.append(tableRow(row));
       body.append(fragment);
     };
-    // The first rows at once; the others in chunks between other work (plotly.js compiling, a chart being
-    // drawn), so a table of thousands of runs never holds up the page.
+    // The first rows at once; the others in chunks when the page is idle, and on the first load only once the
+    // first charts are drawn: every layout plotly.js forces while drawing would otherwise lay out thousands of
+    // rows (a fifth of the time to the first chart on 1,000 runs).
     addRows(0, FIRST_ROWS);
     let at = FIRST_ROWS;
+    const later = (task) => (window.requestIdleCallback ? window.requestIdleCallback(task, { timeout: 1000 }) : window.setTimeout(task, 0));
     const more = () => {
       if (generation !== state.tableGeneration || at >= rows.length) return;
       addRows(at, at + CHUNK_ROWS);
       at += CHUNK_ROWS;
-      window.setTimeout(more, 0);
+      later(more);
     };
-    if (at < rows.length) window.setTimeout(more, 0);
+    if (at < rows.length) state.firstCharts.then(() => later(more));
     $("count").textContent = state.runs.count + " run(s)" + (state.selected.size ? ", " + state.selected.size + " selected" : "");
   }
 
@@ -453,6 +456,12 @@
     });
   }
 
+  // Settled once the first charts are drawn (or could not be), or after FIRST_CHARTS_WAIT_MS at the latest.
+  state.firstCharts = new Promise((resolve) => {
+    state.firstChartsDone = resolve;
+    window.setTimeout(resolve, FIRST_CHARTS_WAIT_MS);
+  });
+
   async function refreshCharts(full) {
     if (!state.runs) return;
     if (state.busy) {
@@ -465,6 +474,7 @@
       await drawCharts(full);
     } finally {
       state.busy = false;
+      state.firstChartsDone();
     }
     if (state.pending) {
       const again = state.pending === "full";
