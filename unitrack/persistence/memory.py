@@ -205,6 +205,13 @@ class _TrialRecord:
         return f"{self.hash}_{self.revision}"
 
     def snapshot(self) -> Trial:
+        return self._trial({k: m.snapshot(k) for k, m in self.metrics.items()})
+
+    def summary(self) -> Trial:
+        """The snapshot with each metric's latest value only (no points copied)."""
+        return self._trial({k: m.summary(k) for k, m in self.metrics.items()})
+
+    def _trial(self, metrics: dict[str, Metric]) -> Trial:
         return Trial(
             _hash=self.hash,
             revision=self.revision,
@@ -216,26 +223,7 @@ class _TrialRecord:
             project_id=self.project_id,
             parameters=self.parameters,  # Trial checks and copies parameters
             metadata=_plain_copy(self.metadata),
-            metrics={k: m.snapshot(k) for k, m in self.metrics.items()},
-            chronos=_plain_copy(self.chronos),
-            status=self.status,
-            errors=tuple(self.errors),
-        )
-
-    def summary(self) -> Trial:
-        """The snapshot with each metric's latest value only (no points copied)."""
-        return Trial(
-            _hash=self.hash,
-            revision=self.revision,
-            name=self.name,
-            description=self.description,
-            tags=_plain_copy(self.tags),
-            version=self.version,
-            group_id=self.group_id,
-            project_id=self.project_id,
-            parameters=self.parameters,
-            metadata=_plain_copy(self.metadata),
-            metrics={k: m.summary(k) for k, m in self.metrics.items()},
+            metrics=metrics,
             chronos=_plain_copy(self.chronos),
             status=self.status,
             errors=tuple(self.errors),
