@@ -211,6 +211,34 @@ def fork_worker(
     return worker
 
 
+def writers_beside_readers(
+    write: Callable[..., None],
+    poll: Callable[..., None],
+    target: str,
+    shared: str,
+    counts: Sequence[int],
+    stop: str,
+    readers: int = 2,
+) -> list[Worker]:
+    """One writer per count (``write(ack, target, shared, name, count)``, own trial plus ``shared``) and
+    ``readers`` pollers (``poll(ack, target, stop)``), released together; once the writers are done the pollers
+    are stopped (``stop`` is created) and none may have acknowledged a ``problem``. Returns the writers."""
+    gate = Gate()
+    writers = [
+        fork_worker(f"w{w}", write, target, shared, f"w{w}", count, gate=gate)
+        for w, count in enumerate(counts)
+    ]
+    pollers = [fork_worker(f"r{r}", poll, target, stop, gate=gate) for r in range(readers)]
+    gate.open(len(writers) + len(pollers))
+    for worker in writers:
+        worker.join(timeout_s=240)
+    open(stop, "w").close()  # noqa: SIM115 - an empty file is the signal
+    for poller in pollers:
+        poller.join(timeout_s=60)
+        assert poller.acked("problem") == [], poller.acked("problem")
+    return writers
+
+
 def reap_leftovers() -> None:
     """SIGKILL and reap every worker a test left running (a failed assertion before its join)."""
     for worker in list(LIVE.values()):

@@ -18,6 +18,7 @@ from tests.faults.harness import (
     flipped_in_place,
     fork_worker,
     kill_at_random_moments,
+    writers_beside_readers,
 )
 from unitrack.errors import ItemNotFound, StorageError
 from unitrack.persistence.backends.file import FileProtocol
@@ -95,19 +96,9 @@ def test_sixteen_writers_and_two_readers_store_every_acknowledged_value_once(tmp
     shared = holder.new_trial(Trial(name="shared"))
     assert shared is not None
     stop = str(tmp_path / "stop")
-    gate = Gate()
-    writers = [
-        fork_worker(f"w{w}", _write_own_and_shared, uri, shared.uid, f"w{w}", 400 + 100 * w, gate=gate)
-        for w in range(WRITERS)
-    ]
-    readers = [fork_worker(f"r{r}", _poll, uri, stop, gate=gate) for r in range(2)]
-    gate.open(len(writers) + len(readers))
-    for worker in writers:
-        worker.join(timeout_s=240)
-    Path(stop).touch()
-    for reader in readers:
-        reader.join(timeout_s=60)
-        assert reader.acked("problem") == [], reader.acked("problem")
+    writers = writers_beside_readers(
+        _write_own_and_shared, _poll, uri, shared.uid, [400 + 100 * w for w in range(WRITERS)], stop
+    )
     holder.close()
     stored = _stored_series(_read_back(uri, tmp_path))
     problems = exactly_once(_acked(writers), stored, in_flight=0)

@@ -19,6 +19,7 @@ from tests.faults.harness import (
     flipped_in_place,
     fork_worker,
     kill_at_random_moments,
+    writers_beside_readers,
 )
 from unitrack.errors import ItemNotFound, StorageError
 from unitrack.persistence.backends.pickled import PickledProtocol
@@ -85,19 +86,9 @@ def test_sixteen_writers_and_two_readers_store_every_acknowledged_value_once(tmp
     shared = _open(uri).new_trial(Trial(name="shared"))
     assert shared is not None
     stop = str(tmp_path / "stop")
-    gate = Gate()
-    writers = [
-        fork_worker(f"w{w}", _write_own_and_shared, uri, shared.uid, f"w{w}", 10 + w, gate=gate)
-        for w in range(16)
-    ]
-    readers = [fork_worker(f"r{r}", _poll, uri, stop, gate=gate) for r in range(2)]
-    gate.open(len(writers) + len(readers))
-    for worker in writers:
-        worker.join(timeout_s=240)
-    Path(stop).touch()
-    for reader in readers:
-        reader.join(timeout_s=60)
-        assert reader.acked("problem") == [], reader.acked("problem")
+    writers = writers_beside_readers(
+        _write_own_and_shared, _poll, uri, shared.uid, [10 + w for w in range(16)], stop
+    )
     problems = exactly_once(_acked(writers), _stored(uri, tmp_path), in_flight=0)
     assert not problems, problems
 
